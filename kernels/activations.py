@@ -1,0 +1,143 @@
+"""Activation functions used inside the recurrent kernels, applied in place to a vector.
+
+Each activation is named by a small integer code (what the packed network carries) plus two
+float parameters ``alpha`` and ``beta`` (ONNX's convention; unused ones are ignored). The
+branch on the code sits outside the element loop, so every loop vectorises.
+
+``tanh`` is a rational approximation (``kernels/tanh_fit.py`` derives it): max abs error
+4e-7 in float32 over the whole real line, clamped so that it is exact (+-1) past |x| = 9 and
+never overflows. ``sigmoid(x) = 0.5 + 0.5 tanh(x / 2)`` inherits both properties.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from kernels.config import JIT_OPTIONS
+
+SIGMOID = 0
+TANH = 1
+RELU = 2
+AFFINE = 3
+HARD_SIGMOID = 4
+LEAKY_RELU = 5
+THRESHOLDED_RELU = 6
+SCALED_TANH = 7
+ELU = 8
+SOFTSIGN = 9
+SOFTPLUS = 10
+
+#: name -> (code, default alpha, default beta). ``linear`` is ``affine`` with alpha 1, beta 0.
+#: ``hard_sigmoid`` defaults to the Keras 1/2 and ONNX definition (0.2, 0.5); Keras 3's is
+#: (1/6, 0.5): importers always write both parameters explicitly.
+ACTIVATIONS: dict[str, tuple[int, float, float]] = {
+    "sigmoid": (SIGMOID, 0.0, 0.0),
+    "tanh": (TANH, 0.0, 0.0),
+    "relu": (RELU, 0.0, 0.0),
+    "linear": (AFFINE, 1.0, 0.0),
+    "affine": (AFFINE, 1.0, 0.0),
+    "hard_sigmoid": (HARD_SIGMOID, 0.2, 0.5),
+    "leaky_relu": (LEAKY_RELU, 0.01, 0.0),
+    "thresholded_relu": (THRESHOLDED_RELU, 1.0, 0.0),
+    "scaled_tanh": (SCALED_TANH, 1.0, 1.0),
+    "elu": (ELU, 1.0, 0.0),
+    "softsign": (SOFTSIGN, 0.0, 0.0),
+    "softplus": (SOFTPLUS, 0.0, 0.0),
+}
+
+# Rational tanh on the clamped range: x * P(x^2) / Q(x^2).
+_TANH_CLAMP = np.float32(9.0)
+_P0 = np.float32(0.9999999071433485)
+_P1 = np.float32(0.13373234965468803)
+_P2 = np.float32(0.0034866211154844693)
+_P3 = np.float32(2.0472294477244045e-05)
+_P4 = np.float32(1.3184575514367532e-08)
+_Q1 = np.float32(0.4670653208280167)
+_Q2 = np.float32(0.02584214125184484)
+_Q3 = np.float32(0.0003271441401488713)
+_Q4 = np.float32(7.702866162214722e-07)
+_ONE = np.float32(1.0)
+_HALF = np.float32(0.5)
+_ZERO = np.float32(0.0)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
+def _tanh_scalar(x: float) -> float:
+    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    s = x * x
+    p = (((_P4 * s + _P3) * s + _P2) * s + _P1) * s + _P0
+    q = (((_Q4 * s + _Q3) * s + _Q2) * s + _Q1) * s + _ONE
+    return min(max(x * p / q, -_ONE), _ONE)
+
+
+@numba.njit(**JIT_OPTIONS)
+def _activate(v: np.ndarray, code: int, alpha: float, beta: float) -> None:
+    """Apply activation ``code`` to the float32 vector ``v`` in place."""
+    n = v.shape[0]
+    a = np.float32(alpha)
+    b = np.float32(beta)
+    if code == SIGMOID:
+        for j in range(n):
+            v[j] = _HALF + _HALF * _tanh_scalar(_HALF * v[j])
+    elif code == TANH:
+        for j in range(n):
+            v[j] = _tanh_scalar(v[j])
+    elif code == RELU:
+        for j in range(n):
+            v[j] = max(v[j], _ZERO)
+    elif code == AFFINE:
+        if a != _ONE or b != _ZERO:
+            for j in range(n):
+                v[j] = a * v[j] + b
+    elif code == HARD_SIGMOID:
+        for j in range(n):
+            v[j] = min(max(a * v[j] + b, _ZERO), _ONE)
+    elif code == LEAKY_RELU:
+        for j in range(n):
+            x = v[j]
+            v[j] = x if x >= _ZERO else a * x
+    elif code == THRESHOLDED_RELU:
+        for j in range(n):
+            x = v[j]
+            v[j] = x if x > a else _ZERO
+    elif code == SCALED_TANH:
+        for j in range(n):
+            v[j] = a * _tanh_scalar(b * v[j])
+    elif code == ELU:
+        for j in range(n):
+            x = v[j]
+            v[j] = x if x >= _ZERO else a * np.float32(math.expm1(x))
+    elif code == SOFTSIGN:
+        for j in range(n):
+            x = v[j]
+            v[j] = x / (_ONE + abs(x))
+    elif code == SOFTPLUS:
+        for j in range(n):
+            x = v[j]
+            v[j] = max(x, _ZERO) + np.float32(math.log1p(math.exp(-abs(x))))
+
+
+def activate(values: np.ndarray, name: str, alpha: float | None = None,
+             beta: float | None = None) -> np.ndarray:
+    """Return ``name`` applied to a copy of ``values`` (float32), as the kernels compute it.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        Any shape; converted to a contiguous float32 copy.
+    name : str
+        A key of :data:`ACTIVATIONS`.
+    alpha, beta : float, optional
+        Parameters; the activation's defaults when omitted.
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    code, default_alpha, default_beta = ACTIVATIONS[name]
+    out = np.array(values, dtype=np.float32, order="C", copy=True)
+    _activate(out.reshape(-1), code,
+              default_alpha if alpha is None else alpha,
+              default_beta if beta is None else beta)
+    return out
