@@ -1,0 +1,154 @@
+"""What every importer shares: the forecast options a user adds, scaler files, the result."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.errors import ImportFailed, InvalidSpec
+from models.spec import DenseLayerSpec, ModelSpec, RecurrentLayerSpec, ScalingSpec
+
+
+@dataclass(frozen=True)
+class ForecastOptions:
+    """The forecast contract a framework file does not record; None means the default."""
+
+    mode: str = "direct"
+    horizon: int | None = None
+    targets: tuple[str, ...] | None = None
+    features: tuple[str, ...] | None = None
+    state_mode: str = "carry"
+    scaler: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Imported:
+    """An imported model: its spec, canonical tensors and where it came from."""
+
+    spec: ModelSpec
+    tensors: dict[str, np.ndarray]
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def load_scaler(path: str | Path) -> dict[str, Any]:
+    """Read a scaler JSON file (never a pickle): see :func:`scaling_from_json`."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ImportFailed(f"cannot read scaler {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ImportFailed(f"scaler {path} must hold a JSON object")
+    return data
+
+
+def _floats(data: dict[str, Any], *keys: str) -> list[float] | None:
+    for key in keys:
+        if key in data:
+            values = data[key]
+            values = [values] if isinstance(values, (int, float)) else values
+            try:
+                return [float(v) for v in values]
+            except (TypeError, ValueError):
+                raise ImportFailed(f"scaler field {key!r} must be a list of numbers") from None
+    return None
+
+
+def _affine(data: dict[str, Any], method: str) -> tuple[list[float], list[float]] | None:
+    """``(shift, scale)`` from StandardScaler- or MinMaxScaler-like fields, or None."""
+    if method == "standard":
+        mean = _floats(data, "mean", "mean_")
+        std = _floats(data, "std", "scale_", "scale")
+        if mean is None or std is None:
+            return None
+        if len(mean) != len(std):
+            raise ImportFailed("scaler mean and std differ in length")
+        return mean, std
+    low = _floats(data, "min", "data_min_")
+    high = _floats(data, "max", "data_max_")
+    if low is None or high is None:
+        return None
+    if len(low) != len(high):
+        raise ImportFailed("scaler min and max differ in length")
+    range_low, range_high = (_floats(data, "feature_range") or [0.0, 1.0])[:2]
+    if range_high == range_low:
+        raise ImportFailed("scaler feature_range must not be empty")
+    span = (range_high - range_low)
+    scale = [(h - lo) / span if h != lo else 1.0 for lo, h in zip(low, high, strict=True)]
+    shift = [lo - range_low * s for lo, s in zip(low, scale, strict=True)]
+    return shift, scale
+
+
+def scaling_from_json(data: dict[str, Any], features: tuple[str, ...],
+                      targets: tuple[str, ...]) -> ScalingSpec:
+    """Build the scaling from a scaler JSON object.
+
+    ``{"method": "standard", "mean": [...], "std": [...]}`` per feature (sklearn's
+    ``mean_``/``scale_`` also accepted) or ``{"method": "minmax", "min": [...], "max": [...],
+    "feature_range": [0, 1]}`` (``data_min_``/``data_max_``). Targets use an optional
+    ``"targets": {...}`` of the same form, else the scaling of the feature of the same name.
+    """
+    method = str(data.get("method", "minmax" if ("min" in data or "data_min_" in data)
+                          else "standard"))
+    if method not in ("standard", "minmax"):
+        raise ImportFailed(f"scaler method must be 'standard' or 'minmax', got {method!r}")
+    inputs = _affine(data, method)
+    if inputs is None:
+        raise ImportFailed("scaler needs mean/std (standard) or min/max (minmax) per feature")
+    if len(inputs[0]) != len(features):
+        raise ImportFailed(f"scaler has {len(inputs[0])} values, the model has "
+                           f"{len(features)} features")
+    if "targets" in data:
+        target_part = _affine(data["targets"], method)
+        if target_part is None:
+            raise ImportFailed("scaler 'targets' needs the same fields as the features")
+    else:
+        missing = [t for t in targets if t not in features]
+        if missing:
+            raise ImportFailed(f"targets {missing} are not features: give the scaler a "
+                               f"'targets' entry for them")
+        where = [features.index(t) for t in targets]
+        target_part = ([inputs[0][i] for i in where], [inputs[1][i] for i in where])
+    for value in inputs[1] + target_part[1]:
+        if not math.isfinite(value) or value == 0:
+            raise ImportFailed("scaler scales must be finite and non-zero")
+    return ScalingSpec(method, tuple(inputs[0]), tuple(inputs[1]), tuple(target_part[0]),
+                       tuple(target_part[1]))
+
+
+def build_spec(layers: list[RecurrentLayerSpec], head: list[DenseLayerSpec],
+               options: ForecastOptions, *, head_every_step: bool = False,
+               initial_state: bool = False) -> ModelSpec:
+    """Combine an imported network with the user's forecast options into a valid spec."""
+    input_size = layers[0].input_size
+    output_size = head[-1].out_features if head else layers[-1].output_size
+    features = options.features or (
+        ("y",) if input_size == 1 else tuple(f"x{i}" for i in range(input_size)))
+    if len(features) != input_size:
+        raise ImportFailed(f"{len(features)} feature names given; the model takes "
+                           f"{input_size} features")
+    targets = options.targets or (features[0],)
+    horizon = options.horizon
+    if horizon is None:
+        if options.mode == "direct":
+            if output_size % len(targets):
+                raise ImportFailed(f"the model emits {output_size} values, not a multiple of "
+                                   f"{len(targets)} target(s): give --targets")
+            horizon = output_size // len(targets)
+        else:
+            horizon = 1
+    scaling = (scaling_from_json(options.scaler, features, targets)
+               if options.scaler is not None else None)
+    try:
+        return ModelSpec(input_size=input_size, layers=tuple(layers), head=tuple(head),
+                         head_every_step=head_every_step, features=tuple(features),
+                         targets=tuple(targets), forecast_mode=options.mode, horizon=horizon,
+                         state_mode=options.state_mode, scaling=scaling,
+                         initial_state=initial_state)
+    except InvalidSpec as error:
+        raise ImportFailed(str(error)) from None

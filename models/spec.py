@@ -1,0 +1,357 @@
+"""The model spec: architecture, forecast contract and preprocessing, as stored in model.json.
+
+See ``../shared/DESIGN.md`` §2. Every field has a JSON form (:meth:`ModelSpec.to_json`,
+:meth:`ModelSpec.from_json`); :meth:`ModelSpec.tensor_shapes` says which weight tensors a
+model of this spec must carry, in the canonical layout of :mod:`kernels.network`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kernels.activations import ACTIVATIONS
+from models.errors import InvalidSpec
+
+CELLS = ("lstm", "gru")
+FORECAST_MODES = ("direct", "recursive")
+SCALING_METHODS = ("standard", "minmax")
+DEFAULT_CARRY_RETAIN = 64
+_WINDOW = re.compile(r"window:([1-9][0-9]*)")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidSpec(message)
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """An activation by name with its two parameters (ONNX's alpha and beta)."""
+
+    name: str
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    @classmethod
+    def of(cls, name: str, alpha: float | None = None, beta: float | None = None
+           ) -> ActivationSpec:
+        """The activation ``name`` with its defaults for parameters not given."""
+        _require(name in ACTIVATIONS, f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+        _, default_alpha, default_beta = ACTIVATIONS[name]
+        return cls(name, float(default_alpha if alpha is None else alpha),
+                   float(default_beta if beta is None else beta))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "alpha": self.alpha, "beta": self.beta}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ActivationSpec:
+        if isinstance(data, str):
+            return cls.of(data)
+        _require(isinstance(data, dict) and "name" in data, f"bad activation {data!r}")
+        return cls.of(data["name"], data.get("alpha"), data.get("beta"))
+
+
+SIGMOID = ActivationSpec.of("sigmoid")
+TANH = ActivationSpec.of("tanh")
+LINEAR = ActivationSpec.of("linear")
+
+
+@dataclass(frozen=True)
+class RecurrentLayerSpec:
+    """One LSTM or GRU layer.
+
+    ``gate_activation`` is Keras' ``recurrent_activation`` (ONNX f), ``cell_activation`` the
+    candidate's (ONNX g), ``hidden_activation`` the one on the cell state before the output
+    gate (ONNX h; LSTM only). ``proj_size`` > 0 is PyTorch's LSTM projection. ``reset_after``
+    is GRU only; ``peepholes``, ``clip`` and ``input_forget`` are ONNX LSTM features.
+    """
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    proj_size: int = 0
+    gate_activation: ActivationSpec = SIGMOID
+    cell_activation: ActivationSpec = TANH
+    hidden_activation: ActivationSpec = TANH
+    reset_after: bool = True
+    peepholes: bool = False
+    clip: float = 0.0
+    input_forget: bool = False
+
+    @property
+    def gates(self) -> int:
+        return 4 if self.cell == "lstm" else 3
+
+    @property
+    def output_size(self) -> int:
+        """Width of the layer's h: proj_size when projected, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    def validate(self, index: int) -> None:
+        where = f"layer {index}"
+        _require(self.cell in CELLS, f"{where}: cell must be one of {CELLS}, got {self.cell!r}")
+        _require(self.input_size >= 1 and self.hidden_size >= 1,
+                 f"{where}: input_size and hidden_size must be >= 1")
+        _require(self.proj_size >= 0, f"{where}: proj_size must be >= 0")
+        _require(self.cell == "lstm" or not (self.proj_size or self.peepholes or
+                                             self.input_forget),
+                 f"{where}: proj_size, peepholes and input_forget are LSTM only")
+        _require(self.proj_size < self.hidden_size or self.proj_size == 0,
+                 f"{where}: proj_size must be smaller than hidden_size (as in PyTorch)")
+        _require(math.isfinite(self.clip) and self.clip >= 0, f"{where}: clip must be >= 0")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "cell": self.cell, "input_size": self.input_size, "hidden_size": self.hidden_size,
+            "gate_activation": self.gate_activation.to_json(),
+            "cell_activation": self.cell_activation.to_json()}
+        if self.cell == "lstm":
+            data.update(proj_size=self.proj_size,
+                        hidden_activation=self.hidden_activation.to_json(),
+                        peepholes=self.peepholes, input_forget=self.input_forget)
+        else:
+            data["reset_after"] = self.reset_after
+        data["clip"] = self.clip
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecurrentLayerSpec:
+        try:
+            return cls(
+                cell=str(data["cell"]), input_size=int(data["input_size"]),
+                hidden_size=int(data["hidden_size"]), proj_size=int(data.get("proj_size", 0)),
+                gate_activation=ActivationSpec.from_json(data.get("gate_activation", "sigmoid")),
+                cell_activation=ActivationSpec.from_json(data.get("cell_activation", "tanh")),
+                hidden_activation=ActivationSpec.from_json(
+                    data.get("hidden_activation", "tanh")),
+                reset_after=bool(data.get("reset_after", True)),
+                peepholes=bool(data.get("peepholes", False)),
+                clip=float(data.get("clip", 0.0)),
+                input_forget=bool(data.get("input_forget", False)))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidSpec(f"bad recurrent layer {data!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class DenseLayerSpec:
+    """One dense layer of the head: ``out = activation(in @ weight + bias)``."""
+
+    in_features: int
+    out_features: int
+    activation: ActivationSpec = LINEAR
+
+    def to_json(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "activation": self.activation.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DenseLayerSpec:
+        try:
+            return cls(int(data["in_features"]), int(data["out_features"]),
+                       ActivationSpec.from_json(data.get("activation", "linear")))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidSpec(f"bad dense layer {data!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class ScalingSpec:
+    """Per-feature affine preprocessing: ``scaled = (raw - shift) / scale``.
+
+    Targets are scaled back with their own ``target_shift``/``target_scale``. ``method``
+    records where the numbers came from (``standard``: mean/std, ``minmax``: min/max with a
+    feature range); the arithmetic is the same.
+    """
+
+    method: str
+    input_shift: tuple[float, ...]
+    input_scale: tuple[float, ...]
+    target_shift: tuple[float, ...]
+    target_scale: tuple[float, ...]
+
+    def validate(self, n_inputs: int, n_targets: int) -> None:
+        _require(self.method in SCALING_METHODS, f"scaling method must be one of "
+                 f"{SCALING_METHODS}, got {self.method!r}")
+        _require(len(self.input_shift) == len(self.input_scale) == n_inputs,
+                 f"scaling needs {n_inputs} input values, got {len(self.input_shift)}")
+        _require(len(self.target_shift) == len(self.target_scale) == n_targets,
+                 f"scaling needs {n_targets} target values, got {len(self.target_shift)}")
+        values = self.input_shift + self.input_scale + self.target_shift + self.target_scale
+        _require(all(math.isfinite(v) for v in values), "scaling values must be finite")
+        _require(all(v != 0 for v in self.input_scale + self.target_scale),
+                 "scaling scales must be non-zero (a constant feature has std 0: use 1)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "input_shift": list(self.input_shift),
+                "input_scale": list(self.input_scale), "target_shift": list(self.target_shift),
+                "target_scale": list(self.target_scale)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScalingSpec:
+        try:
+            return cls(str(data["method"]),
+                       *(tuple(float(v) for v in data[key]) for key in
+                         ("input_shift", "input_scale", "target_shift", "target_scale")))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidSpec(f"bad scaling {data!r}: {error}") from None
+
+
+def parse_state_mode(value: str) -> int | None:
+    """Return W for ``"window:W"``, None for ``"carry"``; raise InvalidSpec otherwise."""
+    if value == "carry":
+        return None
+    match = _WINDOW.fullmatch(value)
+    _require(match is not None, f"state_mode must be 'carry' or 'window:W', got {value!r}")
+    assert match is not None
+    return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything about a model but its weights (DESIGN.md §2)."""
+
+    input_size: int
+    layers: tuple[RecurrentLayerSpec, ...]
+    head: tuple[DenseLayerSpec, ...] = ()
+    head_every_step: bool = False
+    features: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    forecast_mode: str = "direct"
+    horizon: int = 1
+    state_mode: str = "carry"
+    retain: int = 0
+    scaling: ScalingSpec | None = None
+    initial_state: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            names = ("y",) if self.input_size == 1 else tuple(
+                f"x{i}" for i in range(self.input_size))
+            object.__setattr__(self, "features", names)
+        if not self.targets:
+            object.__setattr__(self, "targets", (self.features[0],))
+        if not self.retain:
+            window = parse_state_mode(self.state_mode)
+            object.__setattr__(self, "retain", window or DEFAULT_CARRY_RETAIN)
+        self.validate()
+
+    @property
+    def output_size(self) -> int:
+        """Width of what the model emits per step: the head's output, else the last h."""
+        return self.head[-1].out_features if self.head else self.layers[-1].output_size
+
+    @property
+    def window(self) -> int | None:
+        """W of a ``window:W`` model, None for ``carry``."""
+        return parse_state_mode(self.state_mode)
+
+    def with_changes(self, **changes: Any) -> ModelSpec:
+        """A copy with fields replaced (validated again)."""
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise :class:`InvalidSpec` naming the first inconsistency."""
+        _require(self.input_size >= 1, "input_size must be >= 1")
+        _require(len(self.layers) >= 1, "a model needs at least one recurrent layer")
+        width = self.input_size
+        for index, layer in enumerate(self.layers):
+            layer.validate(index)
+            _require(layer.input_size == width,
+                     f"layer {index} takes {layer.input_size} inputs but receives {width}")
+            width = layer.output_size
+        for index, dense in enumerate(self.head):
+            _require(dense.in_features == width, f"head layer {index} takes "
+                     f"{dense.in_features} inputs but receives {width}")
+            _require(dense.out_features >= 1, f"head layer {index} needs >= 1 output")
+            width = dense.out_features
+        _require(len(self.features) == self.input_size,
+                 f"{len(self.features)} feature names for {self.input_size} features")
+        _require(len(set(self.features)) == len(self.features), "feature names must be unique")
+        _require(len(self.targets) >= 1 and len(set(self.targets)) == len(self.targets),
+                 "targets must be one or more distinct names")
+        _require(self.forecast_mode in FORECAST_MODES,
+                 f"forecast_mode must be one of {FORECAST_MODES}, got {self.forecast_mode!r}")
+        _require(self.horizon >= 1, "horizon must be >= 1")
+        if self.forecast_mode == "direct":
+            _require(self.output_size == self.horizon * len(self.targets),
+                     f"a direct model emits horizon x targets values: {self.output_size} "
+                     f"outputs but horizon {self.horizon} x {len(self.targets)} target(s)")
+        else:
+            _require(self.output_size == len(self.targets),
+                     f"a recursive model emits one value per target: {self.output_size} "
+                     f"outputs for {len(self.targets)} target(s)")
+            missing = [t for t in self.targets if t not in self.features]
+            _require(not missing, f"a recursive model feeds its targets back as inputs, but "
+                     f"{missing} are not among the features {list(self.features)}")
+        window = parse_state_mode(self.state_mode)
+        _require(self.retain >= (window or 1), f"retain must be >= {window or 1}")
+        if self.scaling is not None:
+            self.scaling.validate(self.input_size, len(self.targets))
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every weight tensor of this spec (canonical layout)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for index, layer in enumerate(self.layers):
+            gates = layer.gates * layer.hidden_size
+            prefix = f"layers.{index}."
+            shapes[prefix + "w_ih"] = (layer.input_size, gates)
+            shapes[prefix + "w_hh"] = (layer.output_size, gates)
+            shapes[prefix + "b_ih"] = (gates,)
+            shapes[prefix + "b_hh"] = (gates,)
+            if layer.proj_size:
+                shapes[prefix + "w_hr"] = (layer.hidden_size, layer.proj_size)
+            if layer.peepholes:
+                shapes[prefix + "peephole"] = (3, layer.hidden_size)
+            if self.initial_state:
+                shapes[f"initial.{index}.h"] = (layer.output_size,)
+                if layer.cell == "lstm":
+                    shapes[f"initial.{index}.c"] = (layer.hidden_size,)
+        for index, dense in enumerate(self.head):
+            shapes[f"head.{index}.weight"] = (dense.in_features, dense.out_features)
+            shapes[f"head.{index}.bias"] = (dense.out_features,)
+        return shapes
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "input_size": self.input_size,
+            "layers": [layer.to_json() for layer in self.layers],
+            "head": [dense.to_json() for dense in self.head],
+            "head_every_step": self.head_every_step,
+            "features": list(self.features), "targets": list(self.targets),
+            "forecast_mode": self.forecast_mode, "horizon": self.horizon,
+            "state_mode": self.state_mode, "retain": self.retain,
+            "scaling": self.scaling.to_json() if self.scaling else None,
+            "initial_state": self.initial_state,
+        }
+        if self.extra:
+            data["extra"] = self.extra
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        if not isinstance(data, dict):
+            raise InvalidSpec("a model spec must be a JSON object")
+        try:
+            scaling = data.get("scaling")
+            return cls(
+                input_size=int(data["input_size"]),
+                layers=tuple(RecurrentLayerSpec.from_json(d) for d in data["layers"]),
+                head=tuple(DenseLayerSpec.from_json(d) for d in data.get("head", [])),
+                head_every_step=bool(data.get("head_every_step", False)),
+                features=tuple(str(f) for f in data.get("features", ())),
+                targets=tuple(str(t) for t in data.get("targets", ())),
+                forecast_mode=str(data.get("forecast_mode", "direct")),
+                horizon=int(data.get("horizon", 1)),
+                state_mode=str(data.get("state_mode", "carry")),
+                retain=int(data.get("retain", 0)),
+                scaling=ScalingSpec.from_json(scaling) if scaling else None,
+                initial_state=bool(data.get("initial_state", False)),
+                extra=dict(data.get("extra", {})))
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, InvalidSpec):
+                raise
+            raise InvalidSpec(f"bad model spec: {error!r}") from None
