@@ -66,11 +66,13 @@ _ZERO = np.float32(0.0)
 
 @numba.njit(inline="always", **JIT_OPTIONS)
 def _tanh_scalar(x: float) -> float:
-    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
-    s = x * x
+    clamped = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    s = clamped * clamped
     p = (((_P4 * s + _P3) * s + _P2) * s + _P1) * s + _P0
     q = (((_Q4 * s + _Q3) * s + _Q2) * s + _Q1) * s + _ONE
-    return min(max(x * p / q, -_ONE), _ONE)
+    r = min(max(clamped * p / q, -_ONE), _ONE)
+    # Past the clamp tanh is +-1 to float32 precision: return it exactly.
+    return r if abs(x) < _TANH_CLAMP else math.copysign(_ONE, x)
 
 
 @numba.njit(**JIT_OPTIONS)

@@ -1,0 +1,153 @@
+"""The ``statecast`` command line: ``import`` publishes a model version, ``run`` runs one."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import Model, Registry, StatecastError
+from models.errors import ImportFailed, InvalidInput
+from models.importers import ForecastOptions, import_pytorch, load_scaler
+
+DEFAULT_REGISTRY = "./registry"
+TORCH_SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
+
+
+def _default_registry() -> str:
+    return os.environ.get("STATECAST_REGISTRY", DEFAULT_REGISTRY)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else None
+
+
+def _import(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    file_format = args.format or TORCH_SUFFIXES.get(path.suffix)
+    if file_format not in ("torch", "safetensors"):
+        raise ImportFailed(f"cannot tell the format of {path.name}: give --format torch or "
+                           f"--format safetensors")
+    options = ForecastOptions(
+        mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
+        features=_names(args.features), state_mode=args.state_mode,
+        scaler=load_scaler(args.scaler) if args.scaler else None)
+    imported = import_pytorch(
+        path, options, cell=args.cell, rnn_prefix=args.rnn_prefix,
+        head_prefix=args.head_prefix, head_activations=list(_names(args.head_activations) or [])
+        or None, head_every_step=args.head_every_step)
+    registry = Registry(args.registry)
+    aliases = ("latest", *(_names(args.alias) or ()))
+    version = registry.publish(args.name, imported.spec, imported.tensors, imported.source,
+                               version=args.version, aliases=aliases)
+    spec = imported.spec
+    layers = ", ".join(f"{layer.cell}({layer.hidden_size}"
+                       + (f", proj {layer.proj_size}" if layer.proj_size else "") + ")"
+                       for layer in spec.layers)
+    print(f"published {args.name}@{version} to {registry.root}: {spec.input_size} features "
+          f"-> {layers}" + (f" -> head {[d.out_features for d in spec.head]}" if spec.head
+                            else "") + f"; {spec.forecast_mode}, horizon {spec.horizon}")
+    return 0
+
+
+def _initial_state(model: Model, inputs: Any) -> Any:
+    names = set(inputs.files)
+    if "h0" in names:
+        return (inputs["h0"], inputs["c0"]) if "c0" in names else (inputs["h0"],)
+    if "h0_0" in names:
+        return [(inputs[f"h0_{i}"],) + ((inputs[f"c0_{i}"],) if f"c0_{i}" in names else ())
+                for i in range(len(model.spec.layers))]
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    model = Registry(args.registry).load(args.model)
+    try:
+        inputs = np.load(args.inputs, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InvalidInput(f"cannot read {args.inputs}: {error}") from None
+    if "x" not in inputs.files:
+        raise InvalidInput(f"{args.inputs} has no array 'x' (found {inputs.files})")
+    missing = [f"h0_{i}" for i in range(len(model.spec.layers))
+               if "h0_0" in inputs.files and f"h0_{i}" not in inputs.files]
+    if missing:
+        raise InvalidInput(f"{args.inputs} gives per-layer states but lacks {missing}")
+    outputs, state, head = model.run(inputs["x"], _initial_state(model, inputs))
+    result: dict[str, np.ndarray] = {"y": outputs}
+    widths = {(h.shape[1], None if c is None else c.shape[1]) for h, c in zip(state.h, state.c)}
+    if len(widths) == 1:
+        h_n, c_n = state.stacked()
+        result["h_n"] = h_n
+        if c_n is not None:
+            result["c_n"] = c_n
+    else:
+        for index, (h, c) in enumerate(zip(state.h, state.c, strict=True)):
+            result[f"h_n_{index}"] = h
+            if c is not None:
+                result[f"c_n_{index}"] = c
+    if head is not None:
+        result["head"] = head
+    np.savez(args.output, **result)
+    print(f"ran {model.name}@{model.version} on x {inputs['x'].shape}: wrote "
+          f"{', '.join(sorted(result))} to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``statecast`` argument parser (one sub-command per job)."""
+    parser = argparse.ArgumentParser(prog="statecast", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    imp = commands.add_parser("import", help="publish a framework file as a model version")
+    imp.add_argument("path", help="a .pt/.pth state_dict or a .safetensors file")
+    imp.add_argument("--name", required=True, help="model name in the registry")
+    imp.add_argument("--registry", default=_default_registry(),
+                     help="registry directory (default $STATECAST_REGISTRY or ./registry)")
+    imp.add_argument("--format", choices=("torch", "safetensors"),
+                     help="file format (default: from the file's suffix)")
+    imp.add_argument("--version", help="version name (default: the next integer)")
+    imp.add_argument("--alias", help="comma-separated aliases to point at it besides latest")
+    imp.add_argument("--cell", choices=("lstm", "gru"), help="check the cell type")
+    imp.add_argument("--rnn-prefix", help="module prefix of the recurrent layers, e.g. rnn.")
+    imp.add_argument("--head-prefix", help="module prefix of the Linear head, e.g. fc.")
+    imp.add_argument("--head-activations", help="one activation per head Linear: relu,linear")
+    imp.add_argument("--head-every-step", action="store_true",
+                     help="the head is applied at every step (seq2seq), not the last one")
+    imp.add_argument("--mode", choices=("direct", "recursive"), default="direct",
+                     help="direct: the head emits horizon x targets; recursive: one step")
+    imp.add_argument("--horizon", type=int, help="forecast steps (direct: outputs/targets)")
+    imp.add_argument("--targets", help="comma-separated target names (default: 1st feature)")
+    imp.add_argument("--features", help="comma-separated feature names")
+    imp.add_argument("--scaler", help="scaler JSON: mean/std or min/max per feature")
+    imp.add_argument("--state-mode", default="carry", help="carry (default) or window:W")
+    imp.set_defaults(handler=_import)
+
+    run = commands.add_parser("run", help="run a model version on arrays from an .npz file")
+    run.add_argument("--registry", default=_default_registry(), help="registry directory")
+    run.add_argument("--model", required=True, help="NAME, NAME@VERSION or NAME@ALIAS")
+    run.add_argument("--inputs", required=True,
+                     help=".npz with x [batch, time, features] and optional h0/c0 "
+                          "([layers, batch, size]) or h0_<l>/c0_<l>")
+    run.add_argument("--output", required=True, help=".npz to write y, h_n/c_n, head")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``statecast`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except StatecastError as error:
+        print(f"statecast: error: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
