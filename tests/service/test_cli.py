@@ -1,0 +1,103 @@
+"""The statecast command line: import a PyTorch file, run it, and the errors it prints."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from service.cli import main
+
+
+class Forecaster(torch.nn.Module):
+    def __init__(self, widths=(8, 8)):
+        super().__init__()
+        self.lstm1 = torch.nn.LSTM(2, widths[0], batch_first=True)
+        self.lstm2 = torch.nn.LSTM(widths[0], widths[1], batch_first=True)
+        self.fc = torch.nn.Linear(widths[1], 4)
+
+    def forward(self, x, s1=None, s2=None):
+        y, s1 = self.lstm1(x, s1)
+        y, s2 = self.lstm2(y, s2)
+        return y, s1, s2, self.fc(y[:, -1])
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    torch.manual_seed(0)
+    net = Forecaster(widths=(8, 5))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    return net, tmp_path
+
+
+def test_import_then_run_matches_torch(saved, capsys):
+    net, tmp = saved
+    registry = str(tmp / "registry")
+    assert main(["import", str(tmp / "net.pt"), "--name", "demand", "--registry", registry,
+                 "--horizon", "4", "--alias", "production"]) == 0
+    assert "published demand@1" in capsys.readouterr().out
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 7, 2)).astype(np.float32)
+    h0 = [rng.standard_normal((3, w)).astype(np.float32) for w in (8, 5)]
+    c0 = [rng.standard_normal((3, w)).astype(np.float32) for w in (8, 5)]
+    np.savez(tmp / "in.npz", x=x, h0_0=h0[0], c0_0=c0[0], h0_1=h0[1], c0_1=c0[1])
+    assert main(["run", "--registry", registry, "--model", "demand@production",
+                 "--inputs", str(tmp / "in.npz"), "--output", str(tmp / "out.npz")]) == 0
+    out = np.load(tmp / "out.npz")
+    with torch.no_grad():
+        t = [torch.from_numpy(a[:, None].transpose(1, 0, 2).copy()) for a in (*h0, *c0)]
+        y, s1, s2, head = net(torch.from_numpy(x), (t[0], t[2]), (t[1], t[3]))
+    np.testing.assert_allclose(out["y"], y.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(out["head"], head.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(out["h_n_1"], s2[0][0].numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(out["c_n_0"], s1[1][0].numpy(), atol=1e-5, rtol=1e-5)
+    assert "h_n" not in out.files
+
+
+def test_run_with_stacked_state_writes_stacked_state(tmp_path):
+    torch.manual_seed(1)
+    rnn = torch.nn.GRU(3, 6, num_layers=2, batch_first=True)
+    torch.save(rnn.state_dict(), tmp_path / "gru.pth")
+    registry = str(tmp_path / "r")
+    assert main(["import", str(tmp_path / "gru.pth"), "--name", "g", "--registry", registry,
+                 "--cell", "gru"]) == 0
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 2, 6)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, h0=h0)
+    assert main(["run", "--registry", registry, "--model", "g", "--inputs",
+                 str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")]) == 0
+    out = np.load(tmp_path / "out.npz")
+    with torch.no_grad():
+        _, h_n = rnn(torch.from_numpy(x), torch.from_numpy(h0))
+    np.testing.assert_allclose(out["h_n"], h_n.numpy(), atol=1e-5, rtol=1e-5)
+    assert sorted(out.files) == ["h_n", "y"]
+
+
+def test_errors_say_what_is_wrong_and_exit_2(saved, capsys):
+    _, tmp = saved
+    registry = str(tmp / "registry")
+    assert main(["import", str(tmp / "net.pt"), "--name", "../x", "--registry", registry]) == 2
+    assert "invalid model name '../x'" in capsys.readouterr().err
+    assert main(["import", str(tmp / "net.pt"), "--name", "m", "--registry", registry,
+                 "--horizon", "3"]) == 2
+    assert "horizon 3 x 1 target(s)" in capsys.readouterr().err
+    assert main(["import", str(tmp / "net.pt"), "--name", "m", "--registry", registry]) == 0
+    np.savez(tmp / "bad.npz", x=np.zeros((1, 2, 9), np.float32))
+    assert main(["run", "--registry", registry, "--model", "m", "--inputs",
+                 str(tmp / "bad.npz"), "--output", str(tmp / "o.npz")]) == 2
+    assert "x has 9 features per step; the model takes 2" in capsys.readouterr().err
+    np.savez(tmp / "nox.npz", y=np.zeros(3))
+    assert main(["run", "--registry", registry, "--model", "m", "--inputs",
+                 str(tmp / "nox.npz"), "--output", str(tmp / "o.npz")]) == 2
+    assert "has no array 'x'" in capsys.readouterr().err
+    assert main(["run", "--registry", registry, "--model", "nope", "--inputs",
+                 str(tmp / "nox.npz"), "--output", str(tmp / "o.npz")]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err
+
+
+def test_the_console_script_is_installed(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "service.cli", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "import" in result.stdout and "run" in result.stdout

@@ -1,0 +1,33 @@
+"""Imports point down only: service -> models -> kernels (DESIGN.md §1)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = {"kernels": {"models", "service", "flask"}, "models": {"service", "flask"}}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_point_down(package):
+    offenders = {str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package])
+                 for path in (ROOT / package).rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_kernels_do_no_io():
+    allowed = {"numpy", "numba", "math", "kernels", "__future__", "dataclasses", "typing",
+               "time"}
+    used = set().union(*(imported_roots(p) for p in (ROOT / "kernels").rglob("*.py")))
+    assert used <= allowed, used - allowed
