@@ -4,7 +4,7 @@ Each activation is named by a small integer code (what the packed network carrie
 float parameters ``alpha`` and ``beta`` (ONNX's convention; unused ones are ignored). The
 branch on the code sits outside the element loop, so every loop vectorises.
 
-``tanh`` is a rational approximation (``kernels/tanh_fit.py`` derives it): max abs error
+``tanh`` is a rational approximation (``bench/fit_tanh.py`` derives it): max abs error
 4e-7 in float32 over the whole real line, clamped so that it is exact (+-1) past |x| = 9 and
 never overflows. ``sigmoid(x) = 0.5 + 0.5 tanh(x / 2)`` inherits both properties.
 """
@@ -65,61 +65,75 @@ _ZERO = np.float32(0.0)
 
 
 @numba.njit(inline="always", **JIT_OPTIONS)
+def clamp(x: float, low: float, high: float) -> float:
+    """``x`` limited to ``[low, high]``; NaN stays NaN (``min``/``max`` would drop it)."""
+    return low if x < low else (high if x > high else x)
+
+
+@numba.njit(inline="always", **JIT_OPTIONS)
 def _tanh_scalar(x: float) -> float:
-    clamped = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    clamped = clamp(x, -_TANH_CLAMP, _TANH_CLAMP)
     s = clamped * clamped
     p = (((_P4 * s + _P3) * s + _P2) * s + _P1) * s + _P0
     q = (((_Q4 * s + _Q3) * s + _Q2) * s + _Q1) * s + _ONE
-    r = min(max(clamped * p / q, -_ONE), _ONE)
+    r = clamp(clamped * p / q, -_ONE, _ONE)
     # Past the clamp tanh is +-1 to float32 precision: return it exactly.
-    return r if abs(x) < _TANH_CLAMP else math.copysign(_ONE, x)
+    return math.copysign(_ONE, x) if abs(x) >= _TANH_CLAMP else r
 
 
 @numba.njit(**JIT_OPTIONS)
-def _activate(v: np.ndarray, code: int, alpha: float, beta: float) -> None:
-    """Apply activation ``code`` to the float32 vector ``v`` in place."""
-    n = v.shape[0]
+def _activate(v: np.ndarray, row: int, start: int, n: int, code: int, alpha: float,
+              beta: float) -> None:
+    """Apply activation ``code`` in place to ``v[row, start:start + n]`` (float32 2-D).
+
+    Indexes the buffer directly instead of taking a slice (a slice inside a kernel costs
+    an atomic reference-count update), with unsigned column indices: a signed one makes
+    Numba emit a negative-index check that stops LLVM from vectorising the loop.
+    """
     a = np.float32(alpha)
     b = np.float32(beta)
+    start = np.uint64(start)
+    stop = start + np.uint64(n)
     if code == SIGMOID:
-        for j in range(n):
-            v[j] = _HALF + _HALF * _tanh_scalar(_HALF * v[j])
+        for j in range(start, stop):
+            v[row, j] = _HALF + _HALF * _tanh_scalar(_HALF * v[row, j])
     elif code == TANH:
-        for j in range(n):
-            v[j] = _tanh_scalar(v[j])
+        for j in range(start, stop):
+            v[row, j] = _tanh_scalar(v[row, j])
     elif code == RELU:
-        for j in range(n):
-            v[j] = max(v[j], _ZERO)
+        for j in range(start, stop):
+            x = v[row, j]
+            v[row, j] = _ZERO if x < _ZERO else x
     elif code == AFFINE:
         if a != _ONE or b != _ZERO:
-            for j in range(n):
-                v[j] = a * v[j] + b
+            for j in range(start, stop):
+                v[row, j] = a * v[row, j] + b
     elif code == HARD_SIGMOID:
-        for j in range(n):
-            v[j] = min(max(a * v[j] + b, _ZERO), _ONE)
+        for j in range(start, stop):
+            v[row, j] = clamp(a * v[row, j] + b, _ZERO, _ONE)
     elif code == LEAKY_RELU:
-        for j in range(n):
-            x = v[j]
-            v[j] = x if x >= _ZERO else a * x
+        for j in range(start, stop):
+            x = v[row, j]
+            v[row, j] = a * x if x < _ZERO else x
     elif code == THRESHOLDED_RELU:
-        for j in range(n):
-            x = v[j]
-            v[j] = x if x > a else _ZERO
+        for j in range(start, stop):
+            x = v[row, j]
+            v[row, j] = _ZERO if x <= a else x
     elif code == SCALED_TANH:
-        for j in range(n):
-            v[j] = a * _tanh_scalar(b * v[j])
+        for j in range(start, stop):
+            v[row, j] = a * _tanh_scalar(b * v[row, j])
     elif code == ELU:
-        for j in range(n):
-            x = v[j]
-            v[j] = x if x >= _ZERO else a * np.float32(math.expm1(x))
+        for j in range(start, stop):
+            x = v[row, j]
+            v[row, j] = a * np.float32(math.expm1(x)) if x < _ZERO else x
     elif code == SOFTSIGN:
-        for j in range(n):
-            x = v[j]
-            v[j] = x / (_ONE + abs(x))
+        for j in range(start, stop):
+            x = v[row, j]
+            v[row, j] = x / (_ONE + abs(x))
     elif code == SOFTPLUS:
-        for j in range(n):
-            x = v[j]
-            v[j] = max(x, _ZERO) + np.float32(math.log1p(math.exp(-abs(x))))
+        for j in range(start, stop):
+            x = v[row, j]
+            v[row, j] = max(x, _ZERO) + np.float32(math.log1p(math.exp(-abs(x))))
 
 
 def activate(values: np.ndarray, name: str, alpha: float | None = None,
@@ -139,7 +153,8 @@ def activate(values: np.ndarray, name: str, alpha: float | None = None,
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
     code, default_alpha, default_beta = ACTIVATIONS[name]
     out = np.array(values, dtype=np.float32, order="C", copy=True)
-    _activate(out.reshape(-1), code,
+    flat = out.reshape(1, -1)
+    _activate(flat, 0, 0, flat.shape[1], code,
               default_alpha if alpha is None else alpha,
               default_beta if beta is None else beta)
     return out

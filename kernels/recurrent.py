@@ -16,39 +16,102 @@ import numba
 import numpy as np
 
 from kernels import network as nw
-from kernels.activations import _activate
+from kernels.activations import _activate, clamp
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
+# The kernels index whole buffers (``buf[s, at + j]``, ``params[offset + j]``) instead of
+# taking slices: inside a kernel every slice costs an atomic reference-count update, and
+# those dominated the one-stream, one-step hot path. Column indices are unsigned (``U``):
+# for a signed index Numba emits a negative-index check that stops LLVM from vectorising.
+U = np.uint64
+
 
 @numba.njit(**JIT_OPTIONS)
-def _clip(v: np.ndarray, limit: float) -> None:
-    for j in range(v.shape[0]):
-        v[j] = min(max(v[j], -limit), limit)
+def _clip(v, row, start, n, limit):  # noqa: ANN001
+    for j in range(U(start), U(start) + U(n)):
+        v[row, j] = clamp(v[row, j], -limit, limit)
 
 
 @numba.njit(**JIT_OPTIONS)
-def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full):  # noqa: ANN001
-    """One LSTM layer over all steps of the block's streams ``s0 .. s0+nb``."""
+def _accumulate(dst, dst_col, w, w_col, u, nb, n_rows, n_cols):  # noqa: ANN001
+    """``dst[s, dst_col + j] += sum_k u[s, k] * w[k, w_col + j]`` for the block's streams.
+
+    Four weight rows at a time: each load and store of a ``dst`` vector serves four rows,
+    and the rows stay in L1 while every stream of the block uses them.
+    """
+    whole = n_rows - n_rows % 4
+    cols = U(n_cols)
+    at = U(dst_col)
+    wc = U(w_col)
+    for k in range(0, whole, 4):
+        for s in range(nb):
+            u0 = u[s, k]
+            u1 = u[s, k + 1]
+            u2 = u[s, k + 2]
+            u3 = u[s, k + 3]
+            for j in range(cols):
+                dst[s, at + j] += (w[k, wc + j] * u0 + w[k + 1, wc + j] * u1
+                                   + w[k + 2, wc + j] * u2 + w[k + 3, wc + j] * u3)
+    for k in range(whole, n_rows):
+        for s in range(nb):
+            u0 = u[s, k]
+            for j in range(cols):
+                dst[s, at + j] += w[k, wc + j] * u0
+
+
+@numba.njit(**JIT_OPTIONS)
+def _matrix(params, offset, rows, cols):  # noqa: ANN001
+    """The ``[rows, cols]`` matrix stored at ``params[offset:]`` (a view)."""
+    return params[offset:offset + rows * cols].reshape((rows, cols))
+
+
+@numba.njit(**JIT_OPTIONS)
+def _set_bias(dst, params, b_off, b2_off, nb, n):  # noqa: ANN001
+    """``dst[s, :n] = params[b_off:][:n] (+ params[b2_off:][:n] when b2_off >= 0)``."""
+    first = U(b_off)
+    second = U(max(b2_off, 0))
+    for s in range(nb):
+        if b2_off >= 0:
+            for j in range(U(n)):
+                dst[s, j] = params[first + j] + params[second + j]
+        else:
+            for j in range(U(n)):
+                dst[s, j] = params[first + j]
+
+
+@numba.njit(**JIT_OPTIONS)
+def _gather_inputs(ubuf, inp, s0, nb, t, n):  # noqa: ANN001
+    for s in range(nb):
+        for k in range(n):
+            ubuf[s, k] = inp[s0 + s, t, k]
+
+
+@numba.njit(**JIT_OPTIONS)
+def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):  # noqa: ANN001
+    at = U(h_off)
+    for s in range(nb):
+        slot = slots[s0 + s]
+        for k in range(U(n)):
+            ubuf[s, k] = arena[slot, at + k]
+
+
+@numba.njit(**JIT_OPTIONS)
+def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf):  # noqa: ANN001
+    """One LSTM layer (gates i, f, g, o) over all steps of streams ``s0 .. s0+nb``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     n_out = meta[row + nw.L_OUT]
     n_gates = 4 * hidden
-    w_ih = params[meta[row + nw.L_W_IH]:meta[row + nw.L_W_IH] + n_in * n_gates]
-    w_ih = w_ih.reshape((n_in, n_gates))
-    w_hh = params[meta[row + nw.L_W_HH]:meta[row + nw.L_W_HH] + n_out * n_gates]
-    w_hh = w_hh.reshape((n_out, n_gates))
-    b_ih = params[meta[row + nw.L_B_IH]:meta[row + nw.L_B_IH] + n_gates]
-    b_hh = params[meta[row + nw.L_B_HH]:meta[row + nw.L_B_HH] + n_gates]
-    proj_at = meta[row + nw.L_W_HR]
-    has_proj = proj_at >= 0
-    w_hr = params[max(proj_at, 0):max(proj_at, 0) + (hidden * n_out if has_proj else 0)]
-    w_hr = w_hr.reshape((hidden if has_proj else 0, n_out))
-    peep_at = meta[row + nw.L_PEEP]
-    has_peep = peep_at >= 0
-    peep = params[max(peep_at, 0):max(peep_at, 0) + (3 * hidden if has_peep else 0)]
+    w_ih = _matrix(params, meta[row + nw.L_W_IH], n_in, n_gates)
+    w_hh = _matrix(params, meta[row + nw.L_W_HH], n_out, n_gates)
+    b_ih = meta[row + nw.L_B_IH]
+    b_hh = meta[row + nw.L_B_HH]
+    has_proj = meta[row + nw.L_W_HR] >= 0
+    w_hr = _matrix(params, max(meta[row + nw.L_W_HR], 0), hidden if has_proj else 0, n_out)
+    peep = meta[row + nw.L_PEEP]
     h_off = meta[row + nw.L_H_OFF]
     c_off = meta[row + nw.L_C_OFF]
     input_forget = (meta[row + nw.L_FLAGS] & nw.FLAG_INPUT_FORGET) != 0
@@ -60,90 +123,75 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full):
     cell_a, cell_b = params[fl + 2], params[fl + 3]
     hid_a, hid_b = params[fl + 4], params[fl + 5]
     clip = params[fl + 6]
+    i0, f0, g0, o0 = 0, hidden, 2 * hidden, 3 * hidden
+    hu = U(hidden)
+    outs = U(n_out)
+    fu, gu, ou = U(f0), U(g0), U(o0)
+    cu, hu_off = U(c_off), U(h_off)
+    pu = U(max(peep, 0))
     for t in range(inp.shape[1]):
-        for s in range(nb):
-            g = gates[s]
-            for j in range(n_gates):
-                g[j] = b_ih[j] + b_hh[j]
-        for k in range(n_in):
-            w_row = w_ih[k]
-            for s in range(nb):
-                u = inp[s0 + s, t, k]
-                g = gates[s]
-                for j in range(n_gates):
-                    g[j] += w_row[j] * u
-        for k in range(n_out):
-            w_row = w_hh[k]
-            for s in range(nb):
-                u = arena[slots[s0 + s], h_off + k]
-                g = gates[s]
-                for j in range(n_gates):
-                    g[j] += w_row[j] * u
+        _set_bias(gates, params, b_ih, b_hh, nb, n_gates)
+        _gather_inputs(ubuf, inp, s0, nb, t, n_in)
+        _accumulate(gates, 0, w_ih, 0, ubuf, nb, n_in, n_gates)
+        _gather_h(ubuf, arena, slots, s0, nb, h_off, n_out)
+        _accumulate(gates, 0, w_hh, 0, ubuf, nb, n_out, n_gates)
         for s in range(nb):
             slot = slots[s0 + s]
-            g = gates[s]
-            c = arena[slot, c_off:c_off + hidden]
-            gi = g[0:hidden]
-            gf = g[hidden:2 * hidden]
-            gc = g[2 * hidden:3 * hidden]
-            go = g[3 * hidden:4 * hidden]
-            if has_peep:
-                for j in range(hidden):
-                    gi[j] += peep[j] * c[j]
-                    gf[j] += peep[hidden + j] * c[j]
+            if peep >= 0:
+                for j in range(hu):
+                    c = arena[slot, cu + j]
+                    gates[s, j] += params[pu + j] * c
+                    gates[s, fu + j] += params[pu + hu + j] * c
             if clip > 0:
-                _clip(g[0:3 * hidden], clip)
-            _activate(gi, act_gate, gate_a, gate_b)
+                _clip(gates, s, 0, 3 * hidden, clip)
             if input_forget:
-                for j in range(hidden):
-                    gf[j] = _ONE - gi[j]
+                _activate(gates, s, i0, hidden, act_gate, gate_a, gate_b)
+                for j in range(hu):
+                    gates[s, fu + j] = _ONE - gates[s, j]
             else:
-                _activate(gf, act_gate, gate_a, gate_b)
-            _activate(gc, act_cell, cell_a, cell_b)
-            for j in range(hidden):
-                c[j] = gf[j] * c[j] + gi[j] * gc[j]
-            if has_peep:
-                for j in range(hidden):
-                    go[j] += peep[2 * hidden + j] * c[j]
+                _activate(gates, s, i0, 2 * hidden, act_gate, gate_a, gate_b)
+            _activate(gates, s, g0, hidden, act_cell, cell_a, cell_b)
+            for j in range(hu):
+                c = gates[s, fu + j] * arena[slot, cu + j] + gates[s, j] * gates[s, gu + j]
+                arena[slot, cu + j] = c
+                full[s, j] = c
+            if peep >= 0:
+                for j in range(hu):
+                    gates[s, ou + j] += params[pu + hu + hu + j] * full[s, j]
             if clip > 0:
-                _clip(go, clip)
-            _activate(go, act_gate, gate_a, gate_b)
-            h = arena[slot, h_off:h_off + n_out]
-            if has_proj:
-                hf = full[s, 0:hidden]
-                for j in range(hidden):
-                    hf[j] = c[j]
-                _activate(hf, act_hidden, hid_a, hid_b)
-                for j in range(n_out):
-                    h[j] = _ZERO
-                for k in range(hidden):
-                    u = hf[k] * go[k]
-                    w_row = w_hr[k]
-                    for j in range(n_out):
-                        h[j] += w_row[j] * u
-            else:
-                for j in range(hidden):
-                    h[j] = c[j]
-                _activate(h, act_hidden, hid_a, hid_b)
-                for j in range(hidden):
-                    h[j] *= go[j]
-            o = out[s0 + s, t]
-            for j in range(n_out):
-                o[j] = h[j]
+                _clip(gates, s, o0, hidden, clip)
+            _activate(gates, s, o0, hidden, act_gate, gate_a, gate_b)
+            _activate(full, s, 0, hidden, act_hidden, hid_a, hid_b)
+            for j in range(hu):
+                full[s, j] *= gates[s, ou + j]
+        if has_proj:
+            for s in range(nb):
+                for j in range(outs):
+                    ubuf[s, j] = _ZERO
+            _accumulate(ubuf, 0, w_hr, 0, full, nb, hidden, n_out)
+            for s in range(nb):
+                slot = slots[s0 + s]
+                for j in range(outs):
+                    arena[slot, hu_off + j] = ubuf[s, j]
+                    out[s0 + s, t, j] = ubuf[s, j]
+        else:
+            for s in range(nb):
+                slot = slots[s0 + s]
+                for j in range(hu):
+                    arena[slot, hu_off + j] = full[s, j]
+                    out[s0 + s, t, j] = full[s, j]
 
 
 @numba.njit(**JIT_OPTIONS)
-def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full):  # noqa: ANN001
-    """One GRU layer (gates r, z, n) over all steps of the block's streams."""
+def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full, ubuf):  # noqa: ANN001
+    """One GRU layer (gates r, z, n) over all steps of streams ``s0 .. s0+nb``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     n_gates = 3 * hidden
-    w_ih = params[meta[row + nw.L_W_IH]:meta[row + nw.L_W_IH] + n_in * n_gates]
-    w_ih = w_ih.reshape((n_in, n_gates))
-    w_hh = params[meta[row + nw.L_W_HH]:meta[row + nw.L_W_HH] + hidden * n_gates]
-    w_hh = w_hh.reshape((hidden, n_gates))
-    b_ih = params[meta[row + nw.L_B_IH]:meta[row + nw.L_B_IH] + n_gates]
-    b_hh = params[meta[row + nw.L_B_HH]:meta[row + nw.L_B_HH] + n_gates]
+    w_ih = _matrix(params, meta[row + nw.L_W_IH], n_in, n_gates)
+    w_hh = _matrix(params, meta[row + nw.L_W_HH], hidden, n_gates)
+    b_ih = meta[row + nw.L_B_IH]
+    b_hh = meta[row + nw.L_B_HH]
     h_off = meta[row + nw.L_H_OFF]
     reset_after = (meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER) != 0
     act_gate = meta[row + nw.L_ACT_GATE]
@@ -152,78 +200,60 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
     gate_a, gate_b = params[fl], params[fl + 1]
     cell_a, cell_b = params[fl + 2], params[fl + 3]
     clip = params[fl + 6]
+    z0, n0 = hidden, 2 * hidden
+    hu = U(hidden)
+    zu, nu = U(z0), U(n0)
+    hu_off = U(h_off)
+    bu = U(b_hh)
     # Recurrent columns computed before the reset gate is known: all three when the reset is
     # applied after the matmul, only r and z otherwise.
     early = n_gates if reset_after else 2 * hidden
     for t in range(inp.shape[1]):
+        _set_bias(gates, params, b_ih, -1, nb, n_gates)
+        _gather_inputs(ubuf, inp, s0, nb, t, n_in)
+        _accumulate(gates, 0, w_ih, 0, ubuf, nb, n_in, n_gates)
+        _set_bias(extra, params, b_hh, -1, nb, early)
+        _gather_h(ubuf, arena, slots, s0, nb, h_off, hidden)
+        _accumulate(extra, 0, w_hh, 0, ubuf, nb, hidden, early)
         for s in range(nb):
-            gx = gates[s]
-            gh = extra[s]
-            for j in range(n_gates):
-                gx[j] = b_ih[j]
-            for j in range(early):
-                gh[j] = b_hh[j]
-        for k in range(n_in):
-            w_row = w_ih[k]
+            for j in range(hu + hu):
+                gates[s, j] += extra[s, j]
+            if clip > 0:
+                _clip(gates, s, 0, 2 * hidden, clip)
+            _activate(gates, s, 0, 2 * hidden, act_gate, gate_a, gate_b)
+        if reset_after:
             for s in range(nb):
-                u = inp[s0 + s, t, k]
-                gx = gates[s]
-                for j in range(n_gates):
-                    gx[j] += w_row[j] * u
-        for k in range(hidden):
-            w_row = w_hh[k, 0:early]
+                for j in range(hu):
+                    gates[s, nu + j] += gates[s, j] * extra[s, nu + j]
+        else:
             for s in range(nb):
-                u = arena[slots[s0 + s], h_off + k]
-                gh = extra[s]
-                for j in range(early):
-                    gh[j] += w_row[j] * u
+                for j in range(hu):
+                    full[s, j] = gates[s, j] * ubuf[s, j]
+                    extra[s, nu + j] = params[bu + nu + j]
+            _accumulate(extra, n0, w_hh, n0, full, nb, hidden, hidden)
+            for s in range(nb):
+                for j in range(hu):
+                    gates[s, nu + j] += extra[s, nu + j]
         for s in range(nb):
             slot = slots[s0 + s]
-            gx = gates[s]
-            gh = extra[s]
-            h = arena[slot, h_off:h_off + hidden]
-            rz = gx[0:2 * hidden]
-            for j in range(2 * hidden):
-                rz[j] += gh[j]
             if clip > 0:
-                _clip(rz, clip)
-            _activate(rz, act_gate, gate_a, gate_b)
-            r = gx[0:hidden]
-            z = gx[hidden:2 * hidden]
-            n = gx[2 * hidden:3 * hidden]
-            if reset_after:
-                for j in range(hidden):
-                    n[j] += r[j] * gh[2 * hidden + j]
-            else:
-                rh = full[s, 0:hidden]
-                for j in range(hidden):
-                    rh[j] = r[j] * h[j]
-                gn = gh[2 * hidden:3 * hidden]
-                for j in range(hidden):
-                    gn[j] = b_hh[2 * hidden + j]
-                for k in range(hidden):
-                    u = rh[k]
-                    w_row = w_hh[k, 2 * hidden:3 * hidden]
-                    for j in range(hidden):
-                        gn[j] += w_row[j] * u
-                for j in range(hidden):
-                    n[j] += gn[j]
-            if clip > 0:
-                _clip(n, clip)
-            _activate(n, act_cell, cell_a, cell_b)
-            o = out[s0 + s, t]
-            for j in range(hidden):
-                h[j] = (_ONE - z[j]) * n[j] + z[j] * h[j]
-                o[j] = h[j]
+                _clip(gates, s, n0, hidden, clip)
+            _activate(gates, s, n0, hidden, act_cell, cell_a, cell_b)
+            for j in range(hu):
+                z = gates[s, zu + j]
+                h = (_ONE - z) * gates[s, nu + j] + z * ubuf[s, j]
+                arena[slot, hu_off + j] = h
+                out[s0 + s, t, j] = h
 
 
 @numba.njit(**JIT_OPTIONS)
-def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full):  # noqa: ANN001
+def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf):  # noqa: ANN001
     row = nw.HEADER + layer * nw.LAYER_FIELDS
     if meta[row + nw.L_CELL] == nw.LSTM:
-        _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full)
+        _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf)
     else:
-        _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full)
+        _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full,
+                   ubuf)
 
 
 @numba.njit(**JIT_OPTIONS)
@@ -235,33 +265,25 @@ def _head(y, params, meta, s0, nb, head_out, cur, nxt):  # noqa: ANN001
     first = nw.HEADER + meta[nw.N_LAYERS] * nw.LAYER_FIELDS
     steps = y.shape[1]
     every = meta[nw.EVERY_STEP] != 0
-    for s in range(nb):
-        for t in range(steps - 1 if not every else 0, steps):
-            width = y.shape[2]
-            for j in range(width):
-                cur[j] = y[s0 + s, t, j]
-            a, b = cur, nxt
-            for d in range(n_dense):
-                row = first + d * nw.DENSE_FIELDS
-                n_in = meta[row + nw.D_IN]
-                n_out = meta[row + nw.D_OUT]
-                w = params[meta[row + nw.D_W]:meta[row + nw.D_W] + n_in * n_out]
-                w = w.reshape((n_in, n_out))
-                bias = params[meta[row + nw.D_B]:meta[row + nw.D_B] + n_out]
-                for j in range(n_out):
-                    b[j] = bias[j]
-                for k in range(n_in):
-                    u = a[k]
-                    w_row = w[k]
-                    for j in range(n_out):
-                        b[j] += w_row[j] * u
-                fl = meta[row + nw.D_FLOATS]
-                _activate(b[0:n_out], meta[row + nw.D_ACT], params[fl], params[fl + 1])
-                a, b = b, a
-                width = n_out
-            target = head_out[s0 + s, t if every else 0]
-            for j in range(width):
-                target[j] = a[j]
+    for t in range(0 if every else steps - 1, steps):
+        a, b = cur, nxt
+        for s in range(nb):
+            for j in range(y.shape[2]):
+                a[s, j] = y[s0 + s, t, j]
+        for d in range(n_dense):
+            row = first + d * nw.DENSE_FIELDS
+            n_in = meta[row + nw.D_IN]
+            n_out = meta[row + nw.D_OUT]
+            _set_bias(b, params, meta[row + nw.D_B], -1, nb, n_out)
+            _accumulate(b, 0, _matrix(params, meta[row + nw.D_W], n_in, n_out), 0, a, nb, n_in,
+                        n_out)
+            fl = meta[row + nw.D_FLOATS]
+            for s in range(nb):
+                _activate(b, s, 0, n_out, meta[row + nw.D_ACT], params[fl], params[fl + 1])
+            a, b = b, a
+        for s in range(nb):
+            for j in range(head_out.shape[2]):
+                head_out[s0 + s, t if every else 0, j] = a[s, j]
 
 
 def _forward_impl(x, params, meta, arena, slots, y, head_out):  # noqa: ANN001
@@ -270,29 +292,40 @@ def _forward_impl(x, params, meta, arena, slots, y, head_out):  # noqa: ANN001
     n_layers = meta[nw.N_LAYERS]
     width = meta[nw.MAX_WIDTH]
     n_blocks = (n_streams + STREAM_BLOCK - 1) // STREAM_BLOCK
+    # Layers between the first and the last read from and write to these in turn.
+    n_features = x.shape[2]
     seq_a = np.empty((n_streams if n_layers > 1 else 0, steps, width), np.float32)
     seq_b = np.empty((n_streams if n_layers > 2 else 0, steps, width), np.float32)
     for block in numba.prange(n_blocks):
         s0 = block * STREAM_BLOCK
         nb = min(STREAM_BLOCK, n_streams - s0)
-        gates = np.empty((nb, meta[nw.MAX_GATES]), np.float32)
-        extra = np.empty((nb, meta[nw.MAX_GATES]), np.float32)
-        full = np.empty((nb, meta[nw.MAX_HIDDEN]), np.float32)
+        # One allocation per block, carved into the scratch buffers.
+        n_gates = meta[nw.MAX_GATES]
+        n_hidden = meta[nw.MAX_HIDDEN]
+        n_dense = meta[nw.MAX_DENSE]
+        n_u = max(width, n_features)
+        buf = np.empty(nb * (2 * n_gates + n_hidden + n_u + 2 * n_dense), np.float32)
+        at = nb * n_gates
+        gates = buf[0:at].reshape((nb, n_gates))
+        extra = buf[at:at + nb * n_gates].reshape((nb, n_gates))
+        at += nb * n_gates
+        full = buf[at:at + nb * n_hidden].reshape((nb, n_hidden))
+        at += nb * n_hidden
+        ubuf = buf[at:at + nb * n_u].reshape((nb, n_u))
+        at += nb * n_u
+        cur = buf[at:at + nb * n_dense].reshape((nb, n_dense))
+        at += nb * n_dense
+        nxt = buf[at:at + nb * n_dense].reshape((nb, n_dense))
         if n_layers == 1:
-            _layer(x, y, params, meta, 0, arena, slots, s0, nb, gates, extra, full)
+            _layer(x, y, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf)
         else:
-            _layer(x, seq_a, params, meta, 0, arena, slots, s0, nb, gates, extra, full)
+            _layer(x, seq_a, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf)
+            src, dst = seq_a, seq_b
             for layer in range(1, n_layers):
-                src = seq_a if layer % 2 == 1 else seq_b
-                if layer == n_layers - 1:
-                    _layer(src, y, params, meta, layer, arena, slots, s0, nb, gates, extra,
-                           full)
-                else:
-                    dst = seq_b if layer % 2 == 1 else seq_a
-                    _layer(src, dst, params, meta, layer, arena, slots, s0, nb, gates, extra,
-                           full)
-        cur = np.empty(meta[nw.MAX_DENSE], np.float32)
-        nxt = np.empty(meta[nw.MAX_DENSE], np.float32)
+                target = y if layer == n_layers - 1 else dst
+                _layer(src, target, params, meta, layer, arena, slots, s0, nb, gates, extra,
+                       full, ubuf)
+                src, dst = dst, src
         _head(y, params, meta, s0, nb, head_out, cur, nxt)
 
 

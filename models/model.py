@@ -8,7 +8,6 @@ new state, and the head's output.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,32 +23,39 @@ _REAL_KINDS = "fiu"
 def _as_float32(array: Any, name: str) -> np.ndarray:
     """Cast once at the edge: float64/float16/int inputs become a float32 C-contiguous array.
 
-    Non-numeric or complex input is refused; so is NaN or infinity.
+    Non-numeric or complex input is refused. NaN and infinity propagate as in the
+    frameworks (the service rejects them at its edge, before any state exists).
     """
+    if (type(array) is np.ndarray and array.dtype == np.float32
+            and array.flags.c_contiguous):
+        return array
     values = np.asarray(array)
     if values.dtype.kind not in _REAL_KINDS:
         raise InvalidInput(f"{name} must hold real numbers, got dtype {values.dtype}")
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if not np.isfinite(values).all():
-        raise InvalidInput(f"{name} holds NaN or infinite values")
-    return values
+    return np.ascontiguousarray(values, dtype=np.float32)
 
 
 def _kernel_activation(spec: ActivationSpec) -> tuple[str, float, float]:
     return activation(spec.name, spec.alpha, spec.beta)
 
 
-@dataclass(frozen=True)
 class State:
     """Recurrent state of a batch of streams: one arena row per stream.
 
-    ``h[l]`` is ``float32 [batch, h width of layer l]`` and ``c[l]`` is
-    ``float32 [batch, hidden of layer l]`` (None for GRU layers); both are views into
-    ``arena``.
+    ``arena`` is ``float32 [batch, state_size]``; ``h[l]`` is ``float32 [batch, h width of
+    layer l]`` and ``c[l]`` is ``float32 [batch, hidden of layer l]`` (None for GRU layers),
+    both views into ``arena``. A plain slotted class: ``Model.run`` builds one per call.
     """
 
-    arena: np.ndarray
-    offsets: tuple[tuple[int, int, int, int], ...]
+    __slots__ = ("arena", "offsets")
+
+    def __init__(self, arena: np.ndarray, offsets: tuple[tuple[int, int, int, int], ...]
+                 ) -> None:
+        self.arena = arena
+        self.offsets = offsets
+
+    def __repr__(self) -> str:
+        return f"State({self.arena.shape[0]} streams, {len(self.offsets)} layers)"
 
     @property
     def h(self) -> list[np.ndarray]:
@@ -137,11 +143,14 @@ class Model:
 
     def new_arena(self, rows: int) -> np.ndarray:
         """``float32 [rows, state_size]``, every row the initial state (zeros by default)."""
+        if not self.spec.initial_state:
+            return np.zeros((rows, self.network.state_size), np.float32)
         arena = np.empty((rows, self.network.state_size), np.float32)
         arena[:] = self._initial_row
         return arena
 
     def _state_arena(self, state: StateLike, batch: int) -> np.ndarray:
+        """A fresh arena holding ``state`` (never the caller's own array)."""
         if state is None:
             return self.new_arena(batch)
         if isinstance(state, State):
@@ -149,7 +158,7 @@ class Model:
                 raise InvalidInput(f"state holds {state.arena.shape[0]} streams of "
                                    f"{state.arena.shape[1]} values; expected {batch} of "
                                    f"{self.network.state_size}")
-            return _as_float32(state.arena, "state").copy()
+            return np.array(state.arena, dtype=np.float32, order="C", copy=True)
         return self._arena_from_arrays(state, batch)
 
     def _arena_from_arrays(self, state: Sequence[Any] | np.ndarray, batch: int) -> np.ndarray:
@@ -217,24 +226,24 @@ class Model:
             outputs]`` for a head applied at every step); None without a head.
         """
         x = _as_float32(x, "x")
+        net = self.network
         if x.ndim != 3:
             raise InvalidInput(f"x must be [batch, time, features], got shape {x.shape}")
         batch, steps, features = x.shape
         if batch < 1 or steps < 1:
             raise InvalidInput(f"x needs at least one stream and one step, got {x.shape}")
-        if features != self.spec.input_size:
+        if features != net.input_size:
             raise InvalidInput(f"x has {features} features per step; the model takes "
-                               f"{self.spec.input_size}")
+                               f"{net.input_size}")
         arena = self._state_arena(state, batch)
         slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
             batch, dtype=np.int64)
-        net = self.network
         y = np.empty((batch, steps, net.output_size), np.float32)
         head = np.empty((batch, steps if net.head_every_step else 1, net.head_size),
                         np.float32)
         forward(net, x, arena, slots, y, head, check=False)
         new_state = State(arena, net.state_offsets)
-        if not self.spec.head:
+        if not net.head_size:
             return y, new_state, None
         return y, new_state, head if net.head_every_step else head[:, 0]
 

@@ -58,3 +58,9 @@ def test_parameterised_activations_use_alpha_and_beta():
 def test_unknown_activation_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown activation 'swish'; known:"):
         activate(np.zeros(3), "swish")
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_nan_propagates_through_every_activation(name):
+    got = activate(np.float32([np.nan, 1.0]), name)
+    assert np.isnan(got[0]) and not np.isnan(got[1])

@@ -60,13 +60,19 @@ def test_strided_and_float64_inputs_give_bit_identical_results(model):
     (np.zeros((2, 3, 5), np.float32), "x has 5 features per step; the model takes 2"),
     (np.zeros((3, 2), np.float32), r"x must be \[batch, time, features\]"),
     (np.zeros((2, 0, 2), np.float32), "at least one stream and one step"),
-    (np.array([[[np.nan, 0.0]]]), "NaN or infinite"),
     (np.array([[["a", "b"]]]), "must hold real numbers"),
     (np.zeros((1, 1, 2), np.complex64), "must hold real numbers"),
 ])
 def test_bad_inputs_are_refused(model, x, match):
     with pytest.raises(InvalidInput, match=match):
         model.run(x)
+
+
+def test_nan_propagates_as_in_the_frameworks_and_stays_in_the_returned_state(model):
+    _, clean, _ = model.run(x_of(1, 2))
+    y, state, head = model.run(np.array([[[np.nan, 0.0]]], np.float32), clean)
+    assert np.isnan(y).all() and np.isnan(head).all()
+    assert np.isfinite(clean.arena).all()
 
 
 def test_bad_states_are_refused(model):
