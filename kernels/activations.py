@@ -16,7 +16,7 @@ import math
 import numba
 import numpy as np
 
-from kernels.config import JIT_OPTIONS
+from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
 
 SIGMOID = 0
 TANH = 1
@@ -81,7 +81,7 @@ def _tanh_scalar(x: float) -> float:
     return math.copysign(_ONE, x) if abs(x) >= _TANH_CLAMP else r
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _activate(v: np.ndarray, row: int, start: int, n: int, code: int, alpha: float,
               beta: float) -> None:
     """Apply activation ``code`` in place to ``v[row, start:start + n]`` (float32 2-D).

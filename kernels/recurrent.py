@@ -17,7 +17,7 @@ import numpy as np
 
 from kernels import network as nw
 from kernels.activations import _activate, clamp
-from kernels.config import JIT_OPTIONS, STREAM_BLOCK
+from kernels.config import JIT_OPTIONS, LEAF_OPTIONS, STREAM_BLOCK
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -29,46 +29,47 @@ _ZERO = np.float32(0.0)
 U = np.uint64
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _clip(v, row, start, n, limit):  # noqa: ANN001
     for j in range(U(start), U(start) + U(n)):
         v[row, j] = clamp(v[row, j], -limit, limit)
 
 
-@numba.njit(**JIT_OPTIONS)
-def _accumulate(dst, dst_col, w, w_col, u, nb, n_rows, n_cols):  # noqa: ANN001
-    """``dst[s, dst_col + j] += sum_k u[s, k] * w[k, w_col + j]`` for the block's streams.
+@numba.njit(**LEAF_OPTIONS)
+def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_cols):  # noqa: ANN001
+    """``dst[s, dst_col + j] += sum_k u[s, k] * W[k, w_col + j]`` for the block's streams,
+    ``W`` being the ``[n_rows, w_stride]`` matrix stored at ``params[w_off:]``.
 
     Four weight rows at a time: each load and store of a ``dst`` vector serves four rows,
-    and the rows stay in L1 while every stream of the block uses them.
+    and the rows stay in L1 while every stream of the block uses them. (Reshaping a slice
+    of ``params`` into a matrix view instead costs a runtime call per layer and call.)
     """
     whole = n_rows - n_rows % 4
     cols = U(n_cols)
     at = U(dst_col)
-    wc = U(w_col)
+    stride = U(w_stride)
     for k in range(0, whole, 4):
+        r0 = U(w_off + k * w_stride + w_col)
+        r1 = r0 + stride
+        r2 = r1 + stride
+        r3 = r2 + stride
         for s in range(nb):
             u0 = u[s, k]
             u1 = u[s, k + 1]
             u2 = u[s, k + 2]
             u3 = u[s, k + 3]
             for j in range(cols):
-                dst[s, at + j] += (w[k, wc + j] * u0 + w[k + 1, wc + j] * u1
-                                   + w[k + 2, wc + j] * u2 + w[k + 3, wc + j] * u3)
+                dst[s, at + j] += (params[r0 + j] * u0 + params[r1 + j] * u1
+                                   + params[r2 + j] * u2 + params[r3 + j] * u3)
     for k in range(whole, n_rows):
+        r0 = U(w_off + k * w_stride + w_col)
         for s in range(nb):
             u0 = u[s, k]
             for j in range(cols):
-                dst[s, at + j] += w[k, wc + j] * u0
+                dst[s, at + j] += params[r0 + j] * u0
 
 
-@numba.njit(**JIT_OPTIONS)
-def _matrix(params, offset, rows, cols):  # noqa: ANN001
-    """The ``[rows, cols]`` matrix stored at ``params[offset:]`` (a view)."""
-    return params[offset:offset + rows * cols].reshape((rows, cols))
-
-
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _set_bias(dst, params, b_off, b2_off, nb, n):  # noqa: ANN001
     """``dst[s, :n] = params[b_off:][:n] (+ params[b2_off:][:n] when b2_off >= 0)``."""
     first = U(b_off)
@@ -82,14 +83,14 @@ def _set_bias(dst, params, b_off, b2_off, nb, n):  # noqa: ANN001
                 dst[s, j] = params[first + j]
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _gather_inputs(ubuf, inp, s0, nb, t, n):  # noqa: ANN001
     for s in range(nb):
         for k in range(n):
             ubuf[s, k] = inp[s0 + s, t, k]
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):  # noqa: ANN001
     at = U(h_off)
     for s in range(nb):
@@ -98,19 +99,18 @@ def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):  # noqa: ANN001
             ubuf[s, k] = arena[slot, at + k]
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf):  # noqa: ANN001
     """One LSTM layer (gates i, f, g, o) over all steps of streams ``s0 .. s0+nb``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     n_out = meta[row + nw.L_OUT]
     n_gates = 4 * hidden
-    w_ih = _matrix(params, meta[row + nw.L_W_IH], n_in, n_gates)
-    w_hh = _matrix(params, meta[row + nw.L_W_HH], n_out, n_gates)
+    w_ih = meta[row + nw.L_W_IH]
+    w_hh = meta[row + nw.L_W_HH]
     b_ih = meta[row + nw.L_B_IH]
     b_hh = meta[row + nw.L_B_HH]
-    has_proj = meta[row + nw.L_W_HR] >= 0
-    w_hr = _matrix(params, max(meta[row + nw.L_W_HR], 0), hidden if has_proj else 0, n_out)
+    w_hr = meta[row + nw.L_W_HR]
     peep = meta[row + nw.L_PEEP]
     h_off = meta[row + nw.L_H_OFF]
     c_off = meta[row + nw.L_C_OFF]
@@ -132,9 +132,9 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
     for t in range(inp.shape[1]):
         _set_bias(gates, params, b_ih, b_hh, nb, n_gates)
         _gather_inputs(ubuf, inp, s0, nb, t, n_in)
-        _accumulate(gates, 0, w_ih, 0, ubuf, nb, n_in, n_gates)
+        _accumulate(gates, 0, params, w_ih, n_gates, 0, ubuf, nb, n_in, n_gates)
         _gather_h(ubuf, arena, slots, s0, nb, h_off, n_out)
-        _accumulate(gates, 0, w_hh, 0, ubuf, nb, n_out, n_gates)
+        _accumulate(gates, 0, params, w_hh, n_gates, 0, ubuf, nb, n_out, n_gates)
         for s in range(nb):
             slot = slots[s0 + s]
             if peep >= 0:
@@ -164,11 +164,11 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
             _activate(full, s, 0, hidden, act_hidden, hid_a, hid_b)
             for j in range(hu):
                 full[s, j] *= gates[s, ou + j]
-        if has_proj:
+        if w_hr >= 0:
             for s in range(nb):
                 for j in range(outs):
                     ubuf[s, j] = _ZERO
-            _accumulate(ubuf, 0, w_hr, 0, full, nb, hidden, n_out)
+            _accumulate(ubuf, 0, params, w_hr, n_out, 0, full, nb, hidden, n_out)
             for s in range(nb):
                 slot = slots[s0 + s]
                 for j in range(outs):
@@ -182,14 +182,14 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
                     out[s0 + s, t, j] = full[s, j]
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full, ubuf):  # noqa: ANN001
     """One GRU layer (gates r, z, n) over all steps of streams ``s0 .. s0+nb``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     n_gates = 3 * hidden
-    w_ih = _matrix(params, meta[row + nw.L_W_IH], n_in, n_gates)
-    w_hh = _matrix(params, meta[row + nw.L_W_HH], hidden, n_gates)
+    w_ih = meta[row + nw.L_W_IH]
+    w_hh = meta[row + nw.L_W_HH]
     b_ih = meta[row + nw.L_B_IH]
     b_hh = meta[row + nw.L_B_HH]
     h_off = meta[row + nw.L_H_OFF]
@@ -211,10 +211,10 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
     for t in range(inp.shape[1]):
         _set_bias(gates, params, b_ih, -1, nb, n_gates)
         _gather_inputs(ubuf, inp, s0, nb, t, n_in)
-        _accumulate(gates, 0, w_ih, 0, ubuf, nb, n_in, n_gates)
+        _accumulate(gates, 0, params, w_ih, n_gates, 0, ubuf, nb, n_in, n_gates)
         _set_bias(extra, params, b_hh, -1, nb, early)
         _gather_h(ubuf, arena, slots, s0, nb, h_off, hidden)
-        _accumulate(extra, 0, w_hh, 0, ubuf, nb, hidden, early)
+        _accumulate(extra, 0, params, w_hh, n_gates, 0, ubuf, nb, hidden, early)
         for s in range(nb):
             for j in range(hu + hu):
                 gates[s, j] += extra[s, j]
@@ -230,7 +230,7 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
                 for j in range(hu):
                     full[s, j] = gates[s, j] * ubuf[s, j]
                     extra[s, nu + j] = params[bu + nu + j]
-            _accumulate(extra, n0, w_hh, n0, full, nb, hidden, hidden)
+            _accumulate(extra, n0, params, w_hh, n_gates, n0, full, nb, hidden, hidden)
             for s in range(nb):
                 for j in range(hu):
                     gates[s, nu + j] += extra[s, nu + j]
@@ -246,7 +246,7 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
                 out[s0 + s, t, j] = h
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf):  # noqa: ANN001
     row = nw.HEADER + layer * nw.LAYER_FIELDS
     if meta[row + nw.L_CELL] == nw.LSTM:
@@ -256,7 +256,7 @@ def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, fu
                    ubuf)
 
 
-@numba.njit(**JIT_OPTIONS)
+@numba.njit(**LEAF_OPTIONS)
 def _head(y, params, meta, s0, nb, head_out, cur, nxt):  # noqa: ANN001
     """Dense head on the last step (or every step) of the block's streams."""
     n_dense = meta[nw.N_DENSE]
@@ -275,8 +275,7 @@ def _head(y, params, meta, s0, nb, head_out, cur, nxt):  # noqa: ANN001
             n_in = meta[row + nw.D_IN]
             n_out = meta[row + nw.D_OUT]
             _set_bias(b, params, meta[row + nw.D_B], -1, nb, n_out)
-            _accumulate(b, 0, _matrix(params, meta[row + nw.D_W], n_in, n_out), 0, a, nb, n_in,
-                        n_out)
+            _accumulate(b, 0, params, meta[row + nw.D_W], n_out, 0, a, nb, n_in, n_out)
             fl = meta[row + nw.D_FLOATS]
             for s in range(nb):
                 _activate(b, s, 0, n_out, meta[row + nw.D_ACT], params[fl], params[fl + 1])
@@ -299,23 +298,17 @@ def _forward_impl(x, params, meta, arena, slots, y, head_out):  # noqa: ANN001
     for block in numba.prange(n_blocks):
         s0 = block * STREAM_BLOCK
         nb = min(STREAM_BLOCK, n_streams - s0)
-        # One allocation per block, carved into the scratch buffers.
-        n_gates = meta[nw.MAX_GATES]
-        n_hidden = meta[nw.MAX_HIDDEN]
-        n_dense = meta[nw.MAX_DENSE]
-        n_u = max(width, n_features)
-        buf = np.empty(nb * (2 * n_gates + n_hidden + n_u + 2 * n_dense), np.float32)
-        at = nb * n_gates
-        gates = buf[0:at].reshape((nb, n_gates))
-        extra = buf[at:at + nb * n_gates].reshape((nb, n_gates))
-        at += nb * n_gates
-        full = buf[at:at + nb * n_hidden].reshape((nb, n_hidden))
-        at += nb * n_hidden
-        ubuf = buf[at:at + nb * n_u].reshape((nb, n_u))
-        at += nb * n_u
-        cur = buf[at:at + nb * n_dense].reshape((nb, n_dense))
-        at += nb * n_dense
-        nxt = buf[at:at + nb * n_dense].reshape((nb, n_dense))
+        # One allocation per block; its planes are the scratch buffers. (Integer-indexing
+        # a plane is pointer arithmetic, where reshaping a slice is a runtime call.)
+        plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE], width,
+                    n_features)
+        scratch = np.empty((6, nb, plane), np.float32)
+        gates = scratch[0]
+        extra = scratch[1]
+        full = scratch[2]
+        ubuf = scratch[3]
+        cur = scratch[4]
+        nxt = scratch[5]
         if n_layers == 1:
             _layer(x, y, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf)
         else:

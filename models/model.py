@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from kernels import DenseLayer, PackedNetwork, RecurrentLayer, activation, pack_network
-from kernels.recurrent import check_forward_args, forward
+from kernels.config import STREAM_BLOCK
+from kernels.recurrent import _forward_serial, check_forward_args, forward
 from models.errors import InvalidInput
 from models.spec import ActivationSpec, ModelSpec
 
 _REAL_KINDS = "fiu"
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _as_float32(array: Any, name: str) -> np.ndarray:
@@ -26,8 +28,7 @@ def _as_float32(array: Any, name: str) -> np.ndarray:
     Non-numeric or complex input is refused. NaN and infinity propagate as in the
     frameworks (the service rejects them at its edge, before any state exists).
     """
-    if (type(array) is np.ndarray and array.dtype == np.float32
-            and array.flags.c_contiguous):
+    if type(array) is np.ndarray and array.dtype is _FLOAT32 and array.flags.c_contiguous:
         return array
     values = np.asarray(array)
     if values.dtype.kind not in _REAL_KINDS:
@@ -102,6 +103,8 @@ class Model:
         self.network: PackedNetwork = self._pack()
         self._initial_row = self._initial_state_row()
         self._slots = np.arange(1024, dtype=np.int64)
+        #: ``arange(b)`` for every block-sized batch b, ready-made for the hot path.
+        self._small_slots = [self._slots[:b] for b in range(STREAM_BLOCK + 1)]
 
     def __repr__(self) -> str:
         return f"Model({self.name or '?'}@{self.version or '?'}, {len(self.spec.layers)} layers)"
@@ -153,12 +156,15 @@ class Model:
         """A fresh arena holding ``state`` (never the caller's own array)."""
         if state is None:
             return self.new_arena(batch)
-        if isinstance(state, State):
-            if state.arena.shape != (batch, self.network.state_size):
-                raise InvalidInput(f"state holds {state.arena.shape[0]} streams of "
-                                   f"{state.arena.shape[1]} values; expected {batch} of "
+        if type(state) is State:
+            arena = state.arena
+            if arena.shape != (batch, self.network.state_size):
+                raise InvalidInput(f"state holds {arena.shape[0]} streams of "
+                                   f"{arena.shape[1]} values; expected {batch} of "
                                    f"{self.network.state_size}")
-            return np.array(state.arena, dtype=np.float32, order="C", copy=True)
+            if arena.dtype is _FLOAT32 and arena.flags.c_contiguous:
+                return arena.copy()
+            return np.array(arena, dtype=np.float32, order="C", copy=True)
         return self._arena_from_arrays(state, batch)
 
     def _arena_from_arrays(self, state: Sequence[Any] | np.ndarray, batch: int) -> np.ndarray:
@@ -227,25 +233,36 @@ class Model:
         """
         x = _as_float32(x, "x")
         net = self.network
-        if x.ndim != 3:
-            raise InvalidInput(f"x must be [batch, time, features], got shape {x.shape}")
-        batch, steps, features = x.shape
-        if batch < 1 or steps < 1:
-            raise InvalidInput(f"x needs at least one stream and one step, got {x.shape}")
-        if features != net.input_size:
-            raise InvalidInput(f"x has {features} features per step; the model takes "
-                               f"{net.input_size}")
-        arena = self._state_arena(state, batch)
-        slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
-            batch, dtype=np.int64)
-        y = np.empty((batch, steps, net.output_size), np.float32)
-        head = np.empty((batch, steps if net.head_every_step else 1, net.head_size),
-                        np.float32)
-        forward(net, x, arena, slots, y, head, check=False)
+        shape = x.shape
+        if len(shape) != 3 or shape[2] != net.input_size or shape[0] < 1 or shape[1] < 1:
+            raise InvalidInput(self._explain_shape(shape))
+        batch, steps = shape[0], shape[1]
+        if type(state) is State and state.arena.shape[0] == batch:
+            arena = state.arena
+            arena = (arena.copy() if arena.dtype is _FLOAT32 and arena.flags.c_contiguous
+                     else self._state_arena(state, batch))
+        else:
+            arena = self._state_arena(state, batch)
+        y = np.empty((batch, steps, net.output_size), _FLOAT32)
+        head = np.empty((batch, steps if net.head_every_step else 1, net.head_size), _FLOAT32)
+        if batch <= STREAM_BLOCK:
+            _forward_serial(x, net.params, net.meta, arena, self._small_slots[batch], y, head)
+        else:
+            slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
+                batch, dtype=np.int64)
+            forward(net, x, arena, slots, y, head, check=False)
         new_state = State(arena, net.state_offsets)
         if not net.head_size:
             return y, new_state, None
         return y, new_state, head if net.head_every_step else head[:, 0]
+
+    def _explain_shape(self, shape: tuple[int, ...]) -> str:
+        if len(shape) != 3:
+            return f"x must be [batch, time, features], got shape {shape}"
+        if shape[0] < 1 or shape[1] < 1:
+            return f"x needs at least one stream and one step, got {shape}"
+        return (f"x has {shape[2]} features per step; the model takes "
+                f"{self.network.input_size}")
 
     def forward_into(self, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
                      y: np.ndarray, head_out: np.ndarray, *, check: bool = True) -> None:
