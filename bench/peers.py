@@ -54,7 +54,7 @@ class TorchStack:
                 self.rnn = rnn_class(inputs, hidden, num_layers=layers, batch_first=True)
                 self.fc = torch.nn.Linear(hidden, outputs)
 
-            def forward(self, x, h0, c0=None):  # noqa: ANN001, ANN201
+            def forward(self, x, h0, c0=None):
                 if c0 is None:
                     y, h_n = self.rnn(x, h0)
                     return y, self.fc(y[:, -1]), h_n
@@ -88,7 +88,7 @@ class TorchStack:
         return path
 
 
-def ort_session(path: Path, threads: int):  # noqa: ANN201
+def ort_session(path: Path, threads: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -92,46 +92,46 @@ def _activate(v: np.ndarray, row: int, start: int, n: int, code: int, alpha: flo
     """
     a = np.float32(alpha)
     b = np.float32(beta)
-    start = np.uint64(start)
-    stop = start + np.uint64(n)
+    first = np.uint64(start)
+    stop = first + np.uint64(n)
     if code == SIGMOID:
-        for j in range(start, stop):
+        for j in range(first, stop):
             v[row, j] = _HALF + _HALF * _tanh_scalar(_HALF * v[row, j])
     elif code == TANH:
-        for j in range(start, stop):
+        for j in range(first, stop):
             v[row, j] = _tanh_scalar(v[row, j])
     elif code == RELU:
-        for j in range(start, stop):
+        for j in range(first, stop):
             x = v[row, j]
             v[row, j] = _ZERO if x < _ZERO else x
     elif code == AFFINE:
         if a != _ONE or b != _ZERO:
-            for j in range(start, stop):
+            for j in range(first, stop):
                 v[row, j] = a * v[row, j] + b
     elif code == HARD_SIGMOID:
-        for j in range(start, stop):
+        for j in range(first, stop):
             v[row, j] = clamp(a * v[row, j] + b, _ZERO, _ONE)
     elif code == LEAKY_RELU:
-        for j in range(start, stop):
+        for j in range(first, stop):
             x = v[row, j]
             v[row, j] = a * x if x < _ZERO else x
     elif code == THRESHOLDED_RELU:
-        for j in range(start, stop):
+        for j in range(first, stop):
             x = v[row, j]
             v[row, j] = _ZERO if x <= a else x
     elif code == SCALED_TANH:
-        for j in range(start, stop):
+        for j in range(first, stop):
             v[row, j] = a * _tanh_scalar(b * v[row, j])
     elif code == ELU:
-        for j in range(start, stop):
+        for j in range(first, stop):
             x = v[row, j]
             v[row, j] = a * np.float32(math.expm1(x)) if x < _ZERO else x
     elif code == SOFTSIGN:
-        for j in range(start, stop):
+        for j in range(first, stop):
             x = v[row, j]
             v[row, j] = x / (_ONE + abs(x))
     elif code == SOFTPLUS:
-        for j in range(start, stop):
+        for j in range(first, stop):
             x = v[row, j]
             v[row, j] = max(x, _ZERO) + np.float32(math.log1p(math.exp(-abs(x))))
 

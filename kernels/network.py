@@ -188,7 +188,8 @@ def pack_network(layers: list[RecurrentLayer], head: list[DenseLayer] | None = N
         meta[row + L_FLAGS] = (FLAG_RESET_AFTER if layer.reset_after else 0) | (
             FLAG_INPUT_FORGET if layer.input_forget else 0)
         acts = (layer.gate_activation, layer.cell_activation, layer.hidden_activation)
-        for slot, (name, _, _) in zip((L_ACT_GATE, L_ACT_CELL, L_ACT_HIDDEN), acts):
+        for slot, (name, _, _) in zip((L_ACT_GATE, L_ACT_CELL, L_ACT_HIDDEN), acts,
+                                        strict=True):
             activation(name)
             meta[row + slot] = ACTIVATIONS[name][0]
         floats = [v for (_, alpha, beta) in acts for v in (alpha, beta)] + [layer.clip]

@@ -30,13 +30,13 @@ U = np.uint64
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _clip(v, row, start, n, limit):  # noqa: ANN001
+def _clip(v, row, start, n, limit):
     for j in range(U(start), U(start) + U(n)):
         v[row, j] = clamp(v[row, j], -limit, limit)
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_cols):  # noqa: ANN001
+def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_cols):
     """``dst[s, dst_col + j] += sum_k u[s, k] * W[k, w_col + j]`` for the block's streams,
     ``W`` being the ``[n_rows, w_stride]`` matrix stored at ``params[w_off:]``.
 
@@ -70,7 +70,7 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _set_bias(dst, params, b_off, b2_off, nb, n):  # noqa: ANN001
+def _set_bias(dst, params, b_off, b2_off, nb, n):
     """``dst[s, :n] = params[b_off:][:n] (+ params[b2_off:][:n] when b2_off >= 0)``."""
     first = U(b_off)
     second = U(max(b2_off, 0))
@@ -84,14 +84,14 @@ def _set_bias(dst, params, b_off, b2_off, nb, n):  # noqa: ANN001
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gather_inputs(ubuf, inp, s0, nb, t, n):  # noqa: ANN001
+def _gather_inputs(ubuf, inp, s0, nb, t, n):
     for s in range(nb):
         for k in range(n):
             ubuf[s, k] = inp[s0 + s, t, k]
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):  # noqa: ANN001
+def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):
     at = U(h_off)
     for s in range(nb):
         slot = slots[s0 + s]
@@ -100,7 +100,7 @@ def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):  # noqa: ANN001
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf):  # noqa: ANN001
+def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf):
     """One LSTM layer (gates i, f, g, o) over all steps of streams ``s0 .. s0+nb``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
@@ -183,7 +183,7 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full, ubuf):  # noqa: ANN001
+def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full, ubuf):
     """One GRU layer (gates r, z, n) over all steps of streams ``s0 .. s0+nb``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
@@ -247,7 +247,7 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf):  # noqa: ANN001
+def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf):
     row = nw.HEADER + layer * nw.LAYER_FIELDS
     if meta[row + nw.L_CELL] == nw.LSTM:
         _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf)
@@ -257,7 +257,7 @@ def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, fu
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _head(y, params, meta, s0, nb, head_out, cur, nxt):  # noqa: ANN001
+def _head(y, params, meta, s0, nb, head_out, cur, nxt):
     """Dense head on the last step (or every step) of the block's streams."""
     n_dense = meta[nw.N_DENSE]
     if n_dense == 0:
@@ -285,7 +285,7 @@ def _head(y, params, meta, s0, nb, head_out, cur, nxt):  # noqa: ANN001
                 head_out[s0 + s, t if every else 0, j] = a[s, j]
 
 
-def _forward_impl(x, params, meta, arena, slots, y, head_out):  # noqa: ANN001
+def _forward_impl(x, params, meta, arena, slots, y, head_out):
     n_streams = x.shape[0]
     steps = x.shape[1]
     n_layers = meta[nw.N_LAYERS]

@@ -156,7 +156,7 @@ class Model:
         """A fresh arena holding ``state`` (never the caller's own array)."""
         if state is None:
             return self.new_arena(batch)
-        if type(state) is State:
+        if isinstance(state, State):
             arena = state.arena
             if arena.shape != (batch, self.network.state_size):
                 raise InvalidInput(f"state holds {arena.shape[0]} streams of "

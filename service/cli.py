@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidInput(f"{args.inputs} gives per-layer states but lacks {missing}")
     outputs, state, head = model.run(inputs["x"], _initial_state(model, inputs))
     result: dict[str, np.ndarray] = {"y": outputs}
-    widths = {(h.shape[1], None if c is None else c.shape[1]) for h, c in zip(state.h, state.c)}
+    widths = {(h.shape[1], None if c is None else c.shape[1]) for h, c in zip(state.h, state.c,
+                                                                        strict=True)}
     if len(widths) == 1:
         h_n, c_n = state.stacked()
         result["h_n"] = h_n
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
                 result[f"c_n_{index}"] = c
     if head is not None:
         result["head"] = head
-    np.savez(args.output, **result)
+    np.savez(args.output, **result)  # type: ignore[arg-type]
     print(f"ran {model.name}@{model.version} on x {inputs['x'].shape}: wrote "
           f"{', '.join(sorted(result))} to {args.output}")
     return 0

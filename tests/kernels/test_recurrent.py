@@ -116,7 +116,7 @@ def test_saturated_gates_stay_finite_and_exact():
     layers = [random_layer(rng, "lstm", 3, 8, scale=3.0), random_layer(rng, "gru", 8, 4,
                                                                         scale=3.0)]
     x = (rng.standard_normal((4, 30, 3)) * 100).astype(np.float32)
-    _, y, arena, _ = run_kernel(layers, [], x)
+    _, _, arena, _ = run_kernel(layers, [], x)
     assert np.isfinite(arena).all()
     assert_matches_naive(layers, [], x)
 
@@ -145,7 +145,7 @@ def test_chunked_windows_with_state_carried_equal_one_window():
     layers = [random_layer(rng, "lstm", 3, 6, proj=4), random_layer(rng, "gru", 4, 5)]
     head = [random_dense(rng, 5, 2)]
     x = rng.standard_normal((5, 12, 3)).astype(np.float32)
-    net, y_whole, arena_whole, head_whole = run_kernel(layers, head, x)
+    _, y_whole, arena_whole, head_whole = run_kernel(layers, head, x)
     arena = np.zeros_like(arena_whole)
     parts = []
     for start, stop in ((0, 1), (1, 5), (5, 12)):

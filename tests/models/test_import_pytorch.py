@@ -147,7 +147,7 @@ def test_sequential_head_needs_its_activations():
 
 
 def test_bidirectional_is_refused():
-    with pytest.raises(ImportFailed, match="bidirectional .* refused"):
+    with pytest.raises(ImportFailed, match=r"bidirectional .* refused"):
         import_state_dict(sd(torch.nn.LSTM(2, 3, bidirectional=True)))
 
 
@@ -163,7 +163,7 @@ def test_head_prefix_selects_the_head():
     torch.manual_seed(6)
     net = Nested()
     state = sd(net)
-    with pytest.raises(ImportFailed, match="no tensors under head prefix 'fc.'"):
+    with pytest.raises(ImportFailed, match=r"no tensors under head prefix 'fc\.'"):
         import_state_dict(state, head_prefix="fc.")
     assert import_state_dict(state, head_prefix="out.").spec.head[0].out_features == 6
 
@@ -211,7 +211,7 @@ def test_a_pickled_module_is_refused_with_the_fix(tmp_path):
 def test_a_legacy_pickle_file_is_refused(tmp_path):
     path = tmp_path / "legacy.pt"
     path.write_bytes(b"\x80\x02" + b"\x00" * 32)
-    with pytest.raises(ImportFailed, match="not a torch.save zip file"):
+    with pytest.raises(ImportFailed, match=r"not a torch\.save zip file"):
         import_pytorch(path)
 
 

@@ -70,7 +70,7 @@ def test_bad_inputs_are_refused(model, x, match):
 
 def test_nan_propagates_as_in_the_frameworks_and_stays_in_the_returned_state(model):
     _, clean, _ = model.run(x_of(1, 2))
-    y, state, head = model.run(np.array([[[np.nan, 0.0]]], np.float32), clean)
+    y, _, head = model.run(np.array([[[np.nan, 0.0]]], np.float32), clean)
     assert np.isnan(y).all() and np.isnan(head).all()
     assert np.isfinite(clean.arena).all()
 

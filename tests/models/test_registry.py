@@ -97,7 +97,7 @@ def test_tampered_weights_fail_the_checksum(registry):
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="sha256 .* differs from the manifest"):
+    with pytest.raises(IntegrityError, match=r"sha256 .* differs from the manifest"):
         registry.load("demand")
 
 
