@@ -1,4 +1,4 @@
-# statecast: `make test` runs the whole suite on a fresh machine, `make lint` the linters.
+# statecast: `make test` runs the linters and the whole suite on a fresh machine.
 # Each target sets itself up: a virtualenv in .venv with the project and its test extras.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -24,7 +24,7 @@ venv: $(BIN)/.installed
 warm: venv
 	$(BIN)/python -m kernels.warm
 
-test: warm
+test: warm lint
 	$(BIN)/python -m pytest
 
 lint: venv
