@@ -4,7 +4,10 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache
+# Numba checks a cached kernel against its own file only, not the kernels it calls: key the
+# cache on the kernels' source so that editing any of them recompiles everything.
+KERNELS_HASH := $(shell cat kernels/*.py | sha256sum | cut -c1-12)
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache/$(KERNELS_HASH)
 export NUMBA_THREADING_LAYER ?= omp
 export KERAS_BACKEND ?= torch
 

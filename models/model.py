@@ -234,9 +234,11 @@ class Model:
         x = _as_float32(x, "x")
         net = self.network
         shape = x.shape
-        if len(shape) != 3 or shape[2] != net.input_size or shape[0] < 1 or shape[1] < 1:
+        if len(shape) != 3:
             raise InvalidInput(self._explain_shape(shape))
-        batch, steps = shape[0], shape[1]
+        batch, steps, features = shape
+        if features != net.input_size or batch < 1 or steps < 1:
+            raise InvalidInput(self._explain_shape(shape))
         if type(state) is State and state.arena.shape[0] == batch:
             arena = state.arena
             arena = (arena.copy() if arena.dtype is _FLOAT32 and arena.flags.c_contiguous

@@ -1,12 +1,15 @@
 """The statecast command line: import a PyTorch file, run it, and the errors it prints."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from models import Registry
 from service.cli import main
 
 
@@ -97,7 +100,31 @@ def test_errors_say_what_is_wrong_and_exit_2(saved, capsys):
     assert "no model named 'nope'" in capsys.readouterr().err
 
 
-def test_the_console_script_is_installed(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "service.cli", "--help"],
-                            capture_output=True, text=True, check=True)
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "statecast"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "import" in result.stdout and "run" in result.stdout
+
+
+def test_import_applies_a_scaler_file(saved, tmp_path):
+    _, tmp = saved
+    scaler = tmp / "scaler.json"
+    scaler.write_text(json.dumps({"method": "minmax", "data_min_": [0.0, -1.0],
+                                  "data_max_": [10.0, 1.0], "feature_range": [0, 1]}))
+    registry = str(tmp / "registry")
+    assert main(["import", str(tmp / "net.pt"), "--name", "scaled", "--registry", registry,
+                 "--features", "load,temp", "--targets", "load,temp", "--horizon", "2",
+                 "--scaler", str(scaler), "--state-mode", "window:24"]) == 0
+    model = Registry(registry).load("scaled")
+    assert model.spec.window == 24 and model.spec.features == ("load", "temp")
+    np.testing.assert_allclose(model.scale_inputs(np.array([[5.0, 0.0]])), [[0.5, 0.5]])
+    np.testing.assert_allclose(model.unscale_targets(np.array([[1.0, 0.0]])), [[10.0, -1.0]])
+
+
+def test_a_scaler_that_does_not_fit_is_refused(saved, capsys):
+    _, tmp = saved
+    scaler = tmp / "bad.json"
+    scaler.write_text(json.dumps({"mean": [1.0], "std": [2.0]}))
+    assert main(["import", str(tmp / "net.pt"), "--name", "m", "--registry",
+                 str(tmp / "registry"), "--scaler", str(scaler)]) == 2
+    assert "scaler has 1 values, the model has 2 features" in capsys.readouterr().err
