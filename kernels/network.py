@@ -171,6 +171,7 @@ def pack_network(layers: list[RecurrentLayer], head: list[DenseLayer] | None = N
         meta[row + L_IN] = layer.input_size
         meta[row + L_HIDDEN] = hidden
         meta[row + L_OUT] = out
+        # The LSTM kernel reads [w_ih; w_hh] as one stacked matrix: keep them adjacent.
         meta[row + L_W_IH] = put(layer.w_ih)
         meta[row + L_W_HH] = put(layer.w_hh)
         meta[row + L_B_IH] = put(layer.b_ih)

@@ -48,6 +48,26 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
     cols = U(n_cols)
     at = U(dst_col)
     stride = U(w_stride)
+    if nb == 1:
+        # One stream (the service's hot path): no stream loop between rows and columns.
+        for k in range(0, whole, 4):
+            r0 = U(w_off + k * w_stride + w_col)
+            r1 = r0 + stride
+            r2 = r1 + stride
+            r3 = r2 + stride
+            u0 = u[0, k]
+            u1 = u[0, k + 1]
+            u2 = u[0, k + 2]
+            u3 = u[0, k + 3]
+            for j in range(cols):
+                dst[0, at + j] += (params[r0 + j] * u0 + params[r1 + j] * u1
+                                   + params[r2 + j] * u2 + params[r3 + j] * u3)
+        for k in range(whole, n_rows):
+            r0 = U(w_off + k * w_stride + w_col)
+            u0 = u[0, k]
+            for j in range(cols):
+                dst[0, at + j] += params[r0 + j] * u0
+        return
     for k in range(0, whole, 4):
         r0 = U(w_off + k * w_stride + w_col)
         r1 = r0 + stride
@@ -91,12 +111,14 @@ def _gather_inputs(ubuf, inp, s0, nb, t, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gather_h(ubuf, arena, slots, s0, nb, h_off, n):
+def _gather_h(ubuf, col, arena, slots, s0, nb, h_off, n):
+    """``ubuf[s, col:col + n] = h`` of the block's streams, from the arena."""
     at = U(h_off)
+    to = U(col)
     for s in range(nb):
         slot = slots[s0 + s]
         for k in range(U(n)):
-            ubuf[s, k] = arena[slot, at + k]
+            ubuf[s, to + k] = arena[slot, at + k]
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -107,7 +129,6 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
     n_out = meta[row + nw.L_OUT]
     n_gates = 4 * hidden
     w_ih = meta[row + nw.L_W_IH]
-    w_hh = meta[row + nw.L_W_HH]
     b_ih = meta[row + nw.L_B_IH]
     b_hh = meta[row + nw.L_B_HH]
     w_hr = meta[row + nw.L_W_HR]
@@ -130,11 +151,12 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
     cu, hu_off = U(c_off), U(h_off)
     pu = U(max(peep, 0))
     for t in range(inp.shape[1]):
+        # w_hh follows w_ih in params (pack_network keeps them adjacent): one pass over
+        # the stacked [w_ih; w_hh] rows with u = [x_t, h_prev].
         _set_bias(gates, params, b_ih, b_hh, nb, n_gates)
         _gather_inputs(ubuf, inp, s0, nb, t, n_in)
-        _accumulate(gates, 0, params, w_ih, n_gates, 0, ubuf, nb, n_in, n_gates)
-        _gather_h(ubuf, arena, slots, s0, nb, h_off, n_out)
-        _accumulate(gates, 0, params, w_hh, n_gates, 0, ubuf, nb, n_out, n_gates)
+        _gather_h(ubuf, n_in, arena, slots, s0, nb, h_off, n_out)
+        _accumulate(gates, 0, params, w_ih, n_gates, 0, ubuf, nb, n_in + n_out, n_gates)
         for s in range(nb):
             slot = slots[s0 + s]
             if peep >= 0:
@@ -213,7 +235,7 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
         _gather_inputs(ubuf, inp, s0, nb, t, n_in)
         _accumulate(gates, 0, params, w_ih, n_gates, 0, ubuf, nb, n_in, n_gates)
         _set_bias(extra, params, b_hh, -1, nb, early)
-        _gather_h(ubuf, arena, slots, s0, nb, h_off, hidden)
+        _gather_h(ubuf, 0, arena, slots, s0, nb, h_off, hidden)
         _accumulate(extra, 0, params, w_hh, n_gates, 0, ubuf, nb, hidden, early)
         for s in range(nb):
             for j in range(hu + hu):
@@ -300,8 +322,8 @@ def _forward_impl(x, params, meta, arena, slots, y, head_out):
         nb = min(STREAM_BLOCK, n_streams - s0)
         # One allocation per block; its planes are the scratch buffers. (Integer-indexing
         # a plane is pointer arithmetic, where reshaping a slice is a runtime call.)
-        plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE], width,
-                    n_features)
+        plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE],
+                    width + max(width, n_features))
         scratch = np.empty((6, nb, plane), np.float32)
         gates = scratch[0]
         extra = scratch[1]
