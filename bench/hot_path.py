@@ -56,7 +56,7 @@ def measure(cell: str, batch: int, steps: int, hidden: int = 64, layers: int = 2
     arena = start_state.arena.copy()
     slots = np.arange(batch, dtype=np.int64)
     y = np.empty((batch, steps, hidden), np.float32)
-    head_out = np.empty((batch, 1, horizon), np.float32)
+    head_out = np.empty((batch, horizon), np.float32)
 
     def torch_call() -> None:
         with torch.inference_mode():

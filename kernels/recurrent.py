@@ -303,8 +303,9 @@ def _head(y, params, meta, s0, nb, head_out, cur, nxt):
                 _activate(b, s, 0, n_out, meta[row + nw.D_ACT], params[fl], params[fl + 1])
             a, b = b, a
         for s in range(nb):
-            for j in range(head_out.shape[2]):
-                head_out[s0 + s, t if every else 0, j] = a[s, j]
+            out_row = (s0 + s) * steps + t if every else s0 + s
+            for j in range(head_out.shape[1]):
+                head_out[out_row, j] = a[s, j]
 
 
 def _forward_impl(x, params, meta, arena, slots, y, head_out):
@@ -368,7 +369,7 @@ def check_forward_args(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray,
     _require(arena, "arena", np.float32, 2)
     _require(slots, "slots", np.int64, 1)
     _require(y, "y", np.float32, 3)
-    _require(head_out, "head_out", np.float32, 3)
+    _require(head_out, "head_out", np.float32, 2)
     if not y.flags.writeable or not head_out.flags.writeable or not arena.flags.writeable:
         raise ValueError("y, head_out and arena must be writeable")
     streams, steps, features = x.shape
@@ -387,8 +388,8 @@ def check_forward_args(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray,
         raise ValueError("slots must be distinct: one stream, one arena row")
     if y.shape != (streams, steps, net.output_size):
         raise ValueError(f"y must have shape {(streams, steps, net.output_size)}, got {y.shape}")
-    head_steps = steps if net.head_every_step else 1
-    expected = (streams, head_steps, net.head_size)
+    head_rows = streams * steps if net.head_every_step else streams
+    expected = (head_rows, net.head_size)
     if head_out.shape != expected:
         raise ValueError(f"head_out must have shape {expected}, got {head_out.shape}")
 
@@ -411,8 +412,9 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
     y : np.ndarray
         ``float32 [streams, time, net.output_size]``, written: the last layer's outputs.
     head_out : np.ndarray
-        ``float32 [streams, 1 or time, net.head_size]``, written: the head's outputs at the
-        last step (or every step for a head applied at every step).
+        ``float32 [streams, net.head_size]``, written: the head's outputs at the last step;
+        ``[streams * time, net.head_size]`` (row ``stream * time + step``) for a head applied
+        at every step.
     check : bool
         Validate every argument first (default). Callers that built the arrays themselves
         may skip it; a wrong shape then reads out of bounds.

@@ -30,7 +30,7 @@ def warm() -> float:
     arena = np.zeros((1, net.state_size), np.float32)
     slots = np.zeros(1, np.int64)
     y = np.empty((1, 1, net.output_size), np.float32)
-    head = np.empty((1, 1, net.head_size), np.float32)
+    head = np.empty((1, net.head_size), np.float32)
     for kernel in (_forward_serial, _forward_parallel):
         kernel(x, net.params, net.meta, arena, slots, y, head)
     return time.perf_counter() - started

@@ -101,6 +101,12 @@ class Model:
         self.version = version
         self.manifest = manifest or {}
         self.network: PackedNetwork = self._pack()
+        # The network's fields that Model.run reads on every call, as plain attributes.
+        net = self.network
+        self._params, self._meta = net.params, net.meta
+        self._input_size, self._output_size = net.input_size, net.output_size
+        self._head_size, self._head_every_step = net.head_size, net.head_every_step
+        self._state_size, self._offsets = net.state_size, net.state_offsets
         self._initial_row = self._initial_state_row()
         self._slots = np.arange(1024, dtype=np.int64)
         #: ``arange(b)`` for every block-sized batch b, ready-made for the hot path.
@@ -231,32 +237,35 @@ class Model:
             ``float32 [batch, head outputs]`` from the last step (``[batch, time, head
             outputs]`` for a head applied at every step); None without a head.
         """
-        x = _as_float32(x, "x")
-        net = self.network
+        if type(x) is not np.ndarray or x.dtype is not _FLOAT32 or not x.flags.c_contiguous:
+            x = _as_float32(x, "x")
         shape = x.shape
         if len(shape) != 3:
             raise InvalidInput(self._explain_shape(shape))
         batch, steps, features = shape
-        if features != net.input_size or batch < 1 or steps < 1:
+        if features != self._input_size or batch < 1 or steps < 1:
             raise InvalidInput(self._explain_shape(shape))
-        if type(state) is State and state.arena.shape[0] == batch:
-            arena = state.arena
-            arena = (arena.copy() if arena.dtype is _FLOAT32 and arena.flags.c_contiguous
-                     else self._state_arena(state, batch))
+        arena_in = state.arena if type(state) is State else None
+        if (arena_in is not None and arena_in.dtype is _FLOAT32
+                and arena_in.shape == (batch, self._state_size)
+                and arena_in.flags.c_contiguous):
+            arena = arena_in.copy()
         else:
             arena = self._state_arena(state, batch)
-        y = np.empty((batch, steps, net.output_size), _FLOAT32)
-        head = np.empty((batch, steps if net.head_every_step else 1, net.head_size), _FLOAT32)
+        y = np.empty((batch, steps, self._output_size), _FLOAT32)
+        every = self._head_every_step
+        head = np.empty((batch * steps if every else batch, self._head_size), _FLOAT32)
         if batch <= STREAM_BLOCK:
-            _forward_serial(x, net.params, net.meta, arena, self._small_slots[batch], y, head)
+            _forward_serial(x, self._params, self._meta, arena, self._small_slots[batch], y,
+                            head)
         else:
             slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
                 batch, dtype=np.int64)
-            forward(net, x, arena, slots, y, head, check=False)
-        new_state = State(arena, net.state_offsets)
-        if not net.head_size:
+            forward(self.network, x, arena, slots, y, head, check=False)
+        new_state = State(arena, self._offsets)
+        if not self._head_size:
             return y, new_state, None
-        return y, new_state, head if net.head_every_step else head[:, 0]
+        return y, new_state, head.reshape(batch, steps, self._head_size) if every else head
 
     def _explain_shape(self, shape: tuple[int, ...]) -> str:
         if len(shape) != 3:
@@ -272,8 +281,9 @@ class Model:
 
         ``x`` float32 ``[streams, time, features]`` (scaled), ``arena`` float32 ``[rows,
         state_size]`` (states of ``slots`` updated in place), ``slots`` int64 ``[streams]``,
-        ``y`` float32 ``[streams, time, h width]`` and ``head_out`` float32 ``[streams, 1 or
-        time, head outputs]`` preallocated and written.
+        ``y`` float32 ``[streams, time, h width]`` and ``head_out`` float32 ``[streams, head
+        outputs]`` (``[streams * time, ...]`` for a head at every step) preallocated and
+        written.
         """
         if check:
             check_forward_args(self.network, x, arena, slots, y, head_out)

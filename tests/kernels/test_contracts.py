@@ -21,7 +21,7 @@ def buffers(net, batch, steps, rng):
     arena = rng.standard_normal((batch, net.state_size)).astype(np.float32)
     slots = np.arange(batch, dtype=np.int64)
     y = np.empty((batch, steps, net.output_size), np.float32)
-    head = np.empty((batch, 1, net.head_size), np.float32)
+    head = np.empty((batch, net.head_size), np.float32)
     return x, arena, slots, y, head
 
 
@@ -50,7 +50,7 @@ def test_a_stream_does_not_depend_on_the_other_streams_of_its_call(net):
     for index in (0, 17, 299):
         alone = arena[index:index + 1].copy()
         y1 = np.empty((1, 4, net.output_size), np.float32)
-        h1 = np.empty((1, 1, net.head_size), np.float32)
+        h1 = np.empty((1, net.head_size), np.float32)
         forward(net, np.ascontiguousarray(x[index:index + 1]), alone,
                 np.zeros(1, np.int64), y1, h1)
         np.testing.assert_allclose(y1[0], y[index], rtol=1e-6, atol=0)
@@ -69,7 +69,8 @@ def test_a_stream_does_not_depend_on_the_other_streams_of_its_call(net):
     (lambda a: a.update(slots=np.array([0, 1, 9], np.int64)), ValueError, r"slots must lie in"),
     (lambda a: a.update(slots=np.array([0, 1], np.int64)), ValueError, "one arena row per"),
     (lambda a: a.update(y=a["y"][:, :, :1].copy()), ValueError, "y must have shape"),
-    (lambda a: a.update(head=np.empty((3, 2, 2), np.float32)), ValueError, "head_out must"),
+    (lambda a: a.update(head=np.empty((3, 1, 2), np.float32)), ValueError, "head_out must"),
+    (lambda a: a.update(head=np.empty((3, 3), np.float32)), ValueError, "head_out must"),
     (lambda a: a.update(x=[[[1.0]]]), TypeError, "x must be a numpy array"),
 ])
 def test_every_argument_error_is_raised_before_the_kernel_runs(net, change, error, match):

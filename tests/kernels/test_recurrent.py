@@ -18,7 +18,7 @@ def run_kernel(layers, head, x, every_step=False, arena=None, slots=None):
     if slots is None:
         slots = np.arange(batch, dtype=np.int64)
     y = np.full((batch, steps, net.output_size), np.nan, np.float32)
-    head_out = np.full((batch, steps if net.head_every_step else 1, net.head_size), np.nan,
+    head_out = np.full((batch * steps if net.head_every_step else batch, net.head_size), np.nan,
                        np.float32)
     forward(net, x, arena, slots, y, head_out)
     return net, y, arena, head_out
@@ -48,7 +48,8 @@ def assert_matches_naive(layers, head, x, every_step=False, state=None):
         if ref_c is not None:
             np.testing.assert_allclose(c, ref_c, atol=ATOL, rtol=RTOL)
     if head:
-        np.testing.assert_allclose(head_out, ref_head, atol=ATOL, rtol=RTOL)
+        np.testing.assert_allclose(head_out.reshape(ref_head.shape), ref_head, atol=ATOL,
+                                   rtol=RTOL)
 
 
 @pytest.mark.parametrize("batch,steps", [(1, 1), (3, 7), (20, 4)])
