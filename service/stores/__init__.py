@@ -1,0 +1,26 @@
+"""State stores behind one interface, addressed by one syntax everywhere:
+``memory``, ``sqlite:PATH`` or ``redis://host:port/db`` (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from service.errors import InvalidStoreUrl
+from service.stores.base import StateStore
+from service.stores.memory import MemoryStore
+from service.stores.record import StreamRecord
+from service.stores.sqlite import SqliteStore
+
+
+def open_store(url: str) -> StateStore:
+    """Open the store an address names; raise :class:`InvalidStoreUrl` naming the forms."""
+    if url == "memory":
+        return MemoryStore()
+    if url.startswith("sqlite:") and len(url) > len("sqlite:"):
+        return SqliteStore(url[len("sqlite:"):])
+    if url.startswith("redis://"):
+        raise InvalidStoreUrl("the redis store is not built yet (issue 10); use memory or "
+                              "sqlite:PATH")
+    raise InvalidStoreUrl(f"unknown store {url!r}: use memory, sqlite:PATH or "
+                          "redis://host:port/db")
+
+
+__all__ = ["MemoryStore", "SqliteStore", "StateStore", "StreamRecord", "open_store"]

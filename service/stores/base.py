@@ -1,0 +1,46 @@
+"""The state store interface every implementation follows (one contract test suite).
+
+Writes are compare-and-set: a writer reads a record, computes, and writes back only if the
+record's ``revision`` is still the one it read; a writer that lost the race re-reads and
+re-applies only what is still new. DESIGN.md §3 says "on ``step``"; the revision is
+stricter: a stream reset and advanced again to the same step by another writer in between
+would pass a check on ``step`` alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from service.stores.record import StreamRecord
+
+
+class StateStore(ABC):
+    """Per-stream records keyed by ``(model, stream)``."""
+
+    #: Whether acknowledged writes survive a process crash or restart.
+    durable: bool = False
+
+    @abstractmethod
+    def get(self, model: str, stream: str) -> StreamRecord | None:
+        """The stream's record, or None when it does not exist."""
+
+    def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
+        """Records of several streams of one model, in the order asked."""
+        return [self.get(model, stream) for stream in streams]
+
+    @abstractmethod
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        """Write ``record`` if the stored one has ``expected_revision`` (None: only if the
+        stream does not exist). True when written, False when another writer won."""
+
+    @abstractmethod
+    def delete(self, model: str, stream: str) -> bool:
+        """Forget a stream entirely; True when it existed."""
+
+    @abstractmethod
+    def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
+        """Every record (of one model), in no particular order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the store is unusable afterwards."""

@@ -1,0 +1,125 @@
+"""The ``memory`` store: every stream of a model version in one float32 arena, in-process.
+
+Fastest, for one process (gunicorn ``gthread`` with one worker); keeps nothing across a
+restart, by design. A lock serialises writes; reads copy the stream's row out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import StoreError
+from service.stores.base import StateStore
+from service.stores.record import StreamRecord
+
+_INITIAL_ROWS = 64
+
+
+class Arena:
+    """A growable ``float32 [rows, width]`` array with a free list of rows."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.rows = np.zeros((_INITIAL_ROWS, width), np.float32)
+        self._free = list(range(_INITIAL_ROWS - 1, -1, -1))
+
+    def allocate(self) -> int:
+        """A free row's index (the arena doubles when full)."""
+        if not self._free:
+            old = self.rows.shape[0]
+            grown = np.zeros((2 * old, self.width), np.float32)
+            grown[:old] = self.rows
+            self.rows = grown
+            self._free = list(range(2 * old - 1, old - 1, -1))
+        return self._free.pop()
+
+    def release(self, row: int) -> None:
+        self.rows[row] = 0.0
+        self._free.append(row)
+
+    @property
+    def used(self) -> int:
+        return self.rows.shape[0] - len(self._free)
+
+
+@dataclass
+class _Entry:
+    version: str
+    row: int
+    origin: int
+    step: int
+    revision: int
+    tail: np.ndarray
+    created_at: float
+    updated_at: float
+
+
+class MemoryStore(StateStore):
+    """Streams held in per-``(model, version)`` arenas of this process."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._arenas: dict[tuple[str, str], Arena] = {}
+
+    def arena(self, model: str, version: str) -> Arena | None:
+        """The arena of one model version (None before its first stream)."""
+        return self._arenas.get((model, version))
+
+    def _record(self, model: str, stream: str, entry: _Entry) -> StreamRecord:
+        state = self._arenas[(model, entry.version)].rows[entry.row].copy()
+        return StreamRecord(model=model, stream=stream, version=entry.version,
+                            origin=entry.origin, step=entry.step, state=state,
+                            tail=entry.tail.copy(), revision=entry.revision,
+                            created_at=entry.created_at, updated_at=entry.updated_at)
+
+    def get(self, model: str, stream: str) -> StreamRecord | None:
+        with self._lock:
+            entry = self._entries.get((model, stream))
+            return None if entry is None else self._record(model, stream, entry)
+
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        key = (record.model, record.stream)
+        state = np.asarray(record.state, dtype=np.float32)
+        with self._lock:
+            entry = self._entries.get(key)
+            if (entry is None) != (expected_revision is None):
+                return False
+            if entry is not None and entry.revision != expected_revision:
+                return False
+            arena = self._arenas.get((record.model, record.version))
+            if arena is None:
+                arena = self._arenas[(record.model, record.version)] = Arena(state.size)
+            if arena.width != state.size:
+                raise StoreError(f"stream {record.stream!r}: state of {state.size} values for "
+                                 f"a version whose streams hold {arena.width}")
+            if entry is not None and entry.version != record.version:
+                self._arenas[(record.model, entry.version)].release(entry.row)
+                entry = None
+            row = entry.row if entry is not None else arena.allocate()
+            arena.rows[row] = state
+            self._entries[key] = _Entry(
+                version=record.version, row=row, origin=record.origin, step=record.step,
+                revision=record.revision, tail=np.array(record.tail, np.float32),
+                created_at=record.created_at, updated_at=record.updated_at)
+            return True
+
+    def delete(self, model: str, stream: str) -> bool:
+        with self._lock:
+            entry = self._entries.pop((model, stream), None)
+            if entry is None:
+                return False
+            self._arenas[(model, entry.version)].release(entry.row)
+            return True
+
+    def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
+        with self._lock:
+            records = [self._record(m, s, e) for (m, s), e in self._entries.items()
+                       if model is None or m == model]
+        yield from records

@@ -1,0 +1,136 @@
+"""The ``sqlite`` store: the embedded durable default, one file shared by worker processes.
+
+WAL journal with ``synchronous=NORMAL``: an acknowledged write survives a process crash
+(``kill -9``) or restart; several processes (gunicorn workers) read and write the same file.
+Each thread of each process opens its own connection. Compare-and-set is a single
+conditional ``UPDATE`` (or ``INSERT ... ON CONFLICT DO NOTHING``), atomic in SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.errors import StoreError
+from service.stores.base import StateStore
+from service.stores.record import StreamRecord, decode_array, encode_array
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    model TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    version TEXT NOT NULL,
+    origin INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    tail BLOB NOT NULL,
+    tail_rows INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (model, stream)
+) WITHOUT ROWID
+"""
+_COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
+            "created_at, updated_at")
+_BATCH = 500
+
+
+def _row_to_record(row: tuple[Any, ...]) -> StreamRecord:
+    (model, stream, version, origin, step, revision, state, tail, tail_rows, created_at,
+     updated_at) = row
+    return StreamRecord(model=model, stream=stream, version=version, origin=origin, step=step,
+                        state=decode_array(state), tail=decode_array(tail, tail_rows),
+                        revision=revision, created_at=created_at, updated_at=updated_at)
+
+
+class SqliteStore(StateStore):
+    """Streams in one SQLite file (``sqlite:PATH``)."""
+
+    durable = True
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection().execute(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a forked child never reuses its parent's)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            try:
+                connection = sqlite3.connect(self.path, timeout=self.timeout,
+                                             isolation_level=None, check_same_thread=True)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as error:
+                raise StoreError(f"cannot open sqlite store {self.path}: {error}") from None
+            local.connection, local.pid = connection, os.getpid()
+        current: sqlite3.Connection = local.connection
+        return current
+
+    def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._connection().execute(sql, parameters)
+        except sqlite3.Error as error:
+            raise StoreError(f"sqlite store {self.path}: {error}") from None
+
+    def get(self, model: str, stream: str) -> StreamRecord | None:
+        row = self._execute(f"SELECT {_COLUMNS} FROM streams WHERE model = ? AND stream = ?",
+                            (model, stream)).fetchone()
+        return None if row is None else _row_to_record(row)
+
+    def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
+        found: dict[str, StreamRecord] = {}
+        for start in range(0, len(streams), _BATCH):
+            chunk = list(streams[start:start + _BATCH])
+            marks = ", ".join("?" * len(chunk))
+            for row in self._execute(f"SELECT {_COLUMNS} FROM streams WHERE model = ? AND "
+                                     f"stream IN ({marks})", (model, *chunk)):
+                record = _row_to_record(row)
+                found[record.stream] = record
+        return [found.get(stream) for stream in streams]
+
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
+        values = (record.version, record.origin, record.step, record.revision,
+                  encode_array(record.state), encode_array(record.tail), tail_rows,
+                  record.created_at, record.updated_at)
+        if expected_revision is None:
+            cursor = self._execute(
+                f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (model, stream) DO NOTHING",
+                (record.model, record.stream, *values))
+        else:
+            cursor = self._execute(
+                "UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, "
+                "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ? "
+                "WHERE model = ? AND stream = ? AND revision = ?",
+                (*values, record.model, record.stream, expected_revision))
+        return cursor.rowcount == 1
+
+    def delete(self, model: str, stream: str) -> bool:
+        cursor = self._execute("DELETE FROM streams WHERE model = ? AND stream = ?",
+                               (model, stream))
+        return cursor.rowcount == 1
+
+    def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
+        if model is None:
+            rows = self._execute(f"SELECT {_COLUMNS} FROM streams").fetchall()
+        else:
+            rows = self._execute(f"SELECT {_COLUMNS} FROM streams WHERE model = ?",
+                                 (model,)).fetchall()
+        for row in rows:
+            yield _row_to_record(row)
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and getattr(self._local, "pid", None) == os.getpid():
+            connection.close()
+        self._local = threading.local()

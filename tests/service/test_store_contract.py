@@ -1,0 +1,141 @@
+"""The contract every state store passes (DESIGN.md §3), run against each implementation."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidStoreUrl
+from service.stores import MemoryStore, SqliteStore, StreamRecord, open_store
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    opened = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
+    yield opened
+    opened.close()
+
+
+def record(stream="a", model="m", version="1", step=5, seed=0, tail_rows=3, revision=0):
+    rng = np.random.default_rng(seed)
+    return StreamRecord(model=model, stream=stream, version=version, origin=2, step=step,
+                        state=rng.standard_normal(6).astype(np.float32),
+                        tail=rng.standard_normal((tail_rows, 2)).astype(np.float32),
+                        revision=revision, created_at=1000.0, updated_at=1000.5)
+
+
+def test_missing_streams_read_as_none(store):
+    assert store.get("m", "a") is None
+    assert store.get_many("m", ["a", "b"]) == [None, None]
+
+
+def test_create_then_read_back_exactly(store):
+    written = record()
+    assert store.compare_and_set(written, None)
+    read = store.get("m", "a")
+    assert read.same_content(written)
+    assert read.state.dtype == np.float32 and read.tail.shape == (3, 2)
+    assert (read.created_at, read.updated_at) == (1000.0, 1000.5)
+
+
+def test_create_only_once(store):
+    assert store.compare_and_set(record(seed=1), None)
+    assert not store.compare_and_set(record(seed=2), None)
+    assert store.get("m", "a").same_content(record(seed=1))
+
+
+def test_compare_and_set_on_the_revision(store):
+    first = record()
+    store.compare_and_set(first, None)
+    second = first.advanced(step=9, state=first.state + 1, tail=first.tail[1:])
+    assert store.compare_and_set(second, expected_revision=0)
+    stale = first.advanced(step=7, state=first.state - 1, tail=first.tail)
+    assert not store.compare_and_set(stale, expected_revision=0)
+    read = store.get("m", "a")
+    assert read.same_content(second) and read.revision == 1 and read.tail.shape == (2, 2)
+
+
+def test_updating_a_missing_stream_fails(store):
+    assert not store.compare_and_set(record(revision=1), expected_revision=0)
+    assert store.get("m", "a") is None
+
+
+def test_get_many_keeps_the_order_asked(store):
+    for name in ("a", "b", "c"):
+        store.compare_and_set(record(stream=name, seed=ord(name)), None)
+    got = store.get_many("m", ["c", "x", "a"])
+    assert [r.stream if r else None for r in got] == ["c", None, "a"]
+    assert got[0].same_content(record(stream="c", seed=ord("c")))
+
+
+def test_delete_forgets_entirely(store):
+    store.compare_and_set(record(), None)
+    assert store.delete("m", "a")
+    assert store.get("m", "a") is None
+    assert not store.delete("m", "a")
+    assert store.compare_and_set(record(seed=3), None)
+
+
+def test_scan_filters_by_model(store):
+    store.compare_and_set(record(stream="a"), None)
+    store.compare_and_set(record(stream="b"), None)
+    store.compare_and_set(record(stream="a", model="other"), None)
+    assert sorted(r.stream for r in store.scan("m")) == ["a", "b"]
+    assert sorted((r.model, r.stream) for r in store.scan()) == [
+        ("m", "a"), ("m", "b"), ("other", "a")]
+
+
+def test_a_stream_can_move_to_another_version(store):
+    first = record()
+    store.compare_and_set(first, None)
+    moved = StreamRecord(model="m", stream="a", version="2", origin=0, step=0,
+                         state=np.zeros(10, np.float32), tail=np.zeros((0, 2), np.float32),
+                         revision=1)
+    assert store.compare_and_set(moved, expected_revision=0)
+    read = store.get("m", "a")
+    assert read.version == "2" and read.state.shape == (10,) and read.tail.shape[0] == 0
+
+
+def test_concurrent_writers_never_lose_or_double_an_update(store):
+    start = record(step=0)
+    store.compare_and_set(StreamRecord(model="m", stream="a", version="1", origin=0, step=0,
+                                       state=np.zeros(6, np.float32), tail=start.tail), None)
+    threads, increments = 4, 40
+
+    def writer():
+        for _ in range(increments):
+            while True:
+                current = store.get("m", "a")
+                new = current.advanced(step=current.step + 1, state=current.state + 1,
+                                       tail=current.tail)
+                if store.compare_and_set(new, current.revision):
+                    break
+
+    workers = [threading.Thread(target=writer) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    final = store.get("m", "a")
+    assert final.step == threads * increments and final.revision == threads * increments
+    np.testing.assert_array_equal(final.state, np.full(6, threads * increments, np.float32))
+
+
+def test_store_addresses():
+    assert isinstance(open_store("memory"), MemoryStore)
+    with pytest.raises(InvalidStoreUrl, match="use memory, sqlite:PATH or redis://"):
+        open_store("postgres://x")
+    with pytest.raises(InvalidStoreUrl, match="not built yet"):
+        open_store("redis://localhost:6379/0")
+
+
+def test_memory_store_keeps_a_version_s_streams_in_one_arena():
+    store = MemoryStore()
+    for name in "abc":
+        store.compare_and_set(record(stream=name, seed=ord(name)), None)
+    arena = store.arena("m", "1")
+    assert arena.used == 3 and arena.rows.dtype == np.float32
+    rows = sorted(map(tuple, arena.rows[:3].tolist()))
+    assert rows == sorted(tuple(record(stream=n, seed=ord(n)).state.tolist()) for n in "abc")
+    store.delete("m", "b")
+    assert arena.used == 2
