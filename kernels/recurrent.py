@@ -345,6 +345,17 @@ def _forward_impl(x, params, meta, arena, slots, y, head_out):
         _head(y, params, meta, s0, nb, head_out, cur, nxt)
 
 
+@numba.njit(**JIT_OPTIONS)
+def _head_only(y, params, meta, head_out):
+    """The head on ``y [streams, 1, width]`` (last-layer outputs) into ``head_out``."""
+    n_streams = y.shape[0]
+    plane = max(meta[nw.MAX_DENSE], y.shape[2])
+    for s0 in range(0, n_streams, STREAM_BLOCK):
+        nb = min(STREAM_BLOCK, n_streams - s0)
+        scratch = np.empty((2, nb, plane), np.float32)
+        _head(y, params, meta, s0, nb, head_out, scratch[0], scratch[1])
+
+
 _forward_serial = numba.njit(**JIT_OPTIONS)(_forward_impl)
 _forward_parallel = numba.njit(parallel=True, **JIT_OPTIONS)(_forward_impl)
 
@@ -392,6 +403,23 @@ def check_forward_args(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray,
     expected = (head_rows, net.head_size)
     if head_out.shape != expected:
         raise ValueError(f"head_out must have shape {expected}, got {head_out.shape}")
+
+
+def head_from_outputs(net: nw.PackedNetwork, outputs: np.ndarray) -> np.ndarray:
+    """The head applied to last-layer outputs ``float32 [streams, width]``.
+
+    The forward pass computes its head with this same code from ``y[:, -1]``, which equals
+    the last layer's ``h``: a forecast recomputed from a stored state is bit-identical to
+    the one computed when the state was made.
+    """
+    _require(outputs, "outputs", np.float32, 2)
+    if outputs.shape[1] != net.output_size:
+        raise ValueError(f"outputs must have {net.output_size} columns, got {outputs.shape[1]}")
+    head_out = np.empty((outputs.shape[0], net.head_size), np.float32)
+    if net.head_size:
+        _head_only(outputs.reshape(outputs.shape[0], 1, outputs.shape[1]), net.params,
+                   net.meta, head_out)
+    return head_out
 
 
 def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,

@@ -73,6 +73,7 @@ def write_artifact(folder: Path, spec: ModelSpec, tensors: dict[str, np.ndarray]
     checked = check_tensors(spec, tensors)
     weights_path = folder / WEIGHTS
     save_file(checked, str(weights_path))
+    weights_path.chmod(0o644)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -14,7 +14,7 @@ import numpy as np
 
 from kernels import DenseLayer, PackedNetwork, RecurrentLayer, activation, pack_network
 from kernels.config import STREAM_BLOCK
-from kernels.recurrent import _forward_serial, check_forward_args, forward
+from kernels.recurrent import _forward_serial, check_forward_args, forward, head_from_outputs
 from models.errors import InvalidInput
 from models.spec import ActivationSpec, ModelSpec
 
@@ -288,6 +288,14 @@ class Model:
         if check:
             check_forward_args(self.network, x, arena, slots, y, head_out)
         forward(self.network, x, arena, slots, y, head_out, check=False)
+
+    def head_from_state(self, rows: np.ndarray) -> np.ndarray:
+        """Head outputs ``float32 [streams, head outputs]`` from state rows ``float32
+        [streams, state_size]``: the forecast a stream's stored state implies, identical to
+        the one :meth:`forward_into` computed when the state was made."""
+        h_at, h_width, _, _ = self.network.state_offsets[-1]
+        last_h = np.ascontiguousarray(rows[:, h_at:h_at + h_width], dtype=np.float32)
+        return head_from_outputs(self.network, last_h)
 
     # -- scaling -------------------------------------------------------------------------
 

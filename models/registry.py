@@ -139,6 +139,7 @@ class Registry:
             check_name(alias, "alias")
         with self._locked(name) as folder:
             staging = Path(tempfile.mkdtemp(prefix=".publishing-", dir=folder))
+            staging.chmod(0o755)  # mkdtemp makes it private; a version is for every reader
             try:
                 write_artifact(staging, spec, tensors, source)
                 if version is None:

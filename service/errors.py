@@ -25,3 +25,81 @@ class InvalidStoreUrl(StoreError, ValueError):
     """A store address is not ``memory``, ``sqlite:PATH`` or ``redis://host:port/db``."""
 
     code = "invalid_store_url"
+
+
+class RequestError(ServiceError):
+    """A request the service refuses; ``details`` go into the JSON error body."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class MalformedJson(RequestError):
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+
+
+class BodyTooLarge(RequestError):
+    code = "body_too_large"
+
+
+class NonFiniteValue(RequestError):
+    """NaN, Infinity or null where a number is required."""
+
+    code = "non_finite_value"
+
+
+class WrongFeatureCount(RequestError):
+    code = "wrong_feature_count"
+
+
+class WindowTooLong(RequestError):
+    code = "window_too_long"
+
+
+class HorizonTooLong(RequestError):
+    code = "horizon_too_long"
+
+
+class InvalidStreamId(RequestError):
+    code = "invalid_stream_id"
+
+
+class ModelNotSupported(RequestError):
+    """The model's forecast mode or state mode is not served yet."""
+
+    code = "model_not_supported"
+
+
+class StreamNotFound(RequestError):
+    code = "stream_not_found"
+
+
+class GapInStream(RequestError):
+    """``start`` lies beyond the stream's next expected observation."""
+
+    code = "gap_in_stream"
+
+
+class OverlapMismatch(RequestError):
+    """A resent observation differs from the one the stream consumed."""
+
+    code = "overlap_mismatch"
+
+
+class VersionConflict(RequestError):
+    """The call names another version than the one the stream is bound to."""
+
+    code = "version_conflict"
+
+
+class Contention(StoreError):
+    """Concurrent writers on one stream kept winning; the client may retry."""
+
+    code = "contention"

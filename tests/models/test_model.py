@@ -116,3 +116,9 @@ def test_forward_into_updates_the_arena_like_run(model):
     np.testing.assert_array_equal(arena[slots], ref_state.arena)
     with pytest.raises(ValueError, match="slots must be distinct"):
         model.forward_into(x, arena, np.array([1, 1], np.int64), y, head)
+
+
+def test_head_from_state_is_bit_identical_to_the_forward_head(model):
+    x = x_of(3, 4)
+    _, state, head = model.run(x)
+    np.testing.assert_array_equal(model.head_from_state(state.arena), head)

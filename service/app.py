@@ -1,0 +1,142 @@
+"""The Flask application: thin views over :class:`service.forecasting.ForecastService`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from models import Registry
+from service.bundled import seed_registry
+from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
+from service.forecasting import ForecastService, check_servable
+from service.http_errors import error_response, register_error_handlers
+from service.model_cache import ModelCache
+from service.requests import parse_json
+from service.settings import Settings
+from service.stores import StateStore, open_store
+
+log = logging.getLogger("statecast")
+v1 = Blueprint("v1", __name__)
+EXTENSION = "statecast"
+
+
+@dataclass
+class Runtime:
+    """Per-app objects (``app.extensions["statecast"]``), never module globals."""
+
+    settings: Settings
+    registry: Registry
+    store: StateStore
+    models: ModelCache
+    service: ForecastService
+    ready: bool = False
+    started_at: float = field(default_factory=time.time)
+
+
+def runtime() -> Runtime:
+    value: Runtime = current_app.extensions[EXTENSION]
+    return value
+
+
+def _json_body() -> Any:
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"send Content-Type: application/json (got {request.mimetype or 'none'})")
+    limit = runtime().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+    return parse_json(request.get_data(cache=False))
+
+
+@v1.post("/v1/models/<model>/streams/<stream>/forecast")
+def forecast(model: str, stream: str) -> Response:
+    return jsonify(runtime().service.forecast(model, stream, _json_body()))
+
+
+@v1.get("/v1/models/<model>/streams/<stream>")
+def describe_stream(model: str, stream: str) -> Response:
+    return jsonify(runtime().service.describe(model, stream))
+
+
+@v1.delete("/v1/models/<model>/streams/<stream>")
+def delete_stream(model: str, stream: str) -> Response:
+    return jsonify(runtime().service.delete(model, stream))
+
+
+def _model_entry(registry: Registry, name: str) -> dict[str, Any]:
+    versions = []
+    for version in registry.versions(name):
+        manifest = registry.manifest(f"{name}@{version}")
+        spec = manifest.get("spec", {})
+        versions.append({"version": version, "created_at": manifest.get("created_at"),
+                         "source": manifest.get("source", {}).get("framework"),
+                         "features": spec.get("features"), "targets": spec.get("targets"),
+                         "horizon": spec.get("horizon"),
+                         "forecast_mode": spec.get("forecast_mode"),
+                         "state_mode": spec.get("state_mode")})
+    return {"name": name, "versions": versions, "aliases": registry.aliases(name)}
+
+
+@v1.get("/v1/models")
+def list_models() -> Response:
+    registry = runtime().registry
+    return jsonify({"models": [_model_entry(registry, name) for name in registry.models()]})
+
+
+@v1.get("/v1/models/<model>")
+def show_model(model: str) -> Response:
+    registry = runtime().registry
+    name, version = registry.resolve(model)
+    entry = _model_entry(registry, name)
+    entry["default_version"] = version
+    return jsonify(entry)
+
+
+@v1.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@v1.get("/readyz")
+def readyz() -> Response | tuple[Response, int]:
+    state = runtime()
+    if not state.ready:
+        return error_response("not_ready", "models are still loading")
+    return jsonify({"status": "ready", "models": state.registry.models()})
+
+
+def warm_up(state: Runtime) -> None:
+    """Load every model's default version and run it once (compiles the kernels)."""
+    for model in state.models.load_defaults():
+        try:
+            check_servable(model)
+        except ModelNotSupported as error:
+            log.warning("model %s@%s is not served: %s", model.name, model.version, error)
+            continue
+        model.run(np.zeros((1, 1, model.spec.input_size), np.float32))
+
+
+def create_app(settings: Settings | None = None, store: StateStore | None = None,
+               warm: bool = True) -> Flask:
+    """Build the app: registry (seeded with the bundled model), store, models, routes."""
+    settings = settings or Settings()
+    app = Flask("statecast")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    registry = Registry(settings.registry)
+    seed_registry(registry)
+    store = store or open_store(settings.store)
+    models = ModelCache(registry)
+    state = Runtime(settings, registry, store, models,
+                    ForecastService(models, store, settings.max_window))
+    app.extensions[EXTENSION] = state
+    app.register_blueprint(v1)
+    register_error_handlers(app)
+    if warm:
+        warm_up(state)
+    state.ready = True
+    return app

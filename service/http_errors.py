@@ -1,0 +1,62 @@
+"""The one table from error codes to HTTP status, and the JSON error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from models.errors import StatecastError
+from service.errors import RequestError
+
+STATUS: dict[str, int] = {
+    "malformed_json": 400,
+    "model_not_found": 404,
+    "stream_not_found": 404,
+    "gap_in_stream": 409,
+    "overlap_mismatch": 409,
+    "version_conflict": 409,
+    "body_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_request": 422,
+    "invalid_name": 422,
+    "invalid_stream_id": 422,
+    "non_finite_value": 422,
+    "wrong_feature_count": 422,
+    "window_too_long": 422,
+    "horizon_too_long": 422,
+    "model_not_supported": 422,
+    "store_unavailable": 503,
+    "contention": 503,
+    "not_ready": 503,
+}
+#: Retry-After seconds for statuses that invite a retry.
+RETRY_AFTER = {503: "1"}
+
+
+def error_response(code: str, message: str, status: int | None = None,
+                   details: dict[str, Any] | None = None) -> tuple[Response, int]:
+    """``{"error": {"code", "message", ...details}}`` with the code's status."""
+    status = status or STATUS.get(code, 500)
+    details = details or {}
+    response = jsonify({"error": {"code": code, "message": message, **details}})
+    if status in RETRY_AFTER:
+        response.headers["Retry-After"] = RETRY_AFTER[status]
+    return response, status
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map statecast errors and Werkzeug's HTTP errors to JSON bodies."""
+
+    @app.errorhandler(StatecastError)
+    def _statecast(error: StatecastError) -> tuple[Response, int]:
+        details = error.details if isinstance(error, RequestError) else {}
+        return error_response(error.code, str(error), details=details)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> tuple[Response, int]:
+        status = error.code or 500
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            status, "http_error")
+        return error_response(code, error.description or error.name, status)

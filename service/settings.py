@@ -1,0 +1,45 @@
+"""The service's one settings object: environment variables ``STATECAST_*``, overridden by
+command-line flags. Read once, at start-up, in this one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """How a statecast server runs. Every field can be set as ``STATECAST_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="STATECAST_", extra="ignore")
+
+    registry: Path = Field(Path("registry"), description=(
+        "Model registry directory; seeded with the bundled model on first start."))
+    store: str = Field("sqlite:statecast-state.db", description=(
+        "Where stream states live: memory, sqlite:PATH (durable default) or "
+        "redis://host:port/db."))
+    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
+    workers: int = Field(0, ge=0, description=(
+        "gunicorn worker processes; 0 picks one per core (one for the memory store, whose "
+        "streams live in one process)."))
+    threads: int = Field(0, ge=0, description=(
+        "Threads per worker; 0 picks 4 (Numba kernels release the GIL)."))
+    max_body_bytes: int = Field(1 << 20, ge=1024, description=(
+        "Largest request body accepted; larger bodies get 413."))
+    max_window: int = Field(10_000, ge=1, description=(
+        "Most observations one forecast call may send."))
+    numba_cache_dir: Path | None = Field(None, description=(
+        "Where compiled kernels are cached (NUMBA_CACHE_DIR); default .numba-cache under "
+        "the working directory."))
+
+    def resolved_workers(self) -> int:
+        """Worker processes to start: as set, else one per core (one for ``memory``)."""
+        if self.workers:
+            return self.workers
+        return 1 if self.store == "memory" else max(1, os.cpu_count() or 1)
+
+    def resolved_threads(self) -> int:
+        return self.threads or 4

@@ -1,0 +1,22 @@
+"""An app built from the factory, on a temporary registry, for each store."""
+
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def app(request, tmp_path):
+    store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'state.db'}"
+    settings = Settings(registry=tmp_path / "registry", store=store, max_body_bytes=64 * 1024,
+                        max_window=500)
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["statecast"].store.close()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
