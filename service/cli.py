@@ -14,6 +14,9 @@ import numpy as np
 from models import Model, Registry, StatecastError
 from models.errors import ImportFailed, InvalidInput
 from models.importers import ForecastOptions, import_pytorch, load_scaler
+from service.errors import StoreError
+from service.settings import Settings
+from service.stores import open_store
 
 DEFAULT_REGISTRY = "./registry"
 TORCH_SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"}
@@ -99,6 +102,29 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn, configured through the environment."""
+    flags = {"STATECAST_HOST": args.host, "STATECAST_PORT": args.port,
+             "STATECAST_REGISTRY": args.registry, "STATECAST_STORE": args.store,
+             "STATECAST_WORKERS": args.workers, "STATECAST_THREADS": args.threads}
+    env = dict(os.environ)
+    env.update({key: str(value) for key, value in flags.items() if value is not None})
+    settings = Settings(**{key[len("STATECAST_"):].lower(): value
+                           for key, value in env.items() if key.startswith("STATECAST_")
+                           and key[len("STATECAST_"):].lower() in Settings.model_fields})
+    if settings.store == "memory" and settings.resolved_workers() != 1:
+        raise StoreError("the memory store lives in one process: serve it with --workers 1 "
+                         "(and more --threads), or use sqlite:PATH")
+    open_store(settings.store).close()  # fail here, clearly, on a bad address
+    print(f"statecast: serving {settings.registry} on http://{settings.host}:{settings.port} "
+          f"with {settings.resolved_workers()} worker(s) x {settings.resolved_threads()} "
+          f"thread(s), store {settings.store}", flush=True)
+    command = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf",
+               "service.app:create_app()"]
+    os.execvpe(command[0], command, env)
+    return 0  # not reached
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``statecast`` argument parser (one sub-command per job)."""
     parser = argparse.ArgumentParser(prog="statecast", description=__doc__)
@@ -136,6 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "([layers, batch, size]) or h0_<l>/c0_<l>")
     run.add_argument("--output", required=True, help=".npz to write y, h_n/c_n, head")
     run.set_defaults(handler=_run)
+
+    serve = commands.add_parser("serve", help="serve the registry's models over HTTP (gunicorn)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument("--registry", help="registry directory (default ./registry)")
+    serve.add_argument("--store", help="memory, sqlite:PATH (default sqlite:statecast-state.db)"
+                                       " or redis://host:port/db")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default 4)")
+    serve.set_defaults(handler=_serve)
     return parser
 
 

@@ -3,6 +3,8 @@ command-line flags. Read once, at start-up, in this one place."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -43,3 +45,15 @@ class Settings(BaseSettings):
 
     def resolved_threads(self) -> int:
         return self.threads or 4
+
+
+def kernel_cache_dir(base: Path) -> Path:
+    """``base/<hash of the kernels' source>``: Numba checks a cached kernel against its own
+    file only, not the kernels it calls, so an upgrade that changes any kernel file must
+    not reuse the old cache."""
+    spec = importlib.util.find_spec("kernels")  # located, not imported: no Numba here
+    assert spec is not None and spec.origin is not None
+    digest = hashlib.sha256()
+    for path in sorted(Path(spec.origin).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return base / digest.hexdigest()[:12]
