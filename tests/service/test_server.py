@@ -57,7 +57,7 @@ class Server:
         self.root, self.port, self.process = root, port, None
 
     def start(self) -> None:
-        log = open(self.root / "server.log", "a")  # noqa: SIM115 - closed with the process
+        log = open(self.root / "server.log", "a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port),
              "--workers", "2", "--threads", "4", "--registry", str(self.root / "registry"),
