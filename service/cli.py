@@ -1,4 +1,5 @@
-"""The ``statecast`` command line: ``import`` publishes a model version, ``run`` runs one."""
+"""The ``statecast`` command line: ``import`` publishes a model version, ``run`` runs one,
+``serve`` serves the registry over HTTP."""
 
 from __future__ import annotations
 
@@ -107,11 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
     flags = {"STATECAST_HOST": args.host, "STATECAST_PORT": args.port,
              "STATECAST_REGISTRY": args.registry, "STATECAST_STORE": args.store,
              "STATECAST_WORKERS": args.workers, "STATECAST_THREADS": args.threads}
-    env = dict(os.environ)
-    env.update({key: str(value) for key, value in flags.items() if value is not None})
-    settings = Settings(**{key[len("STATECAST_"):].lower(): value
-                           for key, value in env.items() if key.startswith("STATECAST_")
-                           and key[len("STATECAST_"):].lower() in Settings.model_fields})
+    os.environ.update({key: str(value) for key, value in flags.items() if value is not None})
+    settings = Settings()  # flags override the environment: they are the environment now
     if settings.store == "memory" and settings.resolved_workers() != 1:
         raise StoreError("the memory store lives in one process: serve it with --workers 1 "
                          "(and more --threads), or use sqlite:PATH")
@@ -121,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
           f"thread(s), store {settings.store}", flush=True)
     command = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf",
                "service.app:create_app()"]
-    os.execvpe(command[0], command, env)
+    os.execv(command[0], command)
     return 0  # not reached
 
 
