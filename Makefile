@@ -1,4 +1,5 @@
-# statecast: `make test` runs the linters and the whole suite on a fresh machine.
+# statecast: `make serve` serves the bundled model, `make test` runs the linters and the whole
+# suite; each sets itself up on a fresh machine.
 # Each target sets itself up: a virtualenv in .venv with the project and its test extras.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,7 +12,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache/$(KERNELS_HASH)
 export NUMBA_THREADING_LAYER ?= omp
 export KERAS_BACKEND ?= torch
 
-.PHONY: test lint venv warm clean
+.PHONY: test serve lint venv warm clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ warm: venv
 
 test: warm lint
 	$(BIN)/python -m pytest
+
+serve: venv
+	$(BIN)/statecast serve
 
 lint: venv
 	$(BIN)/ruff check kernels models service tests bench
