@@ -1,6 +1,7 @@
 """The statecast command line: import a PyTorch file, run it, and the errors it prints."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,21 @@ def test_a_scaler_that_does_not_fit_is_refused(saved, capsys):
     assert main(["import", str(tmp / "net.pt"), "--name", "m", "--registry",
                  str(tmp / "registry"), "--scaler", str(scaler)]) == 2
     assert "scaler has 1 values, the model has 2 features" in capsys.readouterr().err
+
+
+def test_the_gunicorn_master_never_imports_numba(tmp_path):
+    code = ("import sys, service.gunicorn_conf as c; "
+            "print(c.workers, c.threads, 'numba' in sys.modules, 'kernels' in sys.modules)")
+    env = {**os.environ, "STATECAST_STORE": "memory", "STATECAST_REGISTRY": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env=env, cwd=tmp_path)
+    assert result.stdout.split() == ["1", "4", "False", "False"]
+
+
+def test_serve_refuses_several_workers_for_the_memory_store(capsys, monkeypatch):
+    monkeypatch.setattr(os, "environ", {**os.environ, "STATECAST_STORE": "memory"})
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "memory store lives in one process" in capsys.readouterr().err
+    assert main(["serve", "--store", "postgres://x"]) == 2
+    assert "unknown store 'postgres://x'" in capsys.readouterr().err
