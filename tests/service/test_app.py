@@ -196,3 +196,34 @@ def test_a_stream_stays_on_its_version_when_the_alias_moves(app, client):
     response = client.post("/v1/models/sunspots@2/streams/s/forecast", json={"window": [4.0]})
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "version_conflict"
+
+
+def test_a_scaled_two_feature_gru_model_forecasts_in_original_units(app, client):
+    """Targets are the second feature: inputs scaled per feature, outputs unscaled per
+    target, exactly as an offline run of the same model."""
+    import torch
+
+    from models.importers import ForecastOptions, import_state_dict
+
+    torch.manual_seed(4)
+    net = torch.nn.Module()
+    net.rnn = torch.nn.GRU(2, 8, num_layers=2, batch_first=True)
+    net.fc = torch.nn.Linear(8, 6)
+    imported = import_state_dict(
+        {k: v.detach().numpy() for k, v in net.state_dict().items()},
+        ForecastOptions(horizon=6, features=("temp", "load"), targets=("load",),
+                        scaler={"method": "standard", "mean": [20.0, 500.0],
+                                "std": [5.0, 100.0]}))
+    registry = app.extensions["statecast"].registry
+    registry.publish("grid", imported.spec, imported.tensors)
+    window = [[18.0, 450.0], [19.5, 480.0], [21.0, 530.0], [22.5, 610.0]]
+    body = client.post("/v1/models/grid/streams/feeder-1/forecast",
+                       json={"window": window, "horizon": 4}).get_json()
+    with torch.no_grad():
+        x = (torch.tensor(window) - torch.tensor([20.0, 500.0])) / torch.tensor([5.0, 100.0])
+        y, _ = net.rnn(x[None])
+        expected = net.fc(y[:, -1]).numpy().reshape(6, 1)[:4] * 100.0 + 500.0
+    np.testing.assert_allclose(body["forecast"], expected, rtol=1e-5, atol=1e-3)
+    wrong = client.post("/v1/models/grid/streams/feeder-1/forecast", json={"window": [1.0]})
+    assert wrong.status_code == 422
+    assert "takes 2 features per observation" in wrong.get_json()["error"]["message"]
