@@ -140,11 +140,12 @@ class ForecastService:
             return response, None
         tail = np.concatenate([plan.tail, new])[-spec.retain:] if len(new) else plan.tail
         now = time.time()
+        kept = plan.record is not None and not plan.fresh
         record = StreamRecord(
             model=model.name, stream=stream, version=plan.version, origin=origin,
             step=new_step, state=state, tail=np.ascontiguousarray(tail, dtype=np.float32),
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
-            created_at=now if plan.fresh else plan.record.created_at,  # type: ignore[union-attr]
+            created_at=plan.record.created_at if kept and plan.record else now,
             updated_at=now)
         return response, record
 
