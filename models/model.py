@@ -158,6 +158,10 @@ class Model:
         arena[:] = self._initial_row
         return arena
 
+    def to_state(self, state: StateLike, batch: int) -> State:
+        """A :class:`State` for ``batch`` streams from any form :meth:`run` accepts."""
+        return State(self._state_arena(state, batch), self.network.state_offsets)
+
     def _state_arena(self, state: StateLike, batch: int) -> np.ndarray:
         """A fresh arena holding ``state`` (never the caller's own array)."""
         if state is None:
