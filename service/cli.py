@@ -15,6 +15,7 @@ import numpy as np
 from models import Model, Registry, StatecastError
 from models.errors import ImportFailed, InvalidInput
 from models.importers import ForecastOptions, import_pytorch, load_scaler
+from service.bundled import seed_registry
 from service.errors import StoreError
 from service.settings import Settings
 from service.stores import open_store
@@ -25,6 +26,13 @@ TORCH_SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors"
 
 def _default_registry() -> str:
     return os.environ.get("STATECAST_REGISTRY", DEFAULT_REGISTRY)
+
+
+def _registry(root: str) -> Registry:
+    """The registry at ``root``, seeded with the bundled model on first use."""
+    registry = Registry(root)
+    seed_registry(registry)
+    return registry
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -45,7 +53,7 @@ def _import(args: argparse.Namespace) -> int:
         path, options, cell=args.cell, rnn_prefix=args.rnn_prefix,
         head_prefix=args.head_prefix, head_activations=list(_names(args.head_activations) or [])
         or None, head_every_step=args.head_every_step)
-    registry = Registry(args.registry)
+    registry = _registry(args.registry)
     aliases = ("latest", *(_names(args.alias) or ()))
     version = registry.publish(args.name, imported.spec, imported.tensors, imported.source,
                                version=args.version, aliases=aliases)
@@ -70,7 +78,7 @@ def _initial_state(model: Model, inputs: Any) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    model = Registry(args.registry).load(args.model)
+    model = _registry(args.registry).load(args.model)
     try:
         inputs = np.load(args.inputs, allow_pickle=False)
     except (OSError, ValueError) as error:

@@ -147,3 +147,11 @@ def test_serve_refuses_several_workers_for_the_memory_store(capsys, monkeypatch)
     assert "memory store lives in one process" in capsys.readouterr().err
     assert main(["serve", "--store", "postgres://x"]) == 2
     assert "unknown store 'postgres://x'" in capsys.readouterr().err
+
+
+def test_run_on_a_fresh_registry_finds_the_bundled_model(tmp_path):
+    np.savez(tmp_path / "in.npz", x=np.ones((1, 3, 1), np.float32))
+    assert main(["run", "--registry", str(tmp_path / "fresh"), "--model", "sunspots",
+                 "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "o.npz")]) == 0
+    out = np.load(tmp_path / "o.npz")
+    assert out["head"].shape == (1, 12) and out["h_n"].shape == (1, 1, 32)
