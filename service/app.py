@@ -58,6 +58,11 @@ def forecast(model: str, stream: str) -> Response:
     return jsonify(runtime().service.forecast(model, stream, _json_body()))
 
 
+@v1.post("/v1/models/<model>/forecast")
+def forecast_many(model: str) -> Response:
+    return jsonify(runtime().service.forecast_many(model, _json_body()))
+
+
 @v1.get("/v1/models/<model>/streams/<stream>")
 def describe_stream(model: str, stream: str) -> Response:
     return jsonify(runtime().service.describe(model, stream))
@@ -132,7 +137,8 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     store = store or open_store(settings.store)
     models = ModelCache(registry)
     state = Runtime(settings, registry, store, models,
-                    ForecastService(models, store, settings.max_window))
+                    ForecastService(models, store, settings.max_window,
+                                    settings.max_batch_items))
     app.extensions[EXTENSION] = state
     app.register_blueprint(v1)
     register_error_handlers(app)

@@ -63,6 +63,10 @@ class WindowTooLong(RequestError):
     code = "window_too_long"
 
 
+class BatchTooLarge(RequestError):
+    code = "batch_too_large"
+
+
 class HorizonTooLong(RequestError):
     code = "horizon_too_long"
 

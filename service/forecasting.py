@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from models import Model
+from models import Model, ModelError, StatecastError
 from service.errors import (
+    BatchTooLarge,
     Contention,
     GapInStream,
     ModelNotSupported,
     OverlapMismatch,
+    RequestError,
     StreamNotFound,
     VersionConflict,
 )
@@ -46,6 +48,68 @@ class _Plan:
     fresh: bool
 
 
+@dataclass(frozen=True)
+class _Work:
+    """One stream's part of a call: its plan, request, and the observations it consumes."""
+
+    plan: _Plan
+    stream: str
+    request: ForecastRequest
+    origin: int
+    step: int
+    skipped: int
+    new: np.ndarray
+
+
+def _advance(model: Model, works: list[_Work]) -> list[np.ndarray]:
+    """The state of each work's stream after its new observations: one kernel call per
+    window length (streams with nothing new keep their state)."""
+    states = [work.plan.state for work in works]
+    by_length: dict[int, list[int]] = {}
+    for index, work in enumerate(works):
+        if len(work.new):
+            by_length.setdefault(len(work.new), []).append(index)
+    net = model.network
+    for length, members in by_length.items():
+        count = len(members)
+        arena = np.stack([works[i].plan.state for i in members]).astype(np.float32)
+        x = np.ascontiguousarray(
+            model.scale_inputs(np.stack([works[i].new for i in members])), dtype=np.float32)
+        y = np.empty((count, length, net.output_size), np.float32)
+        head = np.empty((count, net.head_size), np.float32)
+        model.forward_into(x, arena, np.arange(count, dtype=np.int64), y, head, check=False)
+        for row, i in enumerate(members):
+            states[i] = arena[row]
+    return states
+
+
+def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
+    groups: dict[str, list[tuple[int, _Work]]] = {}
+    for index, work in works:
+        groups.setdefault(work.plan.version, []).append((index, work))
+    return list(groups.values())
+
+
+def _batch_items(body: Any, max_items: int) -> list[Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise RequestError('a batch body is {"items": [{"stream": ..., "window": ...}, ...]}')
+    unknown = sorted(set(body) - {"items", "horizon", "commit", "reset"})
+    if unknown:
+        raise RequestError(f"unknown fields {unknown}")
+    items = body["items"]
+    if not items:
+        raise RequestError("items must not be empty")
+    if len(items) > max_items:
+        raise BatchTooLarge(f"{len(items)} items; at most {max_items} per call",
+                            limit=max_items)
+    return items
+
+
+def _item_error(stream: Any, error: StatecastError) -> dict[str, Any]:
+    details = error.details if isinstance(error, RequestError) else {}
+    return {"stream": stream, "error": {"code": error.code, "message": str(error), **details}}
+
+
 def check_servable(model: Model) -> None:
     """Refuse what the service does not run yet (recursive heads, windowed state)."""
     spec = model.spec
@@ -58,10 +122,12 @@ def check_servable(model: Model) -> None:
 class ForecastService:
     """Streams of every model in one registry, their state in one store."""
 
-    def __init__(self, models: ModelCache, store: StateStore, max_window: int) -> None:
+    def __init__(self, models: ModelCache, store: StateStore, max_window: int,
+                 max_items: int = 1000) -> None:
         self.models = models
         self.store = store
         self.max_window = max_window
+        self.max_items = max_items
 
     # -- planning ------------------------------------------------------------------------
 
@@ -97,7 +163,9 @@ class ForecastService:
             plan = self._plan(reference, stream, reset)
             check_servable(plan.model)
             request = parse_forecast(body, plan.model.spec, self.max_window)
-            response, new_record = self._apply(plan, stream, request)
+            work = self._prepare(plan, stream, request)
+            state = _advance(plan.model, [work])[0]
+            response, new_record = self._finish(work, state)
             if new_record is None or not request.commit:
                 return response
             if self.store.compare_and_set(new_record, plan.expected_revision):
@@ -105,10 +173,60 @@ class ForecastService:
         raise Contention(f"stream {stream!r} kept changing under {MAX_ATTEMPTS} attempts; "
                          "retry the call")
 
-    def _apply(self, plan: _Plan, stream: str, request: ForecastRequest
-               ) -> tuple[dict[str, Any], StreamRecord | None]:
-        model = plan.model
-        spec = model.spec
+    def forecast_many(self, reference: str, body: Any) -> dict[str, Any]:
+        """The batch form: many streams of one model, one kernel call per model version
+        and window length; each item answers alone (an item's error fails only it)."""
+        self.models.resolve(reference)  # an unknown model fails the whole call
+        items = _batch_items(body, self.max_items)
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        seen: set[str] = set()
+        pending = []
+        for index, item in enumerate(items):
+            stream = item.get("stream") if isinstance(item, dict) else None
+            if not isinstance(stream, str) or stream in seen:
+                results[index] = _item_error(stream, RequestError(
+                    "each item needs a distinct stream id" if stream in seen else
+                    "each item needs a \"stream\" string"))
+                continue
+            seen.add(stream)
+            pending.append(index)
+        for _ in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            works: list[tuple[int, _Work]] = []
+            for index in pending:
+                item = items[index]
+                stream = item["stream"]
+                try:
+                    check_stream_id(stream)
+                    merged = {key: body[key] for key in ("horizon", "commit", "reset")
+                              if key in body}
+                    merged.update({k: v for k, v in item.items() if k != "stream"})
+                    plan = self._plan(reference, stream, merged.get("reset") is True)
+                    check_servable(plan.model)
+                    request = parse_forecast(merged, plan.model.spec, self.max_window)
+                    works.append((index, self._prepare(plan, stream, request)))
+                except (RequestError, ModelError) as error:
+                    results[index] = _item_error(stream, error)
+            retry = []
+            for model_works in _by_version(works):
+                states = _advance(model_works[0][1].plan.model, [w for _, w in model_works])
+                for (index, work), state in zip(model_works, states, strict=True):
+                    response, record = self._finish(work, state)
+                    if (record is None or not work.request.commit
+                            or self.store.compare_and_set(record,
+                                                          work.plan.expected_revision)):
+                        results[index] = response
+                    else:
+                        retry.append(index)
+            pending = retry
+        for index in pending:
+            results[index] = _item_error(items[index]["stream"], Contention(
+                "the stream kept changing; retry the item"))
+        return {"items": results}
+
+    def _prepare(self, plan: _Plan, stream: str, request: ForecastRequest) -> _Work:
+        """Check the window against the stream (gap, overlap) and pick what is new."""
         window = request.window
         origin, step = plan.origin, plan.step
         if plan.fresh:
@@ -119,22 +237,21 @@ class ForecastService:
                               f"this window starts at {start}", expected_start=step)
         skipped = min(step - start, len(window))
         self._check_overlap(plan.tail, step, start, window[:skipped], stream)
-        new = window[skipped:]
-        state = plan.state
-        if len(new):
-            arena = state[None].copy()
-            x = np.ascontiguousarray(model.scale_inputs(new)[None], dtype=np.float32)
-            y = np.empty((1, len(new), model.network.output_size), np.float32)
-            head = np.empty((1, model.network.head_size), np.float32)
-            model.forward_into(x, arena, np.zeros(1, np.int64), y, head, check=False)
-            state = arena[0]
+        return _Work(plan, stream, request, origin, step, skipped, window[skipped:])
+
+    def _finish(self, work: _Work, state: np.ndarray
+                ) -> tuple[dict[str, Any], StreamRecord | None]:
+        """The response and the record to write, from the stream's new state."""
+        plan, model = work.plan, work.plan.model
+        spec = model.spec
         head = model.head_from_state(state[None])[0]
         forecast = model.unscale_targets(
-            head.reshape(spec.horizon, len(spec.targets))[:request.horizon])
-        new_step = step + len(new)
-        response = {"model": model.name, "version": plan.version, "stream": stream,
-                    "step": new_step, "consumed": len(new), "skipped": int(skipped),
-                    "created": plan.record is None, "committed": request.commit,
+            head.reshape(spec.horizon, len(spec.targets))[:work.request.horizon])
+        new = work.new
+        new_step = work.step + len(new)
+        response = {"model": model.name, "version": plan.version, "stream": work.stream,
+                    "step": new_step, "consumed": len(new), "skipped": int(work.skipped),
+                    "created": plan.record is None, "committed": work.request.commit,
                     "forecast": forecast.astype(float).tolist()}
         if not (len(new) or plan.fresh):
             return response, None
@@ -142,7 +259,7 @@ class ForecastService:
         now = time.time()
         kept = plan.record is not None and not plan.fresh
         record = StreamRecord(
-            model=model.name, stream=stream, version=plan.version, origin=origin,
+            model=model.name, stream=work.stream, version=plan.version, origin=work.origin,
             step=new_step, state=state, tail=np.ascontiguousarray(tail, dtype=np.float32),
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
             created_at=plan.record.created_at if kept and plan.record else now,

@@ -25,6 +25,7 @@ STATUS: dict[str, int] = {
     "non_finite_value": 422,
     "wrong_feature_count": 422,
     "window_too_long": 422,
+    "batch_too_large": 422,
     "horizon_too_long": 422,
     "model_not_supported": 422,
     "store_unavailable": 503,

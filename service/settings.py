@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         "Largest request body accepted; larger bodies get 413."))
     max_window: int = Field(10_000, ge=1, description=(
         "Most observations one forecast call may send."))
+    max_batch_items: int = Field(1000, ge=1, description=(
+        "Most streams one batch forecast call may name."))
     numba_cache_dir: Path | None = Field(None, description=(
         "Where compiled kernels are cached (NUMBA_CACHE_DIR); default .numba-cache under "
         "the working directory."))

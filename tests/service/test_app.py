@@ -227,3 +227,69 @@ def test_a_scaled_two_feature_gru_model_forecasts_in_original_units(app, client)
     wrong = client.post("/v1/models/grid/streams/feeder-1/forecast", json={"window": [1.0]})
     assert wrong.status_code == 422
     assert "takes 2 features per observation" in wrong.get_json()["error"]["message"]
+
+
+BATCH = "/v1/models/sunspots/forecast"
+
+
+def test_a_batch_answers_item_by_item_like_single_calls(app, client):
+    post(client, "b", {"start": 0, "window": SUNSPOTS[:10]})
+    post(client, "b-single", {"start": 0, "window": SUNSPOTS[:10]})
+    items = [{"stream": "a", "start": 0, "window": SUNSPOTS[:7]},
+             {"stream": "b", "start": 8, "window": SUNSPOTS[8:15], "horizon": 3},
+             {"stream": "c", "window": SUNSPOTS[:7]},
+             {"stream": "d", "window": SUNSPOTS}]
+    response = client.post(BATCH, json={"horizon": 6, "items": items})
+    assert response.status_code == 200
+    got = response.get_json()["items"]
+    assert [item["stream"] for item in got] == ["a", "b", "c", "d"]
+    singles = [post(client, "a-single", {"start": 0, "window": SUNSPOTS[:7], "horizon": 6}),
+               post(client, "b-single", {"start": 8, "window": SUNSPOTS[8:15], "horizon": 3}),
+               post(client, "c-single", {"window": SUNSPOTS[:7], "horizon": 6}),
+               post(client, "d-single", {"window": SUNSPOTS, "horizon": 6})]
+    for item, single in zip(got, singles, strict=True):
+        expected = single.get_json()
+        for key in ("step", "consumed", "skipped", "created", "version"):
+            assert item[key] == expected[key], key
+        np.testing.assert_allclose(item["forecast"], expected["forecast"], rtol=1e-5,
+                                   atol=1e-4)
+    assert np.array(got[1]["forecast"]).shape == (3, 1)
+    assert stream_state(app, "d").step == 24
+
+
+def test_one_bad_item_fails_alone(app, client):
+    post(client, "g", {"start": 0, "window": SUNSPOTS[:5]})
+    before = stream_state(app, "g")
+    items = [{"stream": "ok", "window": [1.0, 2.0]},
+             {"stream": "g", "start": 9, "window": [1.0]},
+             {"stream": "ok", "window": [3.0]},
+             {"stream": "bad id!", "window": [1.0]},
+             {"stream": "h", "window": [1.0, None]}]
+    got = client.post(BATCH, json={"items": items}).get_json()["items"]
+    assert got[0]["step"] == 2
+    assert got[1]["error"]["code"] == "gap_in_stream" and got[1]["error"]["expected_start"] == 5
+    assert got[2]["error"]["code"] == "invalid_request"
+    assert got[3]["error"]["code"] == "invalid_stream_id"
+    assert got[4]["error"]["code"] == "non_finite_value"
+    assert stream_state(app, "g").same_content(before)
+    assert stream_state(app, "h") is None
+
+
+@pytest.mark.parametrize("body,status,code", [
+    ({"items": []}, 422, "invalid_request"),
+    ({"stream": "a"}, 422, "invalid_request"),
+    ({"items": [{"stream": "a", "window": [1.0]}], "colour": 1}, 422, "invalid_request"),
+])
+def test_bad_batches_are_refused_whole(client, body, status, code):
+    response = client.post(BATCH, json=body)
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_batch_limits_and_unknown_models(client):
+    items = [{"stream": f"s{i}", "window": [1.0]} for i in range(1001)]
+    response = client.post(BATCH, json={"items": items})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "batch_too_large"
+    response = client.post("/v1/models/nope/forecast", json={"items": items[:1]})
+    assert response.status_code == 404
