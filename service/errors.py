@@ -63,6 +63,12 @@ class WindowTooLong(RequestError):
     code = "window_too_long"
 
 
+class MissingFuture(RequestError):
+    """A recursive model with covariates needs their future values."""
+
+    code = "missing_future"
+
+
 class BatchTooLarge(RequestError):
     code = "batch_too_large"
 

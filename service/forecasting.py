@@ -62,25 +62,67 @@ class _Work:
 
 
 def _advance(model: Model, works: list[_Work]) -> list[np.ndarray]:
-    """The state of each work's stream after its new observations: one kernel call per
-    window length (streams with nothing new keep their state)."""
+    """The state of each work's stream after its new observations, one kernel call per
+    window length. A ``carry`` stream continues from its state; a ``window:W`` stream is
+    re-run from the initial state over its last W observations. Streams with nothing new
+    keep their state."""
+    window = model.spec.window
     states = [work.plan.state for work in works]
-    by_length: dict[int, list[int]] = {}
+    inputs: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for index, work in enumerate(works):
-        if len(work.new):
-            by_length.setdefault(len(work.new), []).append(index)
+        if not len(work.new):
+            continue
+        if window is None:
+            start, observations = work.plan.state, work.new
+        else:
+            start = model.new_arena(1)[0]
+            observations = np.concatenate([work.plan.tail, work.new])[-window:]
+        inputs.setdefault(len(observations), []).append((index, start, observations))
     net = model.network
-    for length, members in by_length.items():
+    for length, members in inputs.items():
         count = len(members)
-        arena = np.stack([works[i].plan.state for i in members]).astype(np.float32)
-        x = np.ascontiguousarray(
-            model.scale_inputs(np.stack([works[i].new for i in members])), dtype=np.float32)
+        arena = np.stack([start for _, start, _ in members]).astype(np.float32)
+        x = np.ascontiguousarray(model.scale_inputs(np.stack([obs for _, _, obs in members])),
+                                 dtype=np.float32)
         y = np.empty((count, length, net.output_size), np.float32)
-        head = np.empty((count, net.head_size), np.float32)
+        head = np.empty((count * length if net.head_every_step else count, net.head_size),
+                        np.float32)
         model.forward_into(x, arena, np.arange(count, dtype=np.int64), y, head, check=False)
-        for row, i in enumerate(members):
-            states[i] = arena[row]
+        for row, (index, _, _) in enumerate(members):
+            states[index] = arena[row]
     return states
+
+
+def _forecast(model: Model, state: np.ndarray, horizon: int, future: np.ndarray | None
+              ) -> np.ndarray:
+    """``[horizon, targets]`` in original units from a stream's state. A direct head emits
+    every step at once; a recursive (one-step) head is rolled forward on a copy of the
+    state, each prediction fed back as the next observation of its target features, the
+    covariates taken from ``future`` (row h: the covariates at forecast step h)."""
+    spec = model.spec
+    if spec.forecast_mode == "direct":
+        head = model.head_from_state(state[None])[0]
+        return model.unscale_targets(head.reshape(spec.horizon, len(spec.targets))[:horizon])
+    targets = [spec.features.index(name) for name in spec.targets]
+    covariates = [i for i, name in enumerate(spec.features) if name not in spec.targets]
+    arena = state[None].astype(np.float32)  # a copy: a rollout never changes stored state
+    net = model.network
+    head = model.head_from_state(arena)
+    predictions = np.empty((horizon, len(targets)), np.float32)
+    observation = np.empty(spec.input_size, np.float32)
+    y = np.empty((1, 1, net.output_size), np.float32)
+    slots = np.zeros(1, np.int64)
+    for step in range(horizon):
+        predictions[step] = model.unscale_targets(head[0])
+        if step == horizon - 1:
+            break
+        observation[targets] = predictions[step]
+        if covariates:
+            assert future is not None
+            observation[covariates] = future[step]
+        x = np.ascontiguousarray(model.scale_inputs(observation)[None, None], np.float32)
+        model.forward_into(x, arena, slots, y, head, check=False)
+    return predictions
 
 
 def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
@@ -111,12 +153,11 @@ def _item_error(stream: Any, error: StatecastError) -> dict[str, Any]:
 
 
 def check_servable(model: Model) -> None:
-    """Refuse what the service does not run yet (recursive heads, windowed state)."""
-    spec = model.spec
-    if spec.forecast_mode != "direct" or spec.window is not None or not spec.head:
+    """Refuse models that cannot forecast: without a head. (A head applied at every step
+    forecasts from the last step.)"""
+    if not model.spec.head:
         raise ModelNotSupported(
-            f"model {model.name}@{model.version} is {spec.forecast_mode} with state mode "
-            f"{spec.state_mode}; this server runs carry models with a direct head")
+            f"model {model.name}@{model.version} has no head to forecast with")
 
 
 class ForecastService:
@@ -244,9 +285,7 @@ class ForecastService:
         """The response and the record to write, from the stream's new state."""
         plan, model = work.plan, work.plan.model
         spec = model.spec
-        head = model.head_from_state(state[None])[0]
-        forecast = model.unscale_targets(
-            head.reshape(spec.horizon, len(spec.targets))[:work.request.horizon])
+        forecast = _forecast(model, state, work.request.horizon, work.request.future)
         new = work.new
         new_step = work.step + len(new)
         response = {"model": model.name, "version": plan.version, "stream": work.stream,

@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "wrong_feature_count": 422,
     "window_too_long": 422,
     "batch_too_large": 422,
+    "missing_future": 422,
     "horizon_too_long": 422,
     "model_not_supported": 422,
     "store_unavailable": 503,

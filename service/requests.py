@@ -15,12 +15,15 @@ from service.errors import (
     HorizonTooLong,
     InvalidStreamId,
     MalformedJson,
+    MissingFuture,
     NonFiniteValue,
     RequestError,
     WindowTooLong,
     WrongFeatureCount,
 )
 
+#: How far a recursive model may be rolled out in one call.
+MAX_RECURSIVE_HORIZON = 1000
 STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
 
 
@@ -47,13 +50,15 @@ def check_stream_id(stream: str) -> str:
 
 @dataclass(frozen=True)
 class ForecastRequest:
-    """A validated forecast call: the window is ``float32 [time, features]`` raw units."""
+    """A validated forecast call: the window is ``float32 [time, features]`` raw units;
+    ``future`` the covariates of the forecast steps (recursive models), raw units."""
 
     window: np.ndarray
     start: int | None
     horizon: int
     commit: bool
     reset: bool
+    future: np.ndarray | None = None
 
 
 def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
@@ -63,49 +68,72 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _window(raw: Any, spec: ModelSpec, max_window: int) -> np.ndarray:
+def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndarray:
+    """``[time][len(names)]`` numbers (a flat list when there is one column) as float32."""
+    columns = len(names)
     if not isinstance(raw, list) or not raw:
-        raise RequestError("window must be a non-empty list of observations "
-                           "([time][features]; a flat list for a one-feature model)")
-    if len(raw) > max_window:
-        raise WindowTooLong(f"window has {len(raw)} observations; at most {max_window} per "
-                            "call", limit=max_window)
-    features = spec.input_size
+        raise RequestError(f"{what} must be a non-empty list of rows ([time][{columns}]; a "
+                           "flat list when there is one value per row)")
+    if len(raw) > max_rows:
+        raise WindowTooLong(f"{what} has {len(raw)} rows; at most {max_rows} per call",
+                            limit=max_rows)
     rows = raw if isinstance(raw[0], list) else None
     if rows is None:
-        if features != 1:
-            raise WrongFeatureCount(f"a flat window suits one-feature models; this model "
-                                    f"takes {features} features per observation",
-                                    expected=features)
+        if columns != 1:
+            raise WrongFeatureCount(f"a flat {what} suits one value per row; this model "
+                                    f"takes {columns} ({', '.join(names)})", expected=columns)
         rows = [[value] for value in raw]
-    values = np.empty((len(rows), features), np.float64)
+    values = np.empty((len(rows), columns), np.float64)
     for t, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != features:
+        if not isinstance(row, list) or len(row) != columns:
             got = len(row) if isinstance(row, list) else "a scalar"
-            raise WrongFeatureCount(f"observation {t} has {got} values; the model takes "
-                                    f"{features} ({', '.join(spec.features)})",
-                                    expected=features, index=t)
+            raise WrongFeatureCount(f"{what} row {t} has {got} values; the model takes "
+                                    f"{columns} ({', '.join(names)})",
+                                    expected=columns, index=t)
         for k, value in enumerate(row):
             if value is None:
-                raise NonFiniteValue(f"observation {t}, feature {k} is null", index=t)
+                raise NonFiniteValue(f"{what} row {t}, value {k} is null", index=t)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RequestError(f"observation {t}, feature {k} is not a number: {value!r}",
+                raise RequestError(f"{what} row {t}, value {k} is not a number: {value!r}",
                                    index=t)
             if not math.isfinite(value):
-                raise NonFiniteValue(f"observation {t}, feature {k} is not finite", index=t)
+                raise NonFiniteValue(f"{what} row {t}, value {k} is not finite", index=t)
             values[t, k] = value
     with np.errstate(over="ignore"):
-        window = values.astype(np.float32)
-    if not np.isfinite(window).all():
-        raise NonFiniteValue("window holds values beyond float32's range")
-    return window
+        converted = values.astype(np.float32)
+    if not np.isfinite(converted).all():
+        raise NonFiniteValue(f"{what} holds values beyond float32's range")
+    return converted
+
+
+def covariates_of(spec: ModelSpec) -> tuple[str, ...]:
+    """The features a recursive model does not forecast: they come from the request."""
+    return tuple(name for name in spec.features if name not in spec.targets)
+
+
+def _future(body: dict[str, Any], spec: ModelSpec, horizon: int) -> np.ndarray | None:
+    covariates = covariates_of(spec)
+    raw = body.get("future")
+    if spec.forecast_mode != "recursive" or not covariates:
+        if raw is not None:
+            raise RequestError("this model takes no future covariates (drop \"future\")")
+        return None
+    if raw is None:
+        raise MissingFuture(f"this model needs the future values of {list(covariates)} for "
+                            f"each of the {horizon} forecast steps: send \"future\" as "
+                            f"[{horizon}][{len(covariates)}]", covariates=list(covariates))
+    future = _rows(raw, covariates, "future", MAX_RECURSIVE_HORIZON)
+    if len(future) != horizon:
+        raise MissingFuture(f"future has {len(future)} rows; the forecast has {horizon} steps",
+                            covariates=list(covariates))
+    return future
 
 
 def parse_forecast(body: Any, spec: ModelSpec, max_window: int) -> ForecastRequest:
     """Validate a forecast body against a model's spec; nothing is changed on failure."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    unknown = sorted(set(body) - {"start", "window", "horizon", "commit", "reset"})
+    unknown = sorted(set(body) - {"start", "window", "horizon", "commit", "reset", "future"})
     if unknown:
         raise RequestError(f"unknown fields {unknown}")
     start = body.get("start")
@@ -115,9 +143,11 @@ def parse_forecast(body: Any, spec: ModelSpec, max_window: int) -> ForecastReque
     horizon = body.get("horizon", spec.horizon)
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise RequestError(f"horizon must be a positive integer, got {horizon!r}")
-    if horizon > spec.horizon:
-        raise HorizonTooLong(f"horizon {horizon} exceeds the model's {spec.horizon}",
-                             limit=spec.horizon)
-    return ForecastRequest(window=_window(body.get("window"), spec, max_window), start=start,
-                           horizon=horizon, commit=_flag(body, "commit", True),
-                           reset=_flag(body, "reset", False))
+    limit = spec.horizon if spec.forecast_mode == "direct" else MAX_RECURSIVE_HORIZON
+    if horizon > limit:
+        raise HorizonTooLong(f"horizon {horizon} exceeds the model's {limit}", limit=limit)
+    window = _rows(body.get("window"), spec.features, "window", max_window)
+    return ForecastRequest(window=window, start=start, horizon=horizon,
+                           commit=_flag(body, "commit", True),
+                           reset=_flag(body, "reset", False),
+                           future=_future(body, spec, horizon))

@@ -226,7 +226,7 @@ def test_a_scaled_two_feature_gru_model_forecasts_in_original_units(app, client)
     np.testing.assert_allclose(body["forecast"], expected, rtol=1e-5, atol=1e-3)
     wrong = client.post("/v1/models/grid/streams/feeder-1/forecast", json={"window": [1.0]})
     assert wrong.status_code == 422
-    assert "takes 2 features per observation" in wrong.get_json()["error"]["message"]
+    assert "this model takes 2 (temp, load)" in wrong.get_json()["error"]["message"]
 
 
 BATCH = "/v1/models/sunspots/forecast"
