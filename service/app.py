@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from models import Registry
+from models import Registry, StatecastError
 from service.bundled import seed_registry
 from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
 from service.forecasting import ForecastService, check_servable
@@ -66,6 +67,11 @@ def forecast_many(model: str) -> Response:
 @v1.get("/v1/models/<model>/streams/<stream>")
 def describe_stream(model: str, stream: str) -> Response:
     return jsonify(runtime().service.describe(model, stream))
+
+
+@v1.get("/v1/models/<model>/streams/<stream>/state")
+def stream_state(model: str, stream: str) -> Response:
+    return jsonify(runtime().service.state(model, stream))
 
 
 @v1.delete("/v1/models/<model>/streams/<stream>")
@@ -138,11 +144,28 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     models = ModelCache(registry)
     state = Runtime(settings, registry, store, models,
                     ForecastService(models, store, settings.max_window,
-                                    settings.max_batch_items))
+                                    settings.max_batch_items, settings.stream_ttl,
+                                    settings.max_streams))
     app.extensions[EXTENSION] = state
     app.register_blueprint(v1)
     register_error_handlers(app)
     if warm:
         warm_up(state)
+    if settings.stream_ttl is not None:
+        _start_expiry(state, settings.stream_ttl)
     state.ready = True
     return app
+
+
+def _start_expiry(state: Runtime, ttl: float) -> None:
+    """A daemon thread that turns idle streams into tombstones (calls also check)."""
+
+    def sweep() -> None:
+        while True:
+            time.sleep(min(60.0, max(ttl / 4, 0.05)))
+            try:
+                state.service.expire_idle()
+            except StatecastError as error:
+                log.warning("expiry sweep failed: %s", error)
+
+    threading.Thread(target=sweep, name="statecast-expiry", daemon=True).start()

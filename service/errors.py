@@ -97,6 +97,18 @@ class GapInStream(RequestError):
     code = "gap_in_stream"
 
 
+class StreamExpired(RequestError):
+    """The stream was idle past the TTL: it must be reset, not silently restarted."""
+
+    code = "stream_expired"
+
+
+class CapacityExceeded(RequestError):
+    """The model already has as many live streams as allowed."""
+
+    code = "capacity_exceeded"
+
+
 class OverlapMismatch(RequestError):
     """A resent observation differs from the one the stream consumed."""
 

@@ -18,11 +18,13 @@ import numpy as np
 from models import Model, ModelError, StatecastError
 from service.errors import (
     BatchTooLarge,
+    CapacityExceeded,
     Contention,
     GapInStream,
     ModelNotSupported,
     OverlapMismatch,
     RequestError,
+    StreamExpired,
     StreamNotFound,
     VersionConflict,
 )
@@ -164,18 +166,60 @@ class ForecastService:
     """Streams of every model in one registry, their state in one store."""
 
     def __init__(self, models: ModelCache, store: StateStore, max_window: int,
-                 max_items: int = 1000) -> None:
+                 max_items: int = 1000, ttl: float | None = None,
+                 max_streams: int | None = None) -> None:
         self.models = models
         self.store = store
         self.max_window = max_window
         self.max_items = max_items
+        self.ttl = ttl
+        self.max_streams = max_streams
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _idle(self, record: StreamRecord, now: float) -> bool:
+        return self.ttl is not None and now - record.updated_at > self.ttl
+
+    def _live(self, record: StreamRecord | None, stream: str) -> StreamRecord | None:
+        """The record if the stream is live; raise 410 for a tombstone or an idle stream
+        (which becomes a tombstone)."""
+        if record is None:
+            return None
+        if not record.expired and self._idle(record, time.time()):
+            self.store.compare_and_set(record.tombstone(), record.revision)
+            record = record.tombstone()
+        if record.expired:
+            raise StreamExpired(f"stream {stream!r} expired after being idle; send "
+                                "\"reset\": true to start it over")
+        return record
+
+    def _check_capacity(self, name: str) -> None:
+        if self.max_streams is not None and self.store.count(name) >= self.max_streams:
+            raise CapacityExceeded(f"model {name!r} already has {self.max_streams} live "
+                                   "streams; retry later or delete streams",
+                                   limit=self.max_streams)
+
+    def expire_idle(self) -> int:
+        """Turn every stream idle past the TTL into a tombstone; return how many."""
+        if self.ttl is None:
+            return 0
+        now = time.time()
+        expired = 0
+        for record in self.store.scan():
+            if not record.expired and self._idle(record, now):
+                expired += self.store.compare_and_set(record.tombstone(now), record.revision)
+        return expired
 
     # -- planning ------------------------------------------------------------------------
 
     def _plan(self, reference: str, stream: str, reset: bool) -> _Plan:
         name, tag = ModelCache.split(reference)
         record = self.store.get(name, stream)
-        if record is None or reset:
+        if record is None or reset or record.expired:
+            if not reset:
+                self._live(record, stream)  # a tombstone without reset: 410
+            if record is None or record.expired:
+                self._check_capacity(name)
             _, version = self.models.resolve(reference)
             model = self.models.get(name, version)
             return _Plan(model, version, record, origin=0, step=0,
@@ -183,6 +227,8 @@ class ForecastService:
                                                                     np.float32),
                          expected_revision=None if record is None else record.revision,
                          fresh=True)
+        record = self._live(record, stream)
+        assert record is not None
         if tag is not None:
             _, named = self.models.resolve(reference)
             if named != record.version:
@@ -329,7 +375,24 @@ class ForecastService:
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
         return {"stream": stream, "model": name, "version": record.version,
                 "step": record.step, "origin": record.origin,
-                "updated_at": record.updated_at}
+                "updated_at": record.updated_at, "expired": record.expired}
+
+    def state(self, reference: str, stream: str) -> dict[str, Any]:
+        """The stream's h (and c) per layer, as DESIGN.md §3 shows them."""
+        check_stream_id(stream)
+        name, _ = ModelCache.split(reference)
+        record = self._live(self.store.get(name, stream), stream)
+        if record is None:
+            raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
+        model = self.models.get(name, record.version)
+        layers = []
+        for h_at, h_width, c_at, c_width in model.network.state_offsets:
+            layer = {"h": record.state[h_at:h_at + h_width].astype(float).tolist()}
+            if c_at >= 0:
+                layer["c"] = record.state[c_at:c_at + c_width].astype(float).tolist()
+            layers.append(layer)
+        return {"stream": stream, "model": name, "version": record.version,
+                "step": record.step, "layers": layers}
 
     def delete(self, reference: str, stream: str) -> dict[str, Any]:
         check_stream_id(stream)

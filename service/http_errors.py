@@ -17,6 +17,7 @@ STATUS: dict[str, int] = {
     "gap_in_stream": 409,
     "overlap_mismatch": 409,
     "version_conflict": 409,
+    "stream_expired": 410,
     "body_too_large": 413,
     "unsupported_media_type": 415,
     "invalid_request": 422,
@@ -30,6 +31,7 @@ STATUS: dict[str, int] = {
     "horizon_too_long": 422,
     "model_not_supported": 422,
     "store_unavailable": 503,
+    "capacity_exceeded": 503,
     "contention": 503,
     "not_ready": 503,
 }

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         "Most observations one forecast call may send."))
     max_batch_items: int = Field(1000, ge=1, description=(
         "Most streams one batch forecast call may name."))
+    stream_ttl: float | None = Field(None, gt=0, description=(
+        "Seconds a stream may stay idle before it expires (a tombstone: calls get 410 "
+        "until a reset); none by default."))
+    max_streams: int | None = Field(None, ge=1, description=(
+        "Live streams per model; creating one more gets 503 capacity_exceeded. Unlimited "
+        "by default."))
     numba_cache_dir: Path | None = Field(None, description=(
         "Where compiled kernels are cached (NUMBA_CACHE_DIR); default .numba-cache under "
         "the working directory."))

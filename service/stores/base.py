@@ -42,5 +42,9 @@ class StateStore(ABC):
     def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
         """Every record (of one model), in no particular order."""
 
+    def count(self, model: str) -> int:
+        """Live (not expired) streams of one model."""
+        return sum(1 for record in self.scan(model) if not record.expired)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is unusable afterwards."""

@@ -49,13 +49,14 @@ class Arena:
 @dataclass
 class _Entry:
     version: str
-    row: int
+    row: int  # -1 for a tombstone
     origin: int
     step: int
     revision: int
     tail: np.ndarray
     created_at: float
     updated_at: float
+    expired: bool = False
 
 
 class MemoryStore(StateStore):
@@ -73,11 +74,13 @@ class MemoryStore(StateStore):
         return self._arenas.get((model, version))
 
     def _record(self, model: str, stream: str, entry: _Entry) -> StreamRecord:
-        state = self._arenas[(model, entry.version)].rows[entry.row].copy()
+        state = (np.zeros(0, np.float32) if entry.row < 0
+                 else self._arenas[(model, entry.version)].rows[entry.row].copy())
         return StreamRecord(model=model, stream=stream, version=entry.version,
                             origin=entry.origin, step=entry.step, state=state,
                             tail=entry.tail.copy(), revision=entry.revision,
-                            created_at=entry.created_at, updated_at=entry.updated_at)
+                            created_at=entry.created_at, updated_at=entry.updated_at,
+                            expired=entry.expired)
 
     def get(self, model: str, stream: str) -> StreamRecord | None:
         with self._lock:
@@ -93,21 +96,25 @@ class MemoryStore(StateStore):
                 return False
             if entry is not None and entry.revision != expected_revision:
                 return False
-            arena = self._arenas.get((record.model, record.version))
-            if arena is None:
-                arena = self._arenas[(record.model, record.version)] = Arena(state.size)
-            if arena.width != state.size:
-                raise StoreError(f"stream {record.stream!r}: state of {state.size} values for "
-                                 f"a version whose streams hold {arena.width}")
-            if entry is not None and entry.version != record.version:
+            if entry is not None and entry.row >= 0 and (
+                    entry.version != record.version or record.expired):
                 self._arenas[(record.model, entry.version)].release(entry.row)
-                entry = None
-            row = entry.row if entry is not None else arena.allocate()
-            arena.rows[row] = state
+                entry.row = -1
+            row = -1
+            if not record.expired:
+                arena = self._arenas.get((record.model, record.version))
+                if arena is None:
+                    arena = self._arenas[(record.model, record.version)] = Arena(state.size)
+                if arena.width != state.size:
+                    raise StoreError(f"stream {record.stream!r}: state of {state.size} values "
+                                     f"for a version whose streams hold {arena.width}")
+                row = entry.row if entry is not None and entry.row >= 0 else arena.allocate()
+                arena.rows[row] = state
             self._entries[key] = _Entry(
                 version=record.version, row=row, origin=record.origin, step=record.step,
                 revision=record.revision, tail=np.array(record.tail, np.float32),
-                created_at=record.created_at, updated_at=record.updated_at)
+                created_at=record.created_at, updated_at=record.updated_at,
+                expired=record.expired)
             return True
 
     def delete(self, model: str, stream: str) -> bool:
@@ -115,8 +122,14 @@ class MemoryStore(StateStore):
             entry = self._entries.pop((model, stream), None)
             if entry is None:
                 return False
-            self._arenas[(model, entry.version)].release(entry.row)
+            if entry.row >= 0:
+                self._arenas[(model, entry.version)].release(entry.row)
             return True
+
+    def count(self, model: str) -> int:
+        with self._lock:
+            return sum(1 for (m, _), entry in self._entries.items()
+                       if m == model and not entry.expired)
 
     def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
         with self._lock:

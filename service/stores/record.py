@@ -30,6 +30,9 @@ class StreamRecord:
         ``float32 [n, features]``: the last ``n <= retain`` raw observations, oldest first.
     created_at, updated_at : float
         Unix times.
+    expired : bool
+        A tombstone: the stream expired (idle past the TTL); calls on it are refused until
+        a reset, never silently restarted from zero. Its state and tail are empty.
     """
 
     model: str
@@ -42,6 +45,15 @@ class StreamRecord:
     revision: int = 0
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    expired: bool = False
+
+    def tombstone(self, now: float | None = None) -> StreamRecord:
+        """This stream as an expired tombstone (next revision, state dropped)."""
+        return replace(self, state=np.zeros(0, np.float32),
+                       tail=np.zeros((0, self.tail.shape[1] if self.tail.ndim == 2 else 0),
+                                     np.float32),
+                       revision=self.revision + 1, expired=True,
+                       updated_at=time.time() if now is None else now)
 
     def advanced(self, *, step: int, state: np.ndarray, tail: np.ndarray,
                  now: float | None = None) -> StreamRecord:
@@ -51,9 +63,10 @@ class StreamRecord:
 
     def same_content(self, other: StreamRecord) -> bool:
         """True when both records hold the same data (arrays compared exactly)."""
-        return (self.model, self.stream, self.version, self.origin, self.step, self.revision
-                ) == (other.model, other.stream, other.version, other.origin, other.step,
-                      other.revision) and np.array_equal(self.state, other.state) and (
+        return (self.model, self.stream, self.version, self.origin, self.step, self.revision,
+                self.expired) == (other.model, other.stream, other.version, other.origin,
+                                  other.step, other.revision, other.expired
+                                  ) and np.array_equal(self.state, other.state) and (
             self.tail.shape == other.tail.shape and np.array_equal(self.tail, other.tail))
 
 

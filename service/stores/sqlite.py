@@ -32,20 +32,22 @@ CREATE TABLE IF NOT EXISTS streams (
     tail_rows INTEGER NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    expired INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (model, stream)
 ) WITHOUT ROWID
 """
 _COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
-            "created_at, updated_at")
+            "created_at, updated_at, expired")
 _BATCH = 500
 
 
 def _row_to_record(row: tuple[Any, ...]) -> StreamRecord:
     (model, stream, version, origin, step, revision, state, tail, tail_rows, created_at,
-     updated_at) = row
+     updated_at, expired) = row
     return StreamRecord(model=model, stream=stream, version=version, origin=origin, step=step,
                         state=decode_array(state), tail=decode_array(tail, tail_rows),
-                        revision=revision, created_at=created_at, updated_at=updated_at)
+                        revision=revision, created_at=created_at, updated_at=updated_at,
+                        expired=bool(expired))
 
 
 class SqliteStore(StateStore):
@@ -101,19 +103,24 @@ class SqliteStore(StateStore):
         tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
         values = (record.version, record.origin, record.step, record.revision,
                   encode_array(record.state), encode_array(record.tail), tail_rows,
-                  record.created_at, record.updated_at)
+                  record.created_at, record.updated_at, int(record.expired))
         if expected_revision is None:
             cursor = self._execute(
-                f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (model, stream) DO NOTHING",
                 (record.model, record.stream, *values))
         else:
             cursor = self._execute(
                 "UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, "
-                "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ? "
+                "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
                 "WHERE model = ? AND stream = ? AND revision = ?",
                 (*values, record.model, record.stream, expected_revision))
         return cursor.rowcount == 1
+
+    def count(self, model: str) -> int:
+        row = self._execute("SELECT COUNT(*) FROM streams WHERE model = ? AND expired = 0",
+                            (model,)).fetchone()
+        return int(row[0])
 
     def delete(self, model: str, stream: str) -> bool:
         cursor = self._execute("DELETE FROM streams WHERE model = ? AND stream = ?",

@@ -1,0 +1,98 @@
+"""Stream lifecycle: idle expiry leaves tombstones (410 until reset), a per-model stream
+limit (503 with Retry-After), and the state endpoint."""
+
+import time
+
+import numpy as np
+import pytest
+
+from service.app import create_app
+from service.settings import Settings
+
+URL = "/v1/models/sunspots/streams/{}"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_client(request, tmp_path):
+    apps = []
+
+    def make(**settings):
+        store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'state.db'}"
+        app = create_app(Settings(registry=tmp_path / "registry", store=store, **settings),
+                         warm=False)
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["statecast"].store.close()
+
+
+def forecast(client, stream, body):
+    return client.post(URL.format(stream) + "/forecast", json=body)
+
+
+def test_an_idle_stream_expires_into_a_tombstone_until_reset(make_client):
+    client = make_client(stream_ttl=0.2)
+    assert forecast(client, "a", {"window": [1.0, 2.0]}).status_code == 200
+    time.sleep(0.3)
+    response = forecast(client, "a", {"window": [3.0]})
+    assert response.status_code == 410
+    assert response.get_json()["error"]["code"] == "stream_expired"
+    assert client.get(URL.format("a")).get_json()["expired"] is True
+    assert client.get(URL.format("a") + "/state").status_code == 410
+    assert forecast(client, "a", {"start": 2, "window": [3.0]}).status_code == 410
+    revived = forecast(client, "a", {"start": 0, "window": [1.0], "reset": True})
+    assert revived.status_code == 200 and revived.get_json()["step"] == 1
+    assert forecast(client, "a", {"window": [2.0]}).get_json()["step"] == 2
+
+
+def test_the_sweep_expires_streams_nobody_calls(make_client):
+    client = make_client()  # no TTL at start: no sweep thread
+    service = client.application.extensions["statecast"].service
+    service.ttl = 0.2
+    for name in "abc":
+        forecast(client, name, {"window": [1.0]})
+    assert service.expire_idle() == 0
+    time.sleep(0.3)
+    assert service.expire_idle() == 3
+    store = client.application.extensions["statecast"].store
+    assert store.count("sunspots") == 0
+    assert all(record.expired for record in store.scan("sunspots"))
+    assert service.expire_idle() == 0
+
+
+def test_the_app_sweeps_in_the_background(make_client):
+    client = make_client(stream_ttl=0.1)
+    forecast(client, "a", {"window": [1.0]})
+    store = client.application.extensions["statecast"].store
+    deadline = time.time() + 5
+    while not store.get("sunspots", "a").expired and time.time() < deadline:
+        time.sleep(0.02)
+    assert store.get("sunspots", "a").expired
+
+
+def test_creating_past_the_stream_limit_is_503_with_retry_after(make_client):
+    client = make_client(max_streams=2)
+    assert forecast(client, "a", {"window": [1.0]}).status_code == 200
+    assert forecast(client, "b", {"window": [1.0]}).status_code == 200
+    response = forecast(client, "c", {"window": [1.0]})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "capacity_exceeded"
+    assert response.headers["Retry-After"] == "1"
+    assert forecast(client, "a", {"window": [2.0]}).status_code == 200  # existing streams go on
+    client.delete(URL.format("b"))
+    assert forecast(client, "c", {"window": [1.0]}).status_code == 200
+
+
+def test_the_state_endpoint_shows_h_and_c_per_layer(make_client):
+    client = make_client()
+    forecast(client, "a", {"window": [5.0, 11.0, 16.0]})
+    body = client.get(URL.format("a") + "/state").get_json()
+    assert (body["stream"], body["version"], body["step"]) == ("a", "1", 3)
+    assert [sorted(layer) for layer in body["layers"]] == [["c", "h"]]
+    assert len(body["layers"][0]["h"]) == 32 and len(body["layers"][0]["c"]) == 32
+    record = client.application.extensions["statecast"].store.get("sunspots", "a")
+    np.testing.assert_array_equal(np.float32(body["layers"][0]["h"] + body["layers"][0]["c"]),
+                                  record.state)
+    assert client.get(URL.format("nope") + "/state").status_code == 404
