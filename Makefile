@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	# torch is pinned to the CPU build (the torch extra); install it first, from its own line,
 	# so that nothing else pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[torch,onnx,dev]"
+	$(BIN)/pip install --quiet -e ".[torch,onnx,keras,dev]"
 	touch $@
 
 venv: $(BIN)/.installed

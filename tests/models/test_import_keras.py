@@ -1,0 +1,116 @@
+"""Keras 3 ``.keras`` files give Keras' own outputs (Keras 3 on the torch backend)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras
+import numpy as np
+import pytest
+
+from models import ImportFailed, Model
+from models.importers import ForecastOptions, import_keras
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+L = keras.layers
+
+
+def roundtrip(model, tmp_path, x, **options):
+    path = tmp_path / "model.keras"
+    model.save(path)
+    imported = import_keras(path, ForecastOptions(**options) if options else None)
+    ours = Model(imported.spec, imported.tensors)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    return ours, imported, expected
+
+
+def data(shape, seed=0, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def test_stacked_lstm_dropout_gru_and_a_dense_head(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 3)), L.LSTM(8, return_sequences=True),
+                              L.Dropout(0.3), L.GRU(5, reset_after=True, dropout=0.2),
+                              L.Dense(4, activation="relu"), L.Dense(2)])
+    x = data((4, 9, 3))
+    ours, imported, expected = roundtrip(model, tmp_path, x, targets=("a", "b"),
+                                         features=("x", "y", "z"), horizon=1)
+    assert [layer.cell for layer in imported.spec.layers] == ["lstm", "gru"]
+    _, _, head = ours.run(x)
+    np.testing.assert_allclose(head, expected, **TOL)
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: L.LSTM(6, activation="relu"),
+    lambda: L.GRU(6, reset_after=False, recurrent_activation="hard_sigmoid"),
+    lambda: L.LSTM(6, recurrent_activation="hard_sigmoid", use_bias=False),
+    lambda: L.GRU(6, activation="softsign"),
+])
+def test_layer_options_that_matter(tmp_path, layer):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((None, 2)), layer(), L.Dense(3)])
+    x = data((3, 12, 2), scale=3.0)
+    ours, _, expected = roundtrip(model, tmp_path, x)
+    np.testing.assert_allclose(ours.run(x)[2], expected, **TOL)
+
+
+def test_keras3_hard_sigmoid_is_x_over_6(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((None, 1)),
+                              L.GRU(4, recurrent_activation="hard_sigmoid"), L.Dense(1)])
+    _, imported, _ = roundtrip(model, tmp_path, data((1, 2, 1)))
+    gate = imported.spec.layers[0].gate_activation
+    assert (gate.name, gate.alpha, gate.beta) == ("hard_sigmoid", 1 / 6, 0.5)
+
+
+def test_return_sequences_puts_the_head_on_every_step(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((None, 2)), L.LSTM(5, return_sequences=True),
+                              L.Dense(1)])
+    x = data((2, 7, 2))
+    ours, imported, expected = roundtrip(model, tmp_path, x)
+    assert imported.spec.head_every_step
+    np.testing.assert_allclose(ours.run(x)[2], expected, **TOL)
+
+
+def test_a_functional_chain_and_stateful_layers(tmp_path):
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((None, 3))
+    hidden = L.LSTM(7, name="encoder")(inputs)
+    model = keras.Model(inputs, L.Dense(12, name="out")(hidden))
+    x = data((2, 6, 3))
+    ours, imported, expected = roundtrip(model, tmp_path, x)
+    assert imported.spec.horizon == 12 and imported.source["framework"] == "keras"
+    np.testing.assert_allclose(ours.run(x)[2], expected, **TOL)
+
+
+def test_unsupported_layers_are_named(tmp_path):
+    model = keras.Sequential([keras.Input((None, 2)), L.Conv1D(4, 2), L.LSTM(3), L.Dense(1)])
+    model.save(tmp_path / "conv.keras")
+    with pytest.raises(ImportFailed, match=r"'conv1d' \(Conv1D\) is not supported"):
+        import_keras(tmp_path / "conv.keras")
+    model = keras.Sequential([keras.Input((None, 2)), L.LSTM(3, go_backwards=True)])
+    model.save(tmp_path / "back.keras")
+    with pytest.raises(ImportFailed, match="go_backwards layers are refused"):
+        import_keras(tmp_path / "back.keras")
+    model = keras.Sequential([keras.Input((None, 2)), L.Bidirectional(L.LSTM(3))])
+    model.save(tmp_path / "bi.keras")
+    with pytest.raises(ImportFailed, match="bidirectional layers are refused"):
+        import_keras(tmp_path / "bi.keras")
+
+
+def test_the_cli_imports_keras_files(tmp_path):
+    from models import Registry
+    from service.cli import main
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((None, 1)), L.LSTM(4), L.Dense(6)])
+    model.save(tmp_path / "m.keras")
+    assert main(["import", str(tmp_path / "m.keras"), "--name", "k", "--registry",
+                 str(tmp_path / "r")]) == 0
+    loaded = Registry(tmp_path / "r").load("k")
+    x = data((1, 5, 1))
+    np.testing.assert_allclose(loaded.run(x)[2],
+                               keras.ops.convert_to_numpy(model(x, training=False)), **TOL)
+    assert loaded.manifest["source"]["keras_version"].startswith("3.")
