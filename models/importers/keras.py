@@ -1,6 +1,7 @@
 """Import Keras models: Keras 3 ``.keras`` files (zip of ``config.json``, ``metadata.json``,
-``model.weights.h5``), read with ``zipfile``, ``json`` and ``h5py`` only - no TensorFlow,
-no Keras, no unpickling.
+``model.weights.h5``) and legacy full-model ``.h5`` files (tf.keras 2, Keras 3's legacy
+writer), read with ``zipfile``, ``json`` and ``h5py`` only - no TensorFlow, no Keras, no
+unpickling.
 
 Supported: Sequential models and Functional chains of an input, LSTM/GRU layers (widths may
 differ; ``dropout``/``recurrent_dropout`` and ``Dropout`` layers are inference no-ops) and
@@ -17,6 +18,7 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +75,48 @@ def _layers_in_order(config: dict[str, Any]) -> list[dict[str, Any]]:
     return layers
 
 
-def _vars(weights: Any, group: str, cell: bool) -> list[np.ndarray]:
-    path = f"layers/{group}/cell/vars" if cell else f"layers/{group}/vars"
-    if path not in weights:
-        raise ImportFailed(f"model.weights.h5 has no group {path}")
-    node = weights[path]
-    return [np.asarray(node[str(i)], dtype=np.float32) for i in range(len(node))]
+Variables = Callable[[str, str, bool], list[np.ndarray]]
+
+
+def _v3_variables(weights: Any) -> Variables:
+    """Keras 3 ``model.weights.h5``: groups named after the layer *class*, counted in model
+    order (``layers/lstm``, ``layers/lstm_1``), whatever the layer's own name."""
+
+    def read(name: str, group: str, cell: bool) -> list[np.ndarray]:
+        path = f"layers/{group}/cell/vars" if cell else f"layers/{group}/vars"
+        if path not in weights:
+            raise ImportFailed(f"model.weights.h5 has no group {path} (layer {name!r})")
+        node = weights[path]
+        return [np.asarray(node[str(i)], dtype=np.float32) for i in range(len(node))]
+
+    return read
+
+
+def _names_attribute(node: Any, key: str) -> list[str]:
+    """An h5 name-list attribute, also when HDF5's 64 KB limit split it into key0, key1..."""
+    if key in node.attrs:
+        values = list(node.attrs[key])
+    else:
+        values, chunk = [], 0
+        while f"{key}{chunk}" in node.attrs:
+            values.extend(node.attrs[f"{key}{chunk}"])
+            chunk += 1
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _legacy_variables(model_weights: Any) -> Variables:
+    """Legacy ``.h5``: ``model_weights/<layer name>`` lists its datasets in
+    ``weight_names`` (``lstm/lstm_cell/kernel`` from Keras 3, ``lstm_cell/kernel:0`` from
+    tf.keras 2): follow the list, never build paths."""
+
+    def read(name: str, group: str, cell: bool) -> list[np.ndarray]:
+        if name not in model_weights:
+            raise ImportFailed(f"model_weights has no group for layer {name!r}")
+        node = model_weights[name]
+        return [np.asarray(node[path], dtype=np.float32)
+                for path in _names_attribute(node, "weight_names")]
+
+    return read
 
 
 def _recurrent(kind: str, cfg: dict[str, Any], variables: list[np.ndarray], width: int,
@@ -120,10 +158,10 @@ def _recurrent(kind: str, cfg: dict[str, Any], variables: list[np.ndarray], widt
                   "b_ih": np.ascontiguousarray(b_ih), "b_hh": np.ascontiguousarray(b_hh)}
 
 
-def import_keras_parts(config: dict[str, Any], metadata: dict[str, Any], weights: Any,
+def import_keras_parts(config: dict[str, Any], metadata: dict[str, Any], variables: Variables,
                        options: ForecastOptions | None = None) -> Imported:
-    """Build the spec and tensors from a parsed ``.keras`` file (``weights``: an open h5py
-    file of ``model.weights.h5``)."""
+    """Build the spec and tensors from a parsed model config, the file's metadata
+    (``keras_version``) and a reader of each layer's variables."""
     keras_major = _major_version(metadata)
     counters: dict[str, int] = {}
     layers: list[RecurrentLayerSpec] = []
@@ -132,7 +170,15 @@ def import_keras_parts(config: dict[str, Any], metadata: dict[str, Any], weights
     width: int | None = None
     head_every_step = False
     layers_return_sequences = False
-    for layer in _layers_in_order(config):
+    ordered = _layers_in_order(config)
+    inputs = [layer for layer in ordered if layer.get("class_name") == "InputLayer"]
+    if len(inputs) > 1:
+        raise ImportFailed(f"the model has {len(inputs)} inputs "
+                           f"({', '.join(repr(i.get('config', {}).get('name')) for i in inputs)}"
+                           "); models that take initial states (initial_state=[h, c]) or "
+                           "covariates through extra Inputs are refused: statecast keeps the "
+                           "state itself - rebuild the model with one input")
+    for layer in ordered:
         kind, cfg = layer.get("class_name"), layer.get("config", {})
         name = cfg.get("name", kind)
         snake = _snake(str(kind))
@@ -153,10 +199,10 @@ def import_keras_parts(config: dict[str, Any], metadata: dict[str, Any], weights
                                    "supported")
             if layers and not layers_return_sequences:
                 raise ImportFailed(f"{where}: the layer before does not return sequences")
-            variables = _vars(weights, group, cell=True)
+            values = variables(name, group, True)
             if width is None:
-                width = int(variables[0].shape[0])
-            layer_spec, parts = _recurrent(_RECURRENT[kind], cfg, variables, width,
+                width = int(values[0].shape[0])
+            layer_spec, parts = _recurrent(_RECURRENT[kind], cfg, values, width,
                                            keras_major, where)
             for part, tensor in parts.items():
                 tensors[f"layers.{len(layers)}.{part}"] = np.ascontiguousarray(tensor)
@@ -169,13 +215,13 @@ def import_keras_parts(config: dict[str, Any], metadata: dict[str, Any], weights
                 raise ImportFailed(f"{where}: Dense layers before the recurrent ones are not "
                                    "supported")
             head_every_step = layers_return_sequences
-            variables = _vars(weights, group, cell=False)
-            kernel = variables[0]
+            values = variables(name, group, False)
+            kernel = values[0]
             units = int(cfg["units"])
             if kernel.shape != (width, units):
                 raise ImportFailed(f"{where}: kernel {kernel.shape} does not fit {width} "
                                    f"inputs and {units} units")
-            bias = (variables[1] if cfg.get("use_bias", True) and len(variables) > 1
+            bias = (values[1] if cfg.get("use_bias", True) and len(values) > 1
                     else np.zeros(units, np.float32))
             tensors[f"head.{len(head)}.weight"] = np.ascontiguousarray(kernel)
             tensors[f"head.{len(head)}.bias"] = np.ascontiguousarray(bias)
@@ -197,16 +243,9 @@ def import_keras_parts(config: dict[str, Any], metadata: dict[str, Any], weights
                                     "keras_version": str(metadata.get("keras_version"))})
 
 
-def import_keras(path: str | Path, options: ForecastOptions | None = None) -> Imported:
-    """Import a Keras 3 ``.keras`` file."""
+def _read_keras3(path: Path, options: ForecastOptions | None) -> Imported:
     import h5py
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImportFailed(f"no file {path}")
-    if path.suffix != ".keras":
-        raise ImportFailed(f"{path.name}: legacy .h5 Keras files are not importable yet; "
-                           "save the model as .keras")
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
@@ -215,7 +254,36 @@ def import_keras(path: str | Path, options: ForecastOptions | None = None) -> Im
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
         raise ImportFailed(f"{path.name} is not a Keras 3 .keras file: {error}") from None
     with h5py.File(io.BytesIO(weights_bytes), "r") as weights:
-        imported = import_keras_parts(config, metadata, weights, options)
+        return import_keras_parts(config, metadata, _v3_variables(weights), options)
+
+
+def _read_legacy(path: Path, options: ForecastOptions | None) -> Imported:
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ImportFailed(f"{path.name} is not an HDF5 file: {error}") from None
+    with handle:
+        if "model_config" not in handle.attrs or "model_weights" not in handle:
+            raise ImportFailed(f"{path.name} is not a full Keras model (.h5 with model_config "
+                               "and model_weights); weights-only files carry no architecture")
+        raw = handle.attrs["model_config"]
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        version = handle.attrs.get("keras_version", "2")
+        metadata = {"keras_version": version.decode() if isinstance(version, bytes)
+                    else str(version)}
+        return import_keras_parts(config, metadata, _legacy_variables(handle["model_weights"]),
+                                  options)
+
+
+def import_keras(path: str | Path, options: ForecastOptions | None = None) -> Imported:
+    """Import a Keras 3 ``.keras`` file or a legacy full-model ``.h5`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFailed(f"no file {path}")
+    reader = _read_keras3 if path.suffix == ".keras" else _read_legacy
+    imported = reader(path, options)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Imported(imported.spec, imported.tensors,
                     {**imported.source, "file": path.name, "sha256": digest})

@@ -1,6 +1,7 @@
 """Keras 3 ``.keras`` files give Keras' own outputs (Keras 3 on the torch backend)."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -114,3 +115,96 @@ def test_the_cli_imports_keras_files(tmp_path):
     np.testing.assert_allclose(loaded.run(x)[2],
                                keras.ops.convert_to_numpy(model(x, training=False)), **TOL)
     assert loaded.manifest["source"]["keras_version"].startswith("3.")
+
+
+def test_keras3_legacy_h5_files(tmp_path):
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((None, 3)), L.LSTM(5, return_sequences=True),
+                              L.GRU(4), L.Dense(2, activation="tanh")])
+    model.save(tmp_path / "legacy.h5")
+    imported = import_keras(tmp_path / "legacy.h5", ForecastOptions(targets=("a", "b"),
+                                                                     features=("x", "y", "z"),
+                                                                     horizon=1))
+    x = data((3, 8, 3))
+    np.testing.assert_allclose(Model(imported.spec, imported.tensors).run(x)[2],
+                               keras.ops.convert_to_numpy(model(x, training=False)), **TOL)
+
+
+def test_weights_only_h5_files_are_refused(tmp_path):
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((None, 1)), L.LSTM(2), L.Dense(1)])
+    model.save_weights(tmp_path / "only.weights.h5")
+    with pytest.raises(ImportFailed, match="weights-only files carry no architecture"):
+        import_keras(tmp_path / "only.weights.h5")
+
+
+KERAS2 = Path(__file__).resolve().parent.parent / "data" / "keras2"
+
+
+@pytest.mark.parametrize("name", ["lstm_gru_hard_sigmoid", "gru_reset_after_relu"])
+def test_real_tf_keras2_files_give_tf_keras2_outputs(name):
+    """Files written by tf.keras 2.15.1 with its outputs (tests/data/keras2/make_files.py);
+    Keras 3 itself refuses to load such LSTM files."""
+    expected = np.load(KERAS2 / "expected.npz")
+    imported = import_keras(KERAS2 / f"{name}.h5", ForecastOptions(
+        targets=tuple(f"t{i}" for i in range(expected[f"{name}/y"].shape[1])), horizon=1))
+    assert imported.source["keras_version"].startswith("2.15")
+    _, _, head = Model(imported.spec, imported.tensors).run(expected[f"{name}/x"])
+    np.testing.assert_allclose(head, expected[f"{name}/y"], **TOL)
+
+
+def test_keras2_hard_sigmoid_is_recorded_as_0_2_x():
+    imported = import_keras(KERAS2 / "lstm_gru_hard_sigmoid.h5")
+    gates = [layer.gate_activation for layer in imported.spec.layers]
+    assert [(g.name, g.alpha, g.beta) for g in gates] == [("hard_sigmoid", 0.2, 0.5)] * 2
+
+
+def test_three_layers_of_different_widths(tmp_path):
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((None, 2)), L.GRU(7, return_sequences=True),
+                              L.LSTM(3, return_sequences=True, activation="relu"),
+                              L.GRU(5, reset_after=False), L.Dense(2)])
+    x = data((2, 11, 2))
+    ours, imported, expected = roundtrip(model, tmp_path, x, targets=("a", "b"), horizon=1,
+                                         features=("p", "q"))
+    assert [layer.hidden_size for layer in imported.spec.layers] == [7, 3, 5]
+    np.testing.assert_allclose(ours.run(x)[2], expected, **TOL)
+
+
+def test_stateful_layers_over_consecutive_chunks_carry_the_same_state(tmp_path):
+    keras.utils.set_random_seed(10)
+    model = keras.Sequential([keras.Input((None, 2), batch_size=3),
+                              L.LSTM(6, stateful=True, return_sequences=True),
+                              L.GRU(4, stateful=True), L.Dense(1)])
+    model.save(tmp_path / "stateful.keras")
+    imported = import_keras(tmp_path / "stateful.keras")
+    assert imported.spec.state_mode == "carry"
+    ours = Model(imported.spec, imported.tensors)
+    state = None
+    for chunk in range(4):
+        x = data((3, 5, 2), seed=chunk)
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        _, state, head = ours.run(x, state)
+        np.testing.assert_allclose(head, expected, **TOL)
+    lstm_h, lstm_c = (keras.ops.convert_to_numpy(v) for v in model.layers[0].states)
+    np.testing.assert_allclose(state.h[0], lstm_h, **TOL)
+    np.testing.assert_allclose(state.c[0], lstm_c, **TOL)
+    np.testing.assert_allclose(state.h[1], keras.ops.convert_to_numpy(model.layers[1].states[0]),
+                               **TOL)
+
+
+def test_models_with_initial_states_as_extra_inputs_are_refused(tmp_path):
+    sequence, h, c = keras.Input((None, 2)), keras.Input((4,)), keras.Input((4,))
+    output = L.Dense(1)(L.LSTM(4)(sequence, initial_state=[h, c]))
+    keras.Model([sequence, h, c], output).save(tmp_path / "init.keras")
+    with pytest.raises(ImportFailed, match=r"has 3 inputs .*\(initial_state=\[h, c\]\)"):
+        import_keras(tmp_path / "init.keras")
+
+
+def test_encoder_decoders_are_refused_naming_the_layer(tmp_path):
+    model = keras.Sequential([keras.Input((None, 2)), L.LSTM(4), L.RepeatVector(3),
+                              L.LSTM(4, return_sequences=True),
+                              L.TimeDistributed(L.Dense(1))])
+    model.save(tmp_path / "seq2seq.keras")
+    with pytest.raises(ImportFailed, match=r"\(RepeatVector\) is not supported"):
+        import_keras(tmp_path / "seq2seq.keras")
