@@ -208,3 +208,25 @@ def test_encoder_decoders_are_refused_naming_the_layer(tmp_path):
     model.save(tmp_path / "seq2seq.keras")
     with pytest.raises(ImportFailed, match=r"\(RepeatVector\) is not supported"):
         import_keras(tmp_path / "seq2seq.keras")
+
+
+@pytest.mark.parametrize("layers,match", [
+    (lambda: [L.LSTM(3, activation="selu"), L.Dense(1)], r"activation 'selu' is not supported"),
+    (lambda: [L.Dense(3), L.LSTM(3)], r"Dense layers before the recurrent ones"),
+    (lambda: [L.LSTM(3, return_sequences=True), L.Dense(2), L.GRU(2)],
+     r"a recurrent layer after Dense layers"),
+    (lambda: [L.Dropout(0.1)], r"has no LSTM or GRU layer"),
+])
+def test_other_refusals_say_why(tmp_path, layers, match):
+    keras.Sequential([keras.Input((None, 2)), *layers()]).save(tmp_path / "m.keras")
+    with pytest.raises(ImportFailed, match=match):
+        import_keras(tmp_path / "m.keras")
+
+
+def test_files_that_are_not_keras_models_are_refused(tmp_path):
+    (tmp_path / "x.keras").write_bytes(b"not a zip")
+    with pytest.raises(ImportFailed, match="is not a Keras 3 .keras file"):
+        import_keras(tmp_path / "x.keras")
+    (tmp_path / "x.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ImportFailed, match="is not an HDF5 file"):
+        import_keras(tmp_path / "x.h5")
