@@ -225,7 +225,7 @@ def test_other_refusals_say_why(tmp_path, layers, match):
 
 def test_files_that_are_not_keras_models_are_refused(tmp_path):
     (tmp_path / "x.keras").write_bytes(b"not a zip")
-    with pytest.raises(ImportFailed, match="is not a Keras 3 .keras file"):
+    with pytest.raises(ImportFailed, match=r"is not a Keras 3 \.keras file"):
         import_keras(tmp_path / "x.keras")
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     with pytest.raises(ImportFailed, match="is not an HDF5 file"):
