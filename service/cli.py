@@ -15,6 +15,7 @@ import numpy as np
 from models import Model, Registry, StatecastError
 from models.errors import ImportFailed, InvalidInput
 from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
+from models.importers.onnx import import_onnx
 from service.bundled import seed_registry
 from service.errors import StoreError
 from service.settings import Settings
@@ -22,7 +23,7 @@ from service.stores import open_store
 
 DEFAULT_REGISTRY = "./registry"
 SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors",
-            ".keras": "keras", ".h5": "keras"}
+            ".keras": "keras", ".h5": "keras", ".onnx": "onnx"}
 
 
 def _default_registry() -> str:
@@ -43,15 +44,17 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 def _import(args: argparse.Namespace) -> int:
     path = Path(args.path)
     file_format = args.format or SUFFIXES.get(path.suffix)
-    if file_format not in ("torch", "safetensors", "keras"):
+    if file_format not in ("torch", "safetensors", "keras", "onnx"):
         raise ImportFailed(f"cannot tell the format of {path.name}: give --format torch, "
-                           "safetensors or keras")
+                           "safetensors, keras or onnx")
     options = ForecastOptions(
         mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
         features=_names(args.features), state_mode=args.state_mode,
         scaler=load_scaler(args.scaler) if args.scaler else None)
     if file_format == "keras":
         imported = import_keras(path, options)
+    elif file_format == "onnx":
+        imported = import_onnx(path, options)
     else:
         imported = import_pytorch(
             path, options, cell=args.cell, rnn_prefix=args.rnn_prefix,
@@ -142,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     imp = commands.add_parser("import", help="publish a framework file as a model version")
-    imp.add_argument("path", help="a .pt/.pth state_dict, a .safetensors file or a Keras 3 "
-                                  ".keras file")
+    imp.add_argument("path", help="a .pt/.pth state_dict, a .safetensors file, a Keras "
+                                  ".keras/.h5 file or an .onnx model")
     imp.add_argument("--name", required=True, help="model name in the registry")
     imp.add_argument("--registry", default=_default_registry(),
                      help="registry directory (default $STATECAST_REGISTRY or ./registry)")
-    imp.add_argument("--format", choices=("torch", "safetensors", "keras"),
+    imp.add_argument("--format", choices=("torch", "safetensors", "keras", "onnx"),
                      help="file format (default: from the file's suffix)")
     imp.add_argument("--version", help="version name (default: the next integer)")
     imp.add_argument("--alias", help="comma-separated aliases to point at it besides latest")

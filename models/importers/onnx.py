@@ -1,0 +1,284 @@
+"""Import ONNX graphs built around ``LSTM``/``GRU`` nodes (one per layer), as
+``torch.onnx.export`` and hand-built graphs write them, with an optional dense head.
+
+Weights are read as the graph computes them: initializers, ``Constant`` nodes, and any
+subgraph over constants (exporters leave ``Slice``/``Concat`` over initializers) evaluated
+with ONNX's reference evaluator. ONNX gate order is LSTM ``i, o, f, c`` and GRU ``z, r, h``;
+``B`` holds ``[Wb; Rb]``. Constant initial states become the model's initial state;
+initial states computed from the input (zeros shaped like it) are the zero state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.errors import ImportFailed
+from models.importers.common import ForecastOptions, Imported, build_spec
+from models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+
+#: ONNX activation -> (statecast name, default alpha, default beta, uses alpha, uses beta).
+_ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
+    "Sigmoid": ("sigmoid", None, None),
+    "Tanh": ("tanh", None, None),
+    "Relu": ("relu", None, None),
+    "Softsign": ("softsign", None, None),
+    "Softplus": ("softplus", None, None),
+    "HardSigmoid": ("hard_sigmoid", 0.2, 0.5),
+    "LeakyRelu": ("leaky_relu", 0.01, None),
+    "ThresholdedRelu": ("thresholded_relu", 1.0, None),
+    "Elu": ("elu", 1.0, None),
+    "ScaledTanh": ("scaled_tanh", 1.0, 1.0),
+    "Affine": ("affine", 1.0, 0.0),
+}
+_HEAD_ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
+                     "Softsign": "softsign", "Softplus": "softplus"}
+_PASS_THROUGH = {"Squeeze", "Unsqueeze", "Transpose", "Reshape", "Flatten", "Identity"}
+_LSTM_ORDER = (0, 2, 3, 1)  # statecast i, f, g, o from ONNX i, o, f, c
+_GRU_ORDER = (1, 0, 2)  # statecast r, z, n from ONNX z, r, h
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+class _Constants:
+    """Values of tensors that depend only on initializers and constants."""
+
+    def __init__(self, graph: Any) -> None:
+        from onnx import numpy_helper
+
+        self.values: dict[str, np.ndarray] = {
+            init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        self.producers = {out: node for node in graph.node for out in node.output}
+        self.inputs = {i.name for i in graph.input} - set(self.values)
+
+    def get(self, name: str) -> np.ndarray | None:
+        if not name:
+            return None
+        if name in self.values:
+            return self.values[name]
+        if name in self.inputs or name not in self.producers:
+            return None
+        node = self.producers[name]
+        feeds = {}
+        for source in node.input:
+            if not source:
+                continue
+            value = self.get(source)
+            if value is None:
+                return None
+            feeds[source] = value
+        from onnx.reference import ReferenceEvaluator
+
+        try:
+            results = ReferenceEvaluator(node).run(None, feeds)
+        except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError) as error:
+            raise ImportFailed(f"cannot evaluate constant node {node.name or node.op_type!r}:"
+                               f" {error}") from None
+        for output, value in zip(node.output, results, strict=False):
+            self.values[output] = np.asarray(value)
+        return self.values.get(name)
+
+
+def _activations(node: Any, attrs: dict[str, Any], count: int, defaults: list[str]
+                 ) -> list[ActivationSpec]:
+    names = [n.decode() if isinstance(n, bytes) else n for n in attrs.get("activations", [])]
+    names = names or defaults
+    if len(names) != count:
+        raise ImportFailed(f"node {node.name!r}: {len(names)} activations for one direction; "
+                           f"expected {count}")
+    alphas = list(attrs.get("activation_alpha", []))
+    betas = list(attrs.get("activation_beta", []))
+    specs = []
+    for name in names:
+        if name not in _ACTIVATIONS:
+            raise ImportFailed(f"node {node.name!r}: activation {name!r} is not supported")
+        ours, default_alpha, default_beta = _ACTIVATIONS[name]
+        alpha = alphas.pop(0) if default_alpha is not None and alphas else default_alpha
+        beta = betas.pop(0) if default_beta is not None and betas else default_beta
+        specs.append(ActivationSpec.of(ours, alpha, beta))
+    return specs
+
+
+def _blocks(matrix: np.ndarray, order: tuple[int, ...], hidden: int) -> np.ndarray:
+    return np.concatenate([matrix[k * hidden:(k + 1) * hidden] for k in order])
+
+
+def _recurrent(node: Any, constants: _Constants, index: int
+               ) -> tuple[RecurrentLayerSpec, dict[str, np.ndarray]]:
+    attrs = _attributes(node)
+    where = f"node {node.name or node.op_type!r}"
+    direction = attrs.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    if direction != "forward":
+        raise ImportFailed(f"{where}: direction {direction!r} is refused: a stream is "
+                           "consumed causally, forward")
+    inputs = list(node.input) + [""] * 8
+    if inputs[4]:
+        raise ImportFailed(f"{where}: sequence_lens is refused: every stream of a call "
+                           "consumes the same number of steps")
+    weights = [constants.get(inputs[k]) for k in (1, 2)]
+    if any(w is None for w in weights):
+        raise ImportFailed(f"{where}: W and R must be constants (initializers)")
+    w, r = (np.asarray(v, np.float32)[0] for v in weights)
+    hidden = int(attrs.get("hidden_size", r.shape[1]))
+    lstm = node.op_type == "LSTM"
+    gates = (4 if lstm else 3) * hidden
+    order = _LSTM_ORDER if lstm else _GRU_ORDER
+    if w.shape[0] != gates or r.shape != (gates, hidden):
+        raise ImportFailed(f"{where}: W {w.shape} / R {r.shape} do not fit hidden_size "
+                           f"{hidden}")
+    bias = constants.get(inputs[3])
+    b = (np.zeros(2 * gates, np.float32) if bias is None
+         else np.asarray(bias, np.float32).reshape(-1))
+    tensors = {"w_ih": _blocks(w, order, hidden).T.copy(),
+               "w_hh": _blocks(r, order, hidden).T.copy(),
+               "b_ih": _blocks(b[:gates], order, hidden),
+               "b_hh": _blocks(b[gates:], order, hidden)}
+    clip = float(attrs.get("clip", 0.0) or 0.0)
+    if lstm:
+        f, g, h = _activations(node, attrs, 3, ["Sigmoid", "Tanh", "Tanh"])
+        peep = constants.get(inputs[7])
+        if peep is not None:
+            p = np.asarray(peep, np.float32).reshape(-1)
+            tensors["peephole"] = np.stack([p[:hidden], p[2 * hidden:], p[hidden:2 * hidden]])
+        spec = RecurrentLayerSpec("lstm", int(w.shape[1]), hidden, gate_activation=f,
+                                  cell_activation=g, hidden_activation=h,
+                                  peepholes=peep is not None, clip=clip,
+                                  input_forget=bool(attrs.get("input_forget", 0)))
+    else:
+        f, g = _activations(node, attrs, 2, ["Sigmoid", "Tanh"])
+        spec = RecurrentLayerSpec("gru", int(w.shape[1]), hidden, gate_activation=f,
+                                  cell_activation=g, clip=clip,
+                                  reset_after=bool(attrs.get("linear_before_reset", 0)))
+    initial = [constants.get(inputs[5]), constants.get(inputs[6]) if lstm else None]
+    for part, value in zip(("h", "c"), initial, strict=True):
+        if value is not None and np.any(value):
+            state = np.asarray(value, np.float32).reshape(-1, hidden)
+            if not np.all(state == state[0]):
+                raise ImportFailed(f"{where}: initial_{part} differs between batch rows; a "
+                                   "model's initial state is one vector per layer")
+            tensors[f"initial.{part}"] = state[0]
+    return spec, tensors
+
+
+def _head(graph: Any, start: str, constants: _Constants
+          ) -> tuple[list[DenseLayerSpec], list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Dense layers after the last recurrent node; True when they act on the last step."""
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for source in node.input:
+            consumers.setdefault(source, []).append(node)
+    outputs = {o.name for o in graph.output}
+    layers: list[DenseLayerSpec] = []
+    weights: list[tuple[np.ndarray, np.ndarray]] = []
+    last_step = False
+    current = start
+    while current not in outputs:
+        users = consumers.get(current, [])
+        if len(users) != 1:
+            break
+        node = users[0]
+        attrs = _attributes(node)
+        if node.op_type in _PASS_THROUGH:
+            pass
+        elif node.op_type in ("Gather", "Slice"):
+            index = constants.get(node.input[1])
+            if node.op_type == "Gather" and index is not None and int(np.ravel(index)[0]) == -1:
+                last_step = True
+            elif node.op_type == "Slice" and index is not None and int(np.ravel(index)[0]) == -1:
+                last_step = True
+            else:
+                raise ImportFailed(f"node {node.name!r}: a {node.op_type} that does not pick "
+                                   "the last step is not supported in the head")
+        elif node.op_type in ("Gemm", "MatMul"):
+            matrix = constants.get(node.input[1])
+            if matrix is None:
+                raise ImportFailed(f"node {node.name!r}: the head's weights must be constants")
+            matrix = np.asarray(matrix, np.float32)
+            if node.op_type == "Gemm":
+                if attrs.get("transA", 0):
+                    raise ImportFailed(f"node {node.name!r}: Gemm with transA is not supported")
+                matrix = matrix.T if attrs.get("transB", 0) else matrix
+                matrix = matrix * float(attrs.get("alpha", 1.0))
+                bias_value = constants.get(node.input[2]) if len(node.input) > 2 else None
+                bias = (np.zeros(matrix.shape[1], np.float32) if bias_value is None else
+                        np.asarray(bias_value, np.float32).reshape(-1)
+                        * float(attrs.get("beta", 1.0)))
+            else:
+                bias = np.zeros(matrix.shape[1], np.float32)
+            layers.append(DenseLayerSpec(int(matrix.shape[0]), int(matrix.shape[1])))
+            weights.append((np.ascontiguousarray(matrix), np.broadcast_to(
+                bias, (matrix.shape[1],)).astype(np.float32)))
+        elif node.op_type == "Add" and layers:
+            other = node.input[1] if node.input[0] == current else node.input[0]
+            value = constants.get(other)
+            if value is None:
+                raise ImportFailed(f"node {node.name!r}: Add of a non-constant in the head")
+            matrix, bias = weights[-1]
+            weights[-1] = (matrix, bias + np.asarray(value, np.float32).reshape(-1))
+        elif node.op_type in _HEAD_ACTIVATIONS and layers:
+            dense = layers[-1]
+            layers[-1] = DenseLayerSpec(dense.in_features, dense.out_features,
+                                        ActivationSpec.of(_HEAD_ACTIVATIONS[node.op_type]))
+        else:
+            raise ImportFailed(f"node {node.name!r} ({node.op_type}) after the recurrent "
+                               "layers is not supported in a head")
+        current = node.output[0]
+    return layers, weights, last_step
+
+
+def import_onnx(path: str | Path, options: ForecastOptions | None = None) -> Imported:
+    """Import an ONNX model file (needs the ``onnx`` extra)."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportFailed("reading ONNX files needs: pip install 'statecast[onnx]'") from None
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, OSError, ValueError) as error:
+        raise ImportFailed(f"{path.name} is not an ONNX model: {error}") from None
+    graph = model.graph
+    refused = [n for n in graph.node if n.op_type in ("RNN", "Scan", "Loop")]
+    if refused:
+        raise ImportFailed(f"node {refused[0].name!r} ({refused[0].op_type}) is not supported: "
+                           "statecast imports LSTM and GRU nodes")
+    recurrent = [n for n in graph.node if n.op_type in ("LSTM", "GRU")]
+    if not recurrent:
+        raise ImportFailed(f"{path.name} has no LSTM or GRU node")
+    constants = _Constants(graph)
+    specs, tensors, initial = [], {}, False
+    for index, node in enumerate(recurrent):
+        layer_spec, parts = _recurrent(node, constants, index)
+        specs.append(layer_spec)
+        for part, tensor in parts.items():
+            if part.startswith("initial."):
+                initial = True
+                tensors[f"initial.{index}.{part.split('.')[1]}"] = tensor
+            else:
+                tensors[f"layers.{index}.{part}"] = tensor
+    if initial:  # every layer then carries an initial state (zeros where none was given)
+        for index, layer_spec in enumerate(specs):
+            tensors.setdefault(f"initial.{index}.h",
+                               np.zeros(layer_spec.output_size, np.float32))
+            if layer_spec.cell == "lstm":
+                tensors.setdefault(f"initial.{index}.c",
+                                   np.zeros(layer_spec.hidden_size, np.float32))
+    head, head_weights, last_step = _head(graph, recurrent[-1].output[0], constants)
+    for index, (matrix, bias) in enumerate(head_weights):
+        tensors[f"head.{index}.weight"] = matrix
+        tensors[f"head.{index}.bias"] = bias
+    spec = build_spec(specs, head, options or ForecastOptions(),
+                      head_every_step=bool(head) and not last_step, initial_state=initial)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Imported(spec, tensors, {"framework": "onnx", "file": path.name, "sha256": digest,
+                                    "opset": int(model.opset_import[0].version)})
