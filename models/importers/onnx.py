@@ -121,8 +121,11 @@ def _recurrent(node: Any, constants: _Constants, index: int
                            "consumed causally, forward")
     inputs = list(node.input) + [""] * 8
     if inputs[4]:
-        raise ImportFailed(f"{where}: sequence_lens is refused: every stream of a call "
-                           "consumes the same number of steps")
+        lengths = constants.get(inputs[4])
+        if lengths is None or len(set(np.ravel(lengths).tolist())) > 1:
+            raise ImportFailed(f"{where}: varying sequence_lens are refused: every stream of "
+                               "a call consumes the same number of steps")
+        # One constant length for every row, as exporters write it: the whole window.
     weights = [constants.get(inputs[k]) for k in (1, 2)]
     if any(w is None for w in weights):
         raise ImportFailed(f"{where}: W and R must be constants (initializers)")

@@ -33,20 +33,25 @@ class Stacked(torch.nn.Module):
         return self.fc(y[:, -1])
 
 
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_torchscript_exports_match_torch_and_onnxruntime(tmp_path, cell):
+def test_torch_exports_match_torch_and_onnxruntime(tmp_path, cell, dynamo):
     torch.manual_seed(0)
     net = Stacked(cell)
     path = tmp_path / "model.onnx"
+    x = np.random.default_rng(0).standard_normal((3, 7, 3)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, 5, 3),), str(path), dynamo=False,
-                          input_names=["x"], output_names=["y"], opset_version=17,
-                          dynamic_axes={"x": {0: "b", 1: "t"}})
+        if dynamo:  # the default exporter since torch 2.9; shapes fixed at export
+            torch.onnx.export(net, (torch.from_numpy(x),), str(path), dynamo=True,
+                              input_names=["x"], output_names=["y"], verbose=False)
+        else:
+            torch.onnx.export(net, (torch.zeros(2, 5, 3),), str(path), dynamo=False,
+                              input_names=["x"], output_names=["y"], opset_version=17,
+                              dynamic_axes={"x": {0: "b", 1: "t"}})
     imported = import_onnx(path, ForecastOptions(horizon=4))
     assert [layer.cell for layer in imported.spec.layers] == [cell, cell]
     assert not imported.spec.head_every_step and imported.spec.head[0].out_features == 4
-    x = np.random.default_rng(0).standard_normal((3, 7, 3)).astype(np.float32)
     _, _, head = Model(imported.spec, imported.tensors).run(x)
     np.testing.assert_allclose(head, run_ort(path, {"x": x})[0], **TOL)
     with torch.no_grad():
@@ -145,3 +150,47 @@ def test_files_without_recurrent_nodes_or_not_onnx(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "relu.onnx")
     with pytest.raises(ImportFailed, match="has no LSTM or GRU node"):
         import_onnx(tmp_path / "relu.onnx")
+
+
+def test_varying_sequence_lengths_are_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 8, 2)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((1, 8, 2)).astype(np.float32), "R"),
+             numpy_helper.from_array(np.array([3, 2], np.int32), "L")]
+    node = helper.make_node("LSTM", ["X", "W", "R", "", "L"], ["Y"], hidden_size=2)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 2, 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph), tmp_path / "lens.onnx")
+    with pytest.raises(ImportFailed, match="varying sequence_lens are refused"):
+        import_onnx(tmp_path / "lens.onnx")
+
+
+def test_a_matmul_add_relu_gemm_head_on_the_last_step(tmp_path):
+    rng = np.random.default_rng(5)
+
+    def const(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32),
+                                       name)
+
+    inits = [const("W", 1, 16, 3), const("R", 1, 16, 4), const("B", 1, 32),
+             const("W1", 4, 6), const("b1", 6), const("W2", 2, 6), const("b2", 2),
+             numpy_helper.from_array(np.array([1], np.int64), "axes"),
+             numpy_helper.from_array(np.array(-1, np.int64), "last")]
+    nodes = [helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=4),
+             helper.make_node("Squeeze", ["Y", "axes"], ["Ys"]),
+             helper.make_node("Gather", ["Ys", "last"], ["h"], axis=0),
+             helper.make_node("MatMul", ["h", "W1"], ["m"]),
+             helper.make_node("Add", ["m", "b1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["out"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "head.onnx")
+    imported = import_onnx(tmp_path / "head.onnx", ForecastOptions(horizon=2))
+    assert [d.activation.name for d in imported.spec.head] == ["relu", "linear"]
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    _, _, head = Model(imported.spec, imported.tensors).run(x.transpose(1, 0, 2))
+    np.testing.assert_allclose(head, run_ort(tmp_path / "head.onnx", {"X": x})[0], **TOL)
