@@ -194,3 +194,36 @@ def test_a_matmul_add_relu_gemm_head_on_the_last_step(tmp_path):
     x = rng.standard_normal((5, 3, 3)).astype(np.float32)
     _, _, head = Model(imported.spec, imported.tensors).run(x.transpose(1, 0, 2))
     np.testing.assert_allclose(head, run_ort(tmp_path / "head.onnx", {"X": x})[0], **TOL)
+
+
+def test_weights_reordered_by_constant_slice_concat_subgraphs(tmp_path):
+    """The dynamo exporter may leave PyTorch-order weights behind Slice/Concat nodes."""
+    hidden, inputs = 3, 2
+    rng = np.random.default_rng(6)
+    torch_order = {"Wt": rng.standard_normal((1, 4 * hidden, inputs)),
+                   "Rt": rng.standard_normal((1, 4 * hidden, hidden)),
+                   "Bt": rng.standard_normal((1, 8 * hidden))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in torch_order.items()]
+    nodes = []
+    for name, axis, blocks in (("W", 1, 4), ("R", 1, 4), ("B", 1, 8)):
+        parts = []
+        # PyTorch i, f, g, o -> ONNX i, o, f, c (biases: both halves)
+        order = [0, 3, 1, 2] if blocks == 4 else [0, 3, 1, 2, 4, 7, 5, 6]
+        for position, block in enumerate(order):
+            for bound, value in (("s", block * hidden), ("e", (block + 1) * hidden)):
+                inits.append(numpy_helper.from_array(np.array([value], np.int64),
+                                                     f"{name}{bound}{position}"))
+            inits.append(numpy_helper.from_array(np.array([axis], np.int64),
+                                                 f"{name}a{position}"))
+            nodes.append(helper.make_node(
+                "Slice", [f"{name}t", f"{name}s{position}", f"{name}e{position}",
+                          f"{name}a{position}"], [f"{name}p{position}"]))
+            parts.append(f"{name}p{position}")
+        nodes.append(helper.make_node("Concat", parts, [name], axis=axis))
+    nodes.append(helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], hidden_size=hidden))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", 2, inputs])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "sliced.onnx")
+    compare_with_ort(tmp_path / "sliced.onnx", inputs=inputs)
