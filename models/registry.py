@@ -163,9 +163,27 @@ class Registry:
         with self._locked(name) as folder:
             self._update_aliases(folder, {alias: version})
 
-    def _update_aliases(self, folder: Path, changes: dict[str, str]) -> None:
+    def delete_version(self, name: str, version: str) -> list[str]:
+        """Remove a version (renamed aside, then deleted, so no reader sees half of it) and
+        the aliases that pointed at it; return those aliases."""
+        target = self.path(name, version)
+        if not target.is_dir():
+            raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        with self._locked(name) as folder:
+            doomed = Path(tempfile.mkdtemp(prefix=".deleting-", dir=folder))
+            os.rename(target, doomed / version)
+            shutil.rmtree(doomed, ignore_errors=True)
+            aliases = self.aliases(name)
+            dropped = sorted(alias for alias, points in aliases.items() if points == version)
+            self._update_aliases(folder, {}, drop=dropped)
+        return dropped
+
+    def _update_aliases(self, folder: Path, changes: dict[str, str],
+                        drop: list[str] | None = None) -> None:
         aliases = self.aliases(folder.name)
         aliases.update(changes)
+        for alias in drop or []:
+            aliases.pop(alias, None)
         handle, temporary = tempfile.mkstemp(prefix=".aliases-", dir=folder)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(aliases, out, indent=2, sort_keys=True)

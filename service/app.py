@@ -12,6 +12,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from models import Registry, StatecastError
+from service.admin_api import admin
 from service.bundled import seed_registry
 from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
 from service.forecasting import ForecastService, check_servable
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
                                     settings.max_streams))
     app.extensions[EXTENSION] = state
     app.register_blueprint(v1)
+    app.register_blueprint(admin)
     register_error_handlers(app)
     if warm:
         warm_up(state)

@@ -125,3 +125,17 @@ class Contention(StoreError):
     """Concurrent writers on one stream kept winning; the client may retry."""
 
     code = "contention"
+
+
+class VersionInUse(RequestError):
+    """A version still serves streams: deleting it needs force."""
+
+    code = "version_in_use"
+
+
+class AdminDisabled(RequestError):
+    code = "admin_disabled"
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"

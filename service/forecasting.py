@@ -236,8 +236,10 @@ class ForecastService:
                     f"stream {stream!r} is bound to version {record.version}; the call names "
                     f"{named}: reset the stream to move it", bound=record.version)
         model = self.models.get(name, record.version)
+        # An empty tail read back from bytes has lost its width: restore [0, features].
+        tail = record.tail.reshape(-1, model.spec.input_size)
         return _Plan(model, record.version, record, origin=record.origin, step=record.step,
-                     state=record.state, tail=record.tail, expected_revision=record.revision,
+                     state=record.state, tail=tail, expected_revision=record.revision,
                      fresh=False)
 
     # -- the call ------------------------------------------------------------------------

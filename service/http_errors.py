@@ -12,11 +12,15 @@ from service.errors import RequestError
 
 STATUS: dict[str, int] = {
     "malformed_json": 400,
+    "unauthorized": 401,
+    "admin_disabled": 403,
     "model_not_found": 404,
     "stream_not_found": 404,
     "gap_in_stream": 409,
     "overlap_mismatch": 409,
     "version_conflict": 409,
+    "version_in_use": 409,
+    "version_exists": 409,
     "stream_expired": 410,
     "body_too_large": 413,
     "unsupported_media_type": 415,
@@ -30,13 +34,17 @@ STATUS: dict[str, int] = {
     "missing_future": 422,
     "horizon_too_long": 422,
     "model_not_supported": 422,
+    "import_failed": 422,
+    "invalid_spec": 422,
+    "artifact_error": 422,
+    "integrity_error": 422,
     "store_unavailable": 503,
     "capacity_exceeded": 503,
     "contention": 503,
     "not_ready": 503,
 }
-#: Retry-After seconds for statuses that invite a retry.
-RETRY_AFTER = {503: "1"}
+#: Headers that go with a status: when to retry, how to authenticate.
+HEADERS = {503: {"Retry-After": "1"}, 401: {"WWW-Authenticate": 'Bearer realm="statecast"'}}
 
 
 def error_response(code: str, message: str, status: int | None = None,
@@ -45,8 +53,8 @@ def error_response(code: str, message: str, status: int | None = None,
     status = status or STATUS.get(code, 500)
     details = details or {}
     response = jsonify({"error": {"code": code, "message": message, **details}})
-    if status in RETRY_AFTER:
-        response.headers["Retry-After"] = RETRY_AFTER[status]
+    for header, value in HEADERS.get(status, {}).items():
+        response.headers[header] = value
     return response, status
 
 

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_streams: int | None = Field(None, ge=1, description=(
         "Live streams per model; creating one more gets 503 capacity_exceeded. Unlimited "
         "by default."))
+    admin_token: str | None = Field(None, description=(
+        "Bearer token of the admin API; without one the admin routes answer 403."))
     numba_cache_dir: Path | None = Field(None, description=(
         "Where compiled kernels are cached (NUMBA_CACHE_DIR); default .numba-cache under "
         "the working directory."))

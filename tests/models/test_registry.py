@@ -122,3 +122,15 @@ def test_a_manifest_from_elsewhere_is_refused(registry):
     manifest.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="unsupported format_version 99"):
         registry.load("demand")
+
+
+def test_deleting_a_version_drops_its_aliases(registry):
+    spec = tiny_spec()
+    for seed in range(2):
+        registry.publish("demand", spec, tiny_tensors(spec, seed))
+    registry.set_alias("demand", "production", "2")
+    assert registry.delete_version("demand", "2") == ["latest", "production"]
+    assert registry.versions("demand") == ["1"] and registry.aliases("demand") == {}
+    assert registry.resolve("demand") == ("demand", "1")
+    with pytest.raises(ModelNotFound, match="has no version '2'"):
+        registry.delete_version("demand", "2")

@@ -1,0 +1,68 @@
+"""The admin API (DESIGN.md §4): thin views over :class:`Administration`, behind a bearer
+token compared in constant time. With no token configured the routes exist and answer
+``403 admin_disabled``."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, jsonify, request
+
+from service.administration import Administration, form_of
+from service.errors import AdminDisabled, RequestError, Unauthorized
+from service.requests import parse_json
+
+admin = Blueprint("admin", __name__)
+
+
+def _administration() -> Administration:
+    from service.app import runtime
+
+    state = runtime()
+    token = state.settings.admin_token
+    if not token:
+        raise AdminDisabled("the admin API is disabled: set STATECAST_ADMIN_TOKEN")
+    offered = request.headers.get("Authorization", "")
+    scheme, _, secret = offered.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(secret.encode(), token.encode()):
+        raise Unauthorized("send Authorization: Bearer <admin token>")
+    return Administration(state.service)
+
+
+def _body() -> object:
+    raw = request.get_data(cache=False)
+    return parse_json(raw) if raw else {}
+
+
+@admin.post("/v1/admin/models/<model>/versions")
+def publish(model: str) -> tuple[Response, int]:
+    administration = _administration()
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise RequestError("send the model as multipart/form-data field 'file'")
+    scaler = request.files.get("scaler")
+    result = administration.publish(model, upload.filename, upload.read(),
+                                    form_of(request.form),
+                                    scaler.read() if scaler is not None else None)
+    return jsonify(result), 201
+
+
+@admin.put("/v1/admin/models/<model>/aliases/<alias>")
+def set_alias(model: str, alias: str) -> Response:
+    return jsonify(_administration().set_alias(model, alias, _body()))
+
+
+@admin.delete("/v1/admin/models/<model>/versions/<version>")
+def delete_version(model: str, version: str) -> Response:
+    force = request.args.get("force", "false").lower() in ("1", "true", "yes")
+    return jsonify(_administration().delete_version(model, version, force))
+
+
+@admin.put("/v1/admin/models/<model>/streams/<stream>/state")
+def seed_state(model: str, stream: str) -> Response:
+    return jsonify(_administration().seed_state(model, stream, _body()))
+
+
+@admin.post("/v1/admin/models/<model>/streams/<stream>/rewarm")
+def rewarm(model: str, stream: str) -> Response:
+    return jsonify(_administration().rewarm(model, stream, _body()))

@@ -1,0 +1,211 @@
+"""What the admin API does, independent of HTTP: publish versions, move aliases, delete
+versions, seed and re-warm streams."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.artifact import read_artifact
+from models.errors import ArtifactError
+from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
+from models.importers.onnx import import_onnx
+from models.names import check_name
+from service.errors import RequestError, StreamNotFound, VersionInUse
+from service.forecasting import ForecastService
+from service.requests import check_stream_id
+from service.stores import StreamRecord
+
+UPLOAD_SUFFIXES = (".pt", ".pth", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
+
+
+class Administration:
+    """Operator actions on one registry and store."""
+
+    def __init__(self, service: ForecastService) -> None:
+        self.service = service
+        self.registry = service.models.registry
+        self.store = service.store
+
+    def publish(self, name: str, filename: str, data: bytes, form: dict[str, str],
+                scaler: bytes | None = None) -> dict[str, Any]:
+        """Import an uploaded framework file (or a native artifact ``.zip``) as a version."""
+        check_name(name, "model name")
+        suffix = Path(filename).suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            raise RequestError(f"upload a {', '.join(UPLOAD_SUFFIXES)} file, not {filename!r}")
+        folder = Path(tempfile.mkdtemp(prefix="statecast-upload-"))
+        try:
+            path = folder / f"upload{suffix}"
+            path.write_bytes(data)
+            if suffix == ".zip":
+                spec, tensors, source = self._native(path, folder)
+            else:
+                imported = self._import(path, suffix, form, scaler, folder)
+                spec, tensors, source = imported.spec, imported.tensors, imported.source
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        source = {**source, "file": Path(filename).name}
+        aliases = ("latest", *(_names(form.get("aliases")) or ()))
+        version = self.registry.publish(name, spec, tensors, source,
+                                        version=form.get("version") or None, aliases=aliases)
+        self.service.models.get(name, version)  # loaded here before any call needs it
+        return {"model": name, "version": version, "aliases": self.registry.aliases(name)}
+
+    @staticmethod
+    def _native(path: Path, folder: Path) -> tuple[Any, Any, dict[str, Any]]:
+        target = folder / "artifact"
+        target.mkdir()
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for member in ("model.json", "weights.safetensors"):
+                    (target / member).write_bytes(archive.read(member))
+        except (zipfile.BadZipFile, KeyError) as error:
+            raise ArtifactError(f"a native artifact is a zip of model.json and "
+                                f"weights.safetensors: {error}") from None
+        artifact = read_artifact(target)
+        return artifact.spec, artifact.tensors, dict(artifact.manifest.get("source", {}))
+
+    @staticmethod
+    def _import(path: Path, suffix: str, form: dict[str, str], scaler: bytes | None,
+                folder: Path) -> Any:
+        scaler_data = None
+        if scaler is not None:
+            (folder / "scaler.json").write_bytes(scaler)
+            scaler_data = load_scaler(folder / "scaler.json")
+        try:
+            horizon = int(form["horizon"]) if form.get("horizon") else None
+        except ValueError:
+            raise RequestError(f"horizon must be an integer, got {form['horizon']!r}") from None
+        options = ForecastOptions(mode=form.get("mode", "direct"), horizon=horizon,
+                                  targets=_names(form.get("targets")),
+                                  features=_names(form.get("features")),
+                                  state_mode=form.get("state_mode", "carry"),
+                                  scaler=scaler_data)
+        if suffix in (".keras", ".h5"):
+            return import_keras(path, options)
+        if suffix == ".onnx":
+            return import_onnx(path, options)
+        activations = _names(form.get("head_activations"))
+        return import_pytorch(path, options, cell=form.get("cell") or None,
+                              rnn_prefix=form.get("rnn_prefix") or None,
+                              head_prefix=form.get("head_prefix") or None,
+                              head_activations=list(activations) if activations else None,
+                              head_every_step=form.get("head_every_step") == "true")
+
+    def set_alias(self, name: str, alias: str, body: Any) -> dict[str, Any]:
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            raise RequestError('the body is {"version": "..."}')
+        self.service.models.get(name, self.registry.resolve(f"{name}@{version}")[1])
+        self.registry.set_alias(name, check_name(alias, "alias"), version)
+        return {"model": name, "aliases": self.registry.aliases(name)}
+
+    def bound_streams(self, name: str, version: str) -> list[str]:
+        return sorted(r.stream for r in self.store.scan(name)
+                      if r.version == version and not r.expired)
+
+    def delete_version(self, name: str, version: str, force: bool) -> dict[str, Any]:
+        bound = self.bound_streams(name, version)
+        if bound and not force:
+            raise VersionInUse(f"{len(bound)} stream(s) are bound to {name}@{version} (e.g. "
+                               f"{bound[:5]}): reset or re-warm them, or delete with force",
+                               streams=len(bound))
+        dropped = self.registry.delete_version(name, version)
+        return {"model": name, "version": version, "deleted": True,
+                "aliases_dropped": dropped, "streams_left_bound": len(bound)}
+
+    def seed_state(self, name: str, stream: str, body: Any) -> dict[str, Any]:
+        """Set a stream's h (and c) per layer, creating the stream if needed."""
+        check_stream_id(stream)
+        if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
+            raise RequestError('the body is {"step": n, "layers": [{"h": [...], "c": '
+                               '[...]}, ...], "version": optional}')
+        step = body.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise RequestError("step must be a non-negative integer")
+        reference = f"{name}@{body['version']}" if body.get("version") else name
+        version = self.registry.resolve(reference)[1]
+        model = self.service.models.get(name, version)
+        offsets = model.network.state_offsets
+        if len(body["layers"]) != len(offsets):
+            raise RequestError(f"the model has {len(offsets)} layers; got "
+                               f"{len(body['layers'])}")
+        row = np.zeros(model.state_size, np.float32)
+        for index, (layer, (h_at, h_width, c_at, c_width)) in enumerate(
+                zip(body["layers"], offsets, strict=True)):
+            for part, at, width in (("h", h_at, h_width), ("c", c_at, c_width)):
+                if at < 0:
+                    continue
+                values = np.asarray(layer.get(part) if isinstance(layer, dict) else None,
+                                    dtype=np.float64)
+                if values.shape != (width,) or not np.all(np.isfinite(values)):
+                    raise RequestError(f"layer {index} needs {part} as {width} finite numbers")
+                row[at:at + width] = values
+        for _ in range(16):
+            current = self.store.get(name, stream)
+            now = time.time()
+            record = StreamRecord(
+                model=name, stream=stream, version=version,
+                origin=current.origin if current and not current.expired else step,
+                step=step, state=row,
+                tail=np.zeros((0, model.spec.input_size), np.float32),
+                revision=current.revision + 1 if current else 0,
+                created_at=current.created_at if current else now, updated_at=now)
+            if self.store.compare_and_set(record, current.revision if current else None):
+                return {"stream": stream, "model": name, "version": version, "step": step}
+        raise RequestError("the stream kept changing; retry")
+
+    def rewarm(self, name: str, stream: str, body: Any) -> dict[str, Any]:
+        """Move a stream onto another version by running its retained observations
+        through it from its initial state (exact for window:W models holding W
+        observations, an approximation for carry models)."""
+        check_stream_id(stream)
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            raise RequestError('the body is {"version": "..."}')
+        version = self.registry.resolve(f"{name}@{version}")[1]
+        model = self.service.models.get(name, version)
+        for _ in range(16):
+            record = self.store.get(name, stream)
+            if record is None or record.expired:
+                raise StreamNotFound(f"no live stream {stream!r} of model {name!r}")
+            observations = record.tail.reshape(-1, model.spec.input_size)[
+                -model.spec.retain:]
+            state = model.new_arena(1)
+            if len(observations):
+                x = np.ascontiguousarray(model.scale_inputs(observations)[None], np.float32)
+                _, ran, _ = model.run(x, model.to_state(None, 1))
+                state = ran.arena
+            window = model.spec.window
+            exact = window is not None and (len(observations) >= window
+                                            or record.step - record.origin == len(observations))
+            moved = StreamRecord(model=name, stream=stream, version=version,
+                                 origin=record.origin, step=record.step, state=state[0],
+                                 tail=observations, revision=record.revision + 1,
+                                 created_at=record.created_at, updated_at=time.time())
+            if self.store.compare_and_set(moved, record.revision):
+                return {"stream": stream, "model": name, "version": version,
+                        "step": record.step, "observations": len(observations),
+                        "exact": bool(exact)}
+        raise RequestError("the stream kept changing; retry")
+
+
+def form_of(values: Any) -> dict[str, str]:
+    """A multipart form as plain strings."""
+    return {key: str(values.get(key)) for key in values}
+
+
+def json_or_empty(raw: bytes) -> Any:
+    return json.loads(raw) if raw else {}
