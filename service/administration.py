@@ -128,7 +128,7 @@ class Administration:
 
     def seed_state(self, name: str, stream: str, body: Any) -> dict[str, Any]:
         """Set a stream's h (and c) per layer, creating the stream if needed."""
-        check_stream_id(stream)
+        check_stream_id(stream, self.service.max_stream_id)
         if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
             raise RequestError('the body is {"step": n, "layers": [{"h": [...], "c": '
                                '[...]}, ...], "version": optional}')
@@ -171,7 +171,7 @@ class Administration:
         """Move a stream onto another version by running its retained observations
         through it from its initial state (exact for window:W models holding W
         observations, an approximation for carry models)."""
-        check_stream_id(stream)
+        check_stream_id(stream, self.service.max_stream_id)
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, str):
             raise RequestError('the body is {"version": "..."}')

@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     state = Runtime(settings, registry, store, models,
                     ForecastService(models, store, settings.max_window,
                                     settings.max_batch_items, settings.stream_ttl,
-                                    settings.max_streams))
+                                    settings.max_streams, settings.max_horizon,
+                                    settings.max_stream_id_length))
     app.extensions[EXTENSION] = state
     app.register_blueprint(v1)
     app.register_blueprint(admin)

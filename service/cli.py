@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from models.errors import ImportFailed, InvalidInput
 from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
 from models.importers.onnx import import_onnx
 from service.bundled import seed_registry
-from service.errors import StoreError
+from service.errors import StoreError, StreamNotFound, VersionInUse
 from service.settings import Settings
 from service.stores import open_store
 
@@ -139,6 +140,55 @@ def _serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _models(args: argparse.Namespace) -> int:
+    registry = _registry(args.registry)
+    if args.action == "list":
+        for name in registry.models():
+            aliases = ", ".join(f"{a}={v}" for a, v in sorted(registry.aliases(name).items()))
+            print(f"{name}\tversions {', '.join(registry.versions(name))}\t{aliases}")
+    elif args.action == "show":
+        manifest = registry.manifest(args.model)
+        print(json.dumps(manifest, indent=2))
+    elif args.action == "alias":
+        registry.set_alias(args.model, args.alias, args.version)
+        print(f"{args.model}: {args.alias} -> {args.version}")
+    else:  # delete
+        store = open_store(args.store)
+        bound = sorted(r.stream for r in store.scan(args.model)
+                       if r.version == args.version and not r.expired)
+        if bound and not args.force:
+            raise VersionInUse(f"{len(bound)} stream(s) are bound to {args.model}@"
+                               f"{args.version} (e.g. {bound[:5]}); --force deletes anyway")
+        dropped = registry.delete_version(args.model, args.version)
+        print(f"deleted {args.model}@{args.version}" +
+              (f"; aliases dropped: {', '.join(dropped)}" if dropped else ""))
+    return 0
+
+
+def _streams(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    if args.action == "list":
+        for record in sorted(store.scan(args.model), key=lambda r: (r.model, r.stream)):
+            if args.version and record.version != args.version:
+                continue
+            print(f"{record.model}\t{record.stream}\tversion {record.version}\tstep "
+                  f"{record.step}" + ("\texpired" if record.expired else ""))
+    elif args.action == "show":
+        found = store.get(args.model, args.stream)
+        if found is None:
+            raise StreamNotFound(f"no stream {args.stream!r} of model {args.model!r}")
+        print(json.dumps({"model": found.model, "stream": found.stream,
+                          "version": found.version, "origin": found.origin,
+                          "step": found.step, "revision": found.revision,
+                          "expired": found.expired, "updated_at": found.updated_at,
+                          "retained_observations": int(found.tail.shape[0])}, indent=2))
+    else:  # delete
+        if not store.delete(args.model, args.stream):
+            raise StreamNotFound(f"no stream {args.stream!r} of model {args.model!r}")
+        print(f"deleted stream {args.stream} of {args.model}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``statecast`` argument parser (one sub-command per job)."""
     parser = argparse.ArgumentParser(prog="statecast", description=__doc__)
@@ -187,6 +237,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     serve.add_argument("--threads", type=int, help="threads per worker (default 4)")
     serve.set_defaults(handler=_serve)
+
+    default_store = os.environ.get("STATECAST_STORE", "sqlite:statecast-state.db")
+    models = commands.add_parser("models", help="list, show, alias or delete model versions")
+    models_actions = models.add_subparsers(dest="action", required=True)
+    for action in ("list", "show", "alias", "delete"):
+        sub = models_actions.add_parser(action)
+        sub.add_argument("--registry", default=_default_registry(), help="registry directory")
+        if action != "list":
+            sub.add_argument("model", help="NAME (show: NAME[@VERSION|@ALIAS])")
+        if action == "alias":
+            sub.add_argument("alias")
+            sub.add_argument("version")
+        if action == "delete":
+            sub.add_argument("version")
+            sub.add_argument("--store", default=default_store,
+                             help="the store whose streams may be bound to the version")
+            sub.add_argument("--force", action="store_true",
+                             help="delete even while streams are bound to it")
+    models.set_defaults(handler=_models)
+
+    streams = commands.add_parser("streams", help="list, show or delete streams in a store")
+    streams_actions = streams.add_subparsers(dest="action", required=True)
+    for action in ("list", "show", "delete"):
+        sub = streams_actions.add_parser(action)
+        sub.add_argument("--store", default=default_store,
+                         help="memory, sqlite:PATH (default $STATECAST_STORE or "
+                              "sqlite:statecast-state.db)")
+        if action == "list":
+            sub.add_argument("--model", help="only this model's streams")
+            sub.add_argument("--version", help="only streams bound to this version")
+        else:
+            sub.add_argument("model")
+            sub.add_argument("stream")
+    streams.set_defaults(handler=_streams)
     return parser
 
 

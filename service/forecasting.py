@@ -29,7 +29,13 @@ from service.errors import (
     VersionConflict,
 )
 from service.model_cache import ModelCache
-from service.requests import ForecastRequest, check_stream_id, parse_forecast
+from service.requests import (
+    MAX_RECURSIVE_HORIZON,
+    MAX_STREAM_ID,
+    ForecastRequest,
+    check_stream_id,
+    parse_forecast,
+)
 from service.stores import StateStore, StreamRecord
 
 MAX_ATTEMPTS = 64
@@ -167,13 +173,16 @@ class ForecastService:
 
     def __init__(self, models: ModelCache, store: StateStore, max_window: int,
                  max_items: int = 1000, ttl: float | None = None,
-                 max_streams: int | None = None) -> None:
+                 max_streams: int | None = None, max_horizon: int = MAX_RECURSIVE_HORIZON,
+                 max_stream_id: int = MAX_STREAM_ID) -> None:
         self.models = models
         self.store = store
         self.max_window = max_window
         self.max_items = max_items
         self.ttl = ttl
         self.max_streams = max_streams
+        self.max_horizon = max_horizon
+        self.max_stream_id = max_stream_id
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -246,12 +255,13 @@ class ForecastService:
 
     def forecast(self, reference: str, stream: str, body: Any) -> dict[str, Any]:
         """Run one forecast call and return its JSON response."""
-        check_stream_id(stream)
+        check_stream_id(stream, self.max_stream_id)
         reset = isinstance(body, dict) and body.get("reset") is True
         for _ in range(MAX_ATTEMPTS):
             plan = self._plan(reference, stream, reset)
             check_servable(plan.model)
-            request = parse_forecast(body, plan.model.spec, self.max_window)
+            request = parse_forecast(body, plan.model.spec, self.max_window,
+                                     self.max_horizon)
             work = self._prepare(plan, stream, request)
             state = _advance(plan.model, [work])[0]
             response, new_record = self._finish(work, state)
@@ -287,13 +297,14 @@ class ForecastService:
                 item = items[index]
                 stream = item["stream"]
                 try:
-                    check_stream_id(stream)
+                    check_stream_id(stream, self.max_stream_id)
                     merged = {key: body[key] for key in ("horizon", "commit", "reset")
                               if key in body}
                     merged.update({k: v for k, v in item.items() if k != "stream"})
                     plan = self._plan(reference, stream, merged.get("reset") is True)
                     check_servable(plan.model)
-                    request = parse_forecast(merged, plan.model.spec, self.max_window)
+                    request = parse_forecast(merged, plan.model.spec, self.max_window,
+                                             self.max_horizon)
                     works.append((index, self._prepare(plan, stream, request)))
                 except (RequestError, ModelError) as error:
                     results[index] = _item_error(stream, error)
@@ -370,7 +381,7 @@ class ForecastService:
     # -- stream administration -----------------------------------------------------------
 
     def describe(self, reference: str, stream: str) -> dict[str, Any]:
-        check_stream_id(stream)
+        check_stream_id(stream, self.max_stream_id)
         name, _ = ModelCache.split(reference)
         record = self.store.get(name, stream)
         if record is None:
@@ -381,7 +392,7 @@ class ForecastService:
 
     def state(self, reference: str, stream: str) -> dict[str, Any]:
         """The stream's h (and c) per layer, as DESIGN.md §3 shows them."""
-        check_stream_id(stream)
+        check_stream_id(stream, self.max_stream_id)
         name, _ = ModelCache.split(reference)
         record = self._live(self.store.get(name, stream), stream)
         if record is None:
@@ -397,7 +408,7 @@ class ForecastService:
                 "step": record.step, "layers": layers}
 
     def delete(self, reference: str, stream: str) -> dict[str, Any]:
-        check_stream_id(stream)
+        check_stream_id(stream, self.max_stream_id)
         name, _ = ModelCache.split(reference)
         if not self.store.delete(name, stream):
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")

@@ -22,9 +22,11 @@ from service.errors import (
     WrongFeatureCount,
 )
 
-#: How far a recursive model may be rolled out in one call.
+#: How far a recursive model may be rolled out in one call (default of ``max_horizon``).
 MAX_RECURSIVE_HORIZON = 1000
-STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
+#: Stream ids: a letter or digit, then letters, digits and ``. _ : -``.
+STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+MAX_STREAM_ID = 256
 
 
 def _reject_constant(name: str) -> float:
@@ -41,10 +43,12 @@ def parse_json(body: bytes) -> Any:
         raise MalformedJson(f"request body is not valid JSON: {error}") from None
 
 
-def check_stream_id(stream: str) -> str:
-    if not STREAM_ID.fullmatch(stream):
-        raise InvalidStreamId(f"invalid stream id {stream!r}: 1-256 characters from A-Z a-z "
-                              "0-9 . _ : -, starting with a letter or digit")
+def check_stream_id(stream: str, max_length: int = MAX_STREAM_ID) -> str:
+    """Refuse ids that are not 1..max_length characters of ``A-Z a-z 0-9 . _ : -``."""
+    if len(stream) > max_length or not STREAM_ID.fullmatch(stream):
+        raise InvalidStreamId(f"invalid stream id {stream[:64]!r}: 1-{max_length} characters "
+                              "from A-Z a-z 0-9 . _ : -, starting with a letter or digit",
+                              limit=max_length)
     return stream
 
 
@@ -111,7 +115,8 @@ def covariates_of(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(name for name in spec.features if name not in spec.targets)
 
 
-def _future(body: dict[str, Any], spec: ModelSpec, horizon: int) -> np.ndarray | None:
+def _future(body: dict[str, Any], spec: ModelSpec, horizon: int, max_horizon: int
+            ) -> np.ndarray | None:
     covariates = covariates_of(spec)
     raw = body.get("future")
     if spec.forecast_mode != "recursive" or not covariates:
@@ -122,14 +127,15 @@ def _future(body: dict[str, Any], spec: ModelSpec, horizon: int) -> np.ndarray |
         raise MissingFuture(f"this model needs the future values of {list(covariates)} for "
                             f"each of the {horizon} forecast steps: send \"future\" as "
                             f"[{horizon}][{len(covariates)}]", covariates=list(covariates))
-    future = _rows(raw, covariates, "future", MAX_RECURSIVE_HORIZON)
+    future = _rows(raw, covariates, "future", max_horizon)
     if len(future) != horizon:
         raise MissingFuture(f"future has {len(future)} rows; the forecast has {horizon} steps",
                             covariates=list(covariates))
     return future
 
 
-def parse_forecast(body: Any, spec: ModelSpec, max_window: int) -> ForecastRequest:
+def parse_forecast(body: Any, spec: ModelSpec, max_window: int,
+                   max_horizon: int = MAX_RECURSIVE_HORIZON) -> ForecastRequest:
     """Validate a forecast body against a model's spec; nothing is changed on failure."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -143,11 +149,11 @@ def parse_forecast(body: Any, spec: ModelSpec, max_window: int) -> ForecastReque
     horizon = body.get("horizon", spec.horizon)
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise RequestError(f"horizon must be a positive integer, got {horizon!r}")
-    limit = spec.horizon if spec.forecast_mode == "direct" else MAX_RECURSIVE_HORIZON
+    limit = spec.horizon if spec.forecast_mode == "direct" else max_horizon
     if horizon > limit:
         raise HorizonTooLong(f"horizon {horizon} exceeds the model's {limit}", limit=limit)
     window = _rows(body.get("window"), spec.features, "window", max_window)
     return ForecastRequest(window=window, start=start, horizon=horizon,
                            commit=_flag(body, "commit", True),
                            reset=_flag(body, "reset", False),
-                           future=_future(body, spec, horizon))
+                           future=_future(body, spec, horizon, max_horizon))

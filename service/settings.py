@@ -30,11 +30,16 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description=(
         "Threads per worker; 0 picks 4 (Numba kernels release the GIL)."))
     max_body_bytes: int = Field(1 << 20, ge=1024, description=(
-        "Largest request body accepted; larger bodies get 413."))
+        "Largest request body accepted (413 body_too_large)."))
     max_window: int = Field(10_000, ge=1, description=(
-        "Most observations one forecast call may send."))
+        "Most observations one forecast call may send (422 window_too_long)."))
     max_batch_items: int = Field(1000, ge=1, description=(
-        "Most streams one batch forecast call may name."))
+        "Most streams one batch forecast call may name (422 batch_too_large)."))
+    max_horizon: int = Field(1000, ge=1, description=(
+        "Longest recursive rollout one call may ask for (422 horizon_too_long); a direct "
+        "model's horizon is its own."))
+    max_stream_id_length: int = Field(256, ge=1, le=4096, description=(
+        "Longest stream id; ids are letters, digits and . _ : - (422 invalid_stream_id)."))
     stream_ttl: float | None = Field(None, gt=0, description=(
         "Seconds a stream may stay idle before it expires (a tombstone: calls get 410 "
         "until a reset); none by default."))

@@ -164,3 +164,40 @@ def test_rewarm_moves_a_stream_to_another_version(client):
     missing = client.post("/v1/admin/models/sunspots/streams/none/rewarm", headers=AUTH,
                           json={"version": "2"})
     assert missing.status_code == 404
+
+
+def test_moving_an_alias_under_load_fails_nothing_and_never_mixes_versions(client):
+    import threading
+
+    registry = Registry(client.application.extensions["statecast"].settings.registry)
+    model = registry.load("sunspots")
+    registry.publish("sunspots", model.spec, {k: v * 0.95 for k, v in model.tensors.items()},
+                     aliases=("latest",))
+    app = client.application
+    seen: dict[str, set[str]] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        local = app.test_client()
+        for step in range(40):
+            stream = f"w{index}-{step % 8}"
+            response = local.post(f"/v1/models/sunspots/streams/{stream}/forecast",
+                                  json={"window": [float(step)]})
+            with lock:
+                if response.status_code != 200:
+                    failures.append(f"{stream}: {response.status_code} {response.get_json()}")
+                else:
+                    seen.setdefault(stream, set()).add(response.get_json()["version"])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for version in ("2", "1", "2", "1", "2"):
+        response = client.put("/v1/admin/models/sunspots/aliases/production", headers=AUTH,
+                              json={"version": version})
+        assert response.status_code == 200
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert all(len(versions) == 1 for versions in seen.values()), seen

@@ -96,3 +96,20 @@ def test_the_state_endpoint_shows_h_and_c_per_layer(make_client):
     np.testing.assert_array_equal(np.float32(body["layers"][0]["h"] + body["layers"][0]["c"]),
                                   record.state)
     assert client.get(URL.format("nope") + "/state").status_code == 404
+
+
+def test_limits_are_configurable_and_answer_their_codes(make_client):
+    client = make_client(max_window=3, max_stream_id_length=5, max_batch_items=2,
+                         max_body_bytes=2048)
+    assert forecast(client, "abcde", {"window": [1.0, 2.0, 3.0]}).status_code == 200
+    response = forecast(client, "abcdef", {"window": [1.0]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "invalid_stream_id"
+    response = forecast(client, "a", {"window": [1.0] * 4})
+    assert response.status_code == 422 and response.get_json()["error"]["limit"] == 3
+    items = [{"stream": s, "window": [1.0]} for s in "xyz"]
+    response = client.post("/v1/models/sunspots/forecast", json={"items": items})
+    assert response.get_json()["error"]["code"] == "batch_too_large"
+    response = client.post(URL.format("a") + "/forecast", data="[" + "1," * 2000 + "1]",
+                           content_type="application/json")
+    assert response.status_code == 413
