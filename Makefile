@@ -12,7 +12,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache/$(KERNELS_HASH)
 export NUMBA_THREADING_LAYER ?= omp
 export KERAS_BACKEND ?= torch
 
-.PHONY: test serve lint venv warm clean
+.PHONY: test serve lint venv warm clean redis-server
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	# torch is pinned to the CPU build (the torch extra); install it first, from its own line,
 	# so that nothing else pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[torch,onnx,keras,dev]"
+	$(BIN)/pip install --quiet -e ".[torch,onnx,keras,redis,dev]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -28,8 +28,16 @@ venv: $(BIN)/.installed
 warm: venv
 	$(BIN)/python -m kernels.warm
 
-test: warm lint
+test: warm lint redis-server
 	$(BIN)/python -m pytest
+
+# The tests start their own Redis servers (never a mock): install the Debian package if
+# the machine lacks it.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 serve: venv
 	$(BIN)/statecast serve

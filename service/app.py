@@ -38,6 +38,12 @@ class Runtime:
     service: ForecastService
     ready: bool = False
     started_at: float = field(default_factory=time.time)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Stop background work and release the store."""
+        self.stopping.set()
+        self.store.close()
 
 
 def runtime() -> Runtime:
@@ -164,8 +170,7 @@ def _start_expiry(state: Runtime, ttl: float) -> None:
     """A daemon thread that turns idle streams into tombstones (calls also check)."""
 
     def sweep() -> None:
-        while True:
-            time.sleep(min(60.0, max(ttl / 4, 0.05)))
+        while not state.stopping.wait(min(60.0, max(ttl / 4, 0.05))):
             try:
                 state.service.expire_idle()
             except StatecastError as error:

@@ -16,9 +16,10 @@ def open_store(url: str) -> StateStore:
         return MemoryStore()
     if url.startswith("sqlite:") and len(url) > len("sqlite:"):
         return SqliteStore(url[len("sqlite:"):])
-    if url.startswith("redis://"):
-        raise InvalidStoreUrl("the redis store is not built yet (issue 10); use memory or "
-                              "sqlite:PATH")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from service.stores.redis import RedisStore
+
+        return RedisStore(url)
     raise InvalidStoreUrl(f"unknown store {url!r}: use memory, sqlite:PATH or "
                           "redis://host:port/db")
 

@@ -6,15 +6,16 @@ from service.app import create_app
 from service.settings import Settings
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def app(request, tmp_path):
-    store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'state.db'}"
+    store = {"memory": "memory", "sqlite": f"sqlite:{tmp_path / 'state.db'}"}.get(
+        request.param) or request.getfixturevalue("redis_url")
     settings = Settings(registry=tmp_path / "registry", store=store, max_body_bytes=64 * 1024,
                         max_window=500)
     application = create_app(settings)
     application.config["TESTING"] = True
     yield application
-    application.extensions["statecast"].store.close()
+    application.extensions["statecast"].close()
 
 
 @pytest.fixture()

@@ -16,13 +16,14 @@ TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def client(request, tmp_path):
-    store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'state.db'}"
+    store = {"memory": "memory", "sqlite": f"sqlite:{tmp_path / 'state.db'}"}.get(
+        request.param) or request.getfixturevalue("redis_url")
     app = create_app(Settings(registry=tmp_path / "registry", store=store,
                               admin_token=TOKEN), warm=False)
     yield app.test_client()
-    app.extensions["statecast"].store.close()
+    app.extensions["statecast"].close()
 
 
 def torch_file():

@@ -12,12 +12,14 @@ from service.settings import Settings
 URL = "/v1/models/sunspots/streams/{}"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def make_client(request, tmp_path):
     apps = []
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
 
     def make(**settings):
-        store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'state.db'}"
+        store = {"memory": "memory", "sqlite": f"sqlite:{tmp_path / 'state.db'}"}.get(
+            request.param) or redis_url
         app = create_app(Settings(registry=tmp_path / "registry", store=store, **settings),
                          warm=False)
         apps.append(app)
@@ -25,7 +27,7 @@ def make_client(request, tmp_path):
 
     yield make
     for app in apps:
-        app.extensions["statecast"].store.close()
+        app.extensions["statecast"].close()
 
 
 def forecast(client, stream, body):

@@ -9,9 +9,14 @@ from service.errors import InvalidStoreUrl
 from service.stores import MemoryStore, SqliteStore, StreamRecord, open_store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request, tmp_path):
-    opened = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
+    if request.param == "memory":
+        opened = MemoryStore()
+    elif request.param == "sqlite":
+        opened = SqliteStore(tmp_path / "s.db")
+    else:
+        opened = open_store(request.getfixturevalue("redis_url"))
     yield opened
     opened.close()
 
@@ -125,8 +130,7 @@ def test_store_addresses():
     assert isinstance(open_store("memory"), MemoryStore)
     with pytest.raises(InvalidStoreUrl, match="use memory, sqlite:PATH or redis://"):
         open_store("postgres://x")
-    with pytest.raises(InvalidStoreUrl, match="not built yet"):
-        open_store("redis://localhost:6379/0")
+    assert type(open_store("redis://localhost:6379/0")).__name__ == "RedisStore"
 
 
 def test_memory_store_keeps_a_version_s_streams_in_one_arena():
@@ -139,3 +143,27 @@ def test_memory_store_keeps_a_version_s_streams_in_one_arena():
     assert rows == sorted(tuple(record(stream=n, seed=ord(n)).state.tolist()) for n in "abc")
     store.delete("m", "b")
     assert arena.used == 2
+
+
+def test_redis_down_is_503_and_the_service_recovers_without_a_restart(tmp_path):
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        app = create_app(Settings(registry=tmp_path / "r", store=server.url), warm=False)
+        client = app.test_client()
+        url = "/v1/models/sunspots/streams/s/forecast"
+        assert client.post(url, json={"window": [1.0]}).status_code == 200
+        server.stop()
+        down = client.post(url, json={"window": [2.0]})
+        assert down.status_code == 503
+        assert down.get_json()["error"]["code"] == "store_unavailable"
+        assert down.headers["Retry-After"] == "1"
+        server.start()  # same port, same AOF files
+        again = client.post(url, json={"window": [2.0]})
+        assert again.status_code == 200 and again.get_json()["step"] == 2
+    finally:
+        server.cleanup()

@@ -1,0 +1,116 @@
+"""The ``redis`` store (``redis://host:port/db``): state shared by several machines or
+replicas, on an existing, trusted server.
+
+One hash per stream under a key hash-tagged by stream (``statecast:{model/stream}``), so a
+Redis Cluster keeps every stream's fields in one slot. Compare-and-set is a Lua script:
+atomic in Redis, a write happens whole or not at all. States are little-endian float32
+bytes. Batch reads are pipelined (one round trip). Connection errors and timeouts become
+:class:`StoreError` (503). Durability is the server's: run it with AOF on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from service.errors import StoreError
+from service.stores.base import StateStore
+from service.stores.record import StreamRecord, decode_array, encode_array
+
+_PREFIX = "statecast:"
+_CAS = """
+local current = redis.call('HGET', KEYS[1], 'revision')
+if ARGV[1] == '' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+def _key(model: str, stream: str) -> str:
+    return f"{_PREFIX}{{{model}/{stream}}}"
+
+
+def _record(model: str, stream: str, fields: dict[bytes, bytes]) -> StreamRecord:
+    def text(name: str) -> str:
+        return fields[name.encode()].decode()
+
+    return StreamRecord(model=model, stream=stream, version=text("version"),
+                        origin=int(text("origin")), step=int(text("step")),
+                        state=decode_array(fields[b"state"]),
+                        tail=decode_array(fields[b"tail"], int(text("tail_rows"))),
+                        revision=int(text("revision")),
+                        created_at=float(text("created_at")),
+                        updated_at=float(text("updated_at")),
+                        expired=text("expired") == "1")
+
+
+class RedisStore(StateStore):
+    """Streams in Redis hashes (``redis://host:port/db``)."""
+
+    durable = True
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise StoreError("the redis store needs: pip install 'statecast[redis]'") from None
+        self._errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout,
+                                           socket_connect_timeout=timeout,
+                                           health_check_interval=30)
+        self._cas = self.client.register_script(_CAS)
+        self.url = url
+
+    def _call(self, what: str, function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except self._errors as error:
+            raise StoreError(f"redis store {self.url}: {what}: {error}") from None
+
+    def get(self, model: str, stream: str) -> StreamRecord | None:
+        fields = self._call("get", self.client.hgetall, _key(model, stream))
+        return _record(model, stream, fields) if fields else None
+
+    def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
+        def fetch() -> list[Any]:
+            pipeline = self.client.pipeline(transaction=False)
+            for stream in streams:
+                pipeline.hgetall(_key(model, stream))
+            return list(pipeline.execute())
+
+        results = self._call("get_many", fetch)
+        return [_record(model, stream, fields) if fields else None
+                for stream, fields in zip(streams, results, strict=True)]
+
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
+        fields = ["version", record.version, "origin", record.origin, "step", record.step,
+                  "revision", record.revision, "state", encode_array(record.state),
+                  "tail", encode_array(record.tail), "tail_rows", tail_rows,
+                  "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
+                  "expired", int(record.expired)]
+        expected = "" if expected_revision is None else str(expected_revision)
+        written = self._call("compare_and_set", self._cas,
+                             [_key(record.model, record.stream)], [expected, *fields])
+        return bool(written)
+
+    def delete(self, model: str, stream: str) -> bool:
+        return bool(self._call("delete", self.client.delete, _key(model, stream)))
+
+    def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
+        pattern = f"{_PREFIX}{{{model}/*}}" if model is not None else f"{_PREFIX}{{*}}"
+        keys = self._call("scan", lambda: list(self.client.scan_iter(match=pattern,
+                                                                     count=1000)))
+        for key in keys:
+            name = key.decode()[len(_PREFIX) + 1:-1]
+            key_model, _, stream = name.partition("/")
+            fields = self._call("scan", self.client.hgetall, key)
+            if fields:
+                yield _record(key_model, stream, fields)
+
+    def close(self) -> None:
+        self.client.close()
