@@ -20,7 +20,8 @@ $(BIN)/.installed: pyproject.toml
 	# torch is pinned to the CPU build (the torch extra); install it first, from its own line,
 	# so that nothing else pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[torch,onnx,keras,redis,dev]"
+	# The container's install script (service/deploy/install.sh), run in this virtualenv.
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh service/deploy/install.sh torch,onnx,keras,redis,dev
 	touch $@
 
 venv: $(BIN)/.installed
