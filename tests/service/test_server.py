@@ -53,15 +53,16 @@ def children(pid: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, store: str | None = None) -> None:
         self.root, self.port, self.process = root, port, None
+        self.store = store or f"sqlite:{root / 'state.db'}"
 
     def start(self) -> None:
         log = open(self.root / "server.log", "a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port),
              "--workers", "2", "--threads", "4", "--registry", str(self.root / "registry"),
-             "--store", f"sqlite:{self.root / 'state.db'}"],
+             "--store", self.store],
             cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.getcwd()})
         deadline = time.time() + 90
@@ -93,8 +94,11 @@ def call(port: int, stream: str, body: dict) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-def client(port: int, answered: list[int], failures: list[str]) -> None:
-    """Send every chunk of every stream in order, retrying until each is answered."""
+def client(port: int | list[int], answered: list[int], failures: list[str]) -> None:
+    """Send every chunk of every stream in order, retrying until each is answered; with
+    several ports, calls go round the servers."""
+    ports = port if isinstance(port, list) else [port]
+    turn = 0
     data = {stream: series(i) for i, stream in enumerate(STREAMS)}
     for chunk in range(LENGTH // CHUNK):
         for stream in STREAMS:
@@ -105,8 +109,9 @@ def client(port: int, answered: list[int], failures: list[str]) -> None:
                 if time.time() > deadline:
                     failures.append(f"{stream} chunk {chunk} never answered")
                     return
+                turn += 1
                 try:
-                    status, payload = call(port, stream, body)
+                    status, payload = call(ports[turn % len(ports)], stream, body)
                 except (urllib.error.URLError, OSError, http.client.HTTPException,
                         json.JSONDecodeError):
                     time.sleep(0.05)
