@@ -5,7 +5,8 @@ local port, measures cold start to ready, then sends sequential calls over one k
 connection, each appending one observation to one of 100 streams (horizon 12), and prints
 the median and 99th percentile. The full load benchmark (wrk, many connections) is issue 9.
 
-Run: ``python -m bench.serve_latency [--store memory|sqlite] [--calls N]``.
+Run: ``python -m bench.serve_latency [--store memory|sqlite|redis] [--calls N]`` (redis:
+a local ``redis-server`` with AOF, started for the run).
 """
 
 from __future__ import annotations
@@ -32,12 +33,20 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", choices=("memory", "sqlite"), default="sqlite")
+    parser.add_argument("--store", choices=("memory", "sqlite", "redis"), default="sqlite")
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="statecast-latency-"))
     port = free_port()
-    store = "memory" if args.store == "memory" else f"sqlite:{root / 'state.db'}"
+    redis = None
+    if args.store == "redis":
+        from tests.redis_server import RedisServer
+
+        redis = RedisServer()
+        redis.start()
+        store = redis.url
+    else:
+        store = "memory" if args.store == "memory" else f"sqlite:{root / 'state.db'}"
     workers = "1" if args.store == "memory" else "2"
     started = time.perf_counter()
     server = subprocess.Popen(
@@ -75,6 +84,8 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        if redis is not None:
+            redis.cleanup()
 
 
 if __name__ == "__main__":

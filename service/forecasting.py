@@ -221,9 +221,10 @@ class ForecastService:
 
     # -- planning ------------------------------------------------------------------------
 
-    def _plan(self, reference: str, stream: str, reset: bool) -> _Plan:
+    def _plan(self, reference: str, stream: str, reset: bool,
+              prefetched: tuple[StreamRecord | None] | None = None) -> _Plan:
         name, tag = ModelCache.split(reference)
-        record = self.store.get(name, stream)
+        record = prefetched[0] if prefetched is not None else self.store.get(name, stream)
         if record is None or reset or record.expired:
             if not reset:
                 self._live(record, stream)  # a tombstone without reset: 410
@@ -293,6 +294,12 @@ class ForecastService:
             if not pending:
                 break
             works: list[tuple[int, _Work]] = []
+            # One store round trip for every pending stream's record (pipelined in Redis).
+            name = ModelCache.split(reference)[0]
+            fetched = dict(zip(
+                (items[i]["stream"] for i in pending),
+                self.store.get_many(name, [items[i]["stream"] for i in pending]),
+                strict=True))
             for index in pending:
                 item = items[index]
                 stream = item["stream"]
@@ -301,7 +308,8 @@ class ForecastService:
                     merged = {key: body[key] for key in ("horizon", "commit", "reset")
                               if key in body}
                     merged.update({k: v for k, v in item.items() if k != "stream"})
-                    plan = self._plan(reference, stream, merged.get("reset") is True)
+                    plan = self._plan(reference, stream, merged.get("reset") is True,
+                                      (fetched[stream],))
                     check_servable(plan.model)
                     request = parse_forecast(merged, plan.model.spec, self.max_window,
                                              self.max_horizon)
