@@ -1,0 +1,148 @@
+"""Load benchmark: ``wrk`` (Debian package) against a running ``statecast serve``.
+
+A 2-layer hidden-64 LSTM with a 12-step head is published into a temporary registry; the
+server runs with its defaults except the store. Measured: single-stream calls (window 1,
+horizon 12, appending to 1,000 streams) at 1 and 32 connections, and batch calls of 256
+streams each appending one observation; requests/s, p50 and p99 (wrk's latency
+distribution), stream-steps/s for batches.
+
+Run: ``python -m bench.load [--store sqlite|memory|redis] [--seconds 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+SINGLE = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"window": [' .. (counter % 97) / 10 .. ']}'
+  return wrk.format("POST", "/v1/models/bench/streams/s" .. (counter % 1000) ..
+                    "-" .. id .. "/forecast", {["Content-Type"] = "application/json"}, body)
+end
+setup = function(thread) thread:set("id", tostring(math.random(1, 1000000))) end
+"""
+BATCH = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local items = {}
+  for i = 0, 255 do
+    items[#items + 1] = '{"stream": "b' .. ((counter * 256 + i) % 4096) .. '-' .. id ..
+                        '", "window": [' .. (i % 13) / 10 .. ']}'
+  end
+  return wrk.format("POST", "/v1/models/bench/forecast", {["Content-Type"] = "application/json"},
+                    '{"horizon": 12, "items": [' .. table.concat(items, ",") .. ']}')
+end
+setup = function(thread) thread:set("id", tostring(math.random(1, 1000000))) end
+"""
+
+
+def publish_model(registry: Path) -> None:
+    import torch
+
+    from models import Registry
+    from models.importers import ForecastOptions, import_state_dict
+
+    torch.manual_seed(0)
+    net = torch.nn.Module()
+    net.rnn = torch.nn.LSTM(1, 64, num_layers=2, batch_first=True)
+    net.fc = torch.nn.Linear(64, 12)
+    imported = import_state_dict({k: v.detach().numpy() for k, v in net.state_dict().items()},
+                                 ForecastOptions(horizon=12))
+    Registry(registry).publish("bench", imported.spec, imported.tensors)
+
+
+def parse(output: str) -> dict[str, float]:
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": float(errors.group(1)) if errors
+            else 0.0}
+
+
+def wrk(port: int, script: str, connections: int, seconds: int, folder: Path
+        ) -> dict[str, float]:
+    path = folder / "script.lua"
+    path.write_text(script)
+    threads = min(2, connections)
+    result = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d",
+                             f"{seconds}s", "--latency", "-s", str(path),
+                             f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                            check=True)
+    return parse(result.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", choices=("sqlite", "memory", "redis"), default="sqlite")
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="statecast-load-"))
+    publish_model(root / "registry")
+    redis = None
+    command = [sys.executable, "-m", "service.cli", "serve", "--registry",
+               str(root / "registry")]
+    if args.store == "memory":
+        command += ["--store", "memory", "--workers", "1"]
+    elif args.store == "redis":
+        from tests.redis_server import RedisServer
+
+        redis = RedisServer()
+        redis.start()
+        command += ["--store", redis.url]
+    else:
+        command += ["--store", f"sqlite:{root / 'state.db'}"]
+    port = 18000 + os.getpid() % 1000
+    command += ["--port", str(port)]
+    server = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        rows = []
+        for name, script, connections in (("single-stream", SINGLE, 1),
+                                          ("single-stream", SINGLE, 32),
+                                          ("batch of 256", BATCH, 4)):
+            result = wrk(port, script, connections, args.seconds, root)
+            steps = result["rps"] * (256 if name.startswith("batch") else 1)
+            rows.append((name, connections, result, steps))
+        print(f"store {args.store}, `statecast serve` defaults "
+              f"({os.cpu_count()} cores), {args.seconds} s per row")
+        print("| calls | connections | requests/s | p50 | p99 | stream-steps/s | non-2xx |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, connections, result, steps in rows:
+            print(f"| {name} | {connections} | {result['rps']:,.0f} | {result['p50']:.2f} ms "
+                  f"| {result['p99']:.2f} ms | {steps:,.0f} | {result['errors']:.0f} |")
+        print(json.dumps({"store": args.store, "rows": [
+            {"calls": n, "connections": c, **r} for n, c, r, _ in rows]}))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        if redis is not None:
+            redis.cleanup()
+
+
+if __name__ == "__main__":
+    main()
