@@ -319,13 +319,18 @@ class ForecastService:
             retry = []
             for model_works in _by_version(works):
                 states = _advance(model_works[0][1].plan.model, [w for _, w in model_works])
+                writes, written = [], []
                 for (index, work), state in zip(model_works, states, strict=True):
                     response, record = self._finish(work, state)
-                    if (record is None or not work.request.commit
-                            or self.store.compare_and_set(record,
-                                                          work.plan.expected_revision)):
-                        results[index] = response
-                    else:
+                    results[index] = response
+                    if record is not None and work.request.commit:
+                        writes.append((record, work.plan.expected_revision))
+                        written.append(index)
+                # One round trip (sqlite: one transaction) for every write of the group.
+                for index, ok in zip(written, self.store.compare_and_set_many(writes),
+                                     strict=True):
+                    if not ok:
+                        results[index] = None
                         retry.append(index)
             pending = retry
         for index in pending:

@@ -34,6 +34,12 @@ class StateStore(ABC):
         """Write ``record`` if the stored one has ``expected_revision`` (None: only if the
         stream does not exist). True when written, False when another writer won."""
 
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
+                             ) -> list[bool]:
+        """Several independent compare-and-sets (each succeeds or fails alone), in as few
+        round trips as the store allows."""
+        return [self.compare_and_set(record, expected) for record, expected in writes]
+
     @abstractmethod
     def delete(self, model: str, stream: str) -> bool:
         """Forget a stream entirely; True when it existed."""

@@ -86,17 +86,36 @@ class RedisStore(StateStore):
         return [_record(model, stream, fields) if fields else None
                 for stream, fields in zip(streams, results, strict=True)]
 
-    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+    @staticmethod
+    def _arguments(record: StreamRecord, expected_revision: int | None) -> list[Any]:
         tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
-        fields = ["version", record.version, "origin", record.origin, "step", record.step,
-                  "revision", record.revision, "state", encode_array(record.state),
-                  "tail", encode_array(record.tail), "tail_rows", tail_rows,
-                  "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
-                  "expired", int(record.expired)]
         expected = "" if expected_revision is None else str(expected_revision)
+        return [expected, "version", record.version, "origin", record.origin, "step",
+                record.step, "revision", record.revision, "state", encode_array(record.state),
+                "tail", encode_array(record.tail), "tail_rows", tail_rows,
+                "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
+                "expired", int(record.expired)]
+
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
         written = self._call("compare_and_set", self._cas,
-                             [_key(record.model, record.stream)], [expected, *fields])
+                             [_key(record.model, record.stream)],
+                             self._arguments(record, expected_revision))
         return bool(written)
+
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
+                             ) -> list[bool]:
+        """The scripts of all writes in one pipelined round trip (each atomic alone)."""
+        if len(writes) < 2:
+            return super().compare_and_set_many(writes)
+
+        def run() -> list[Any]:
+            pipeline = self.client.pipeline(transaction=False)
+            for record, expected in writes:
+                self._cas([_key(record.model, record.stream)],
+                          self._arguments(record, expected), client=pipeline)
+            return list(pipeline.execute())
+
+        return [bool(result) for result in self._call("compare_and_set_many", run)]
 
     def delete(self, model: str, stream: str) -> bool:
         return bool(self._call("delete", self.client.delete, _key(model, stream)))

@@ -99,18 +99,45 @@ class SqliteStore(StateStore):
                 found[record.stream] = record
         return [found.get(stream) for stream in streams]
 
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
+                             ) -> list[bool]:
+        """All writes in one transaction (one commit), each still conditional alone."""
+        if len(writes) < 2:
+            return super().compare_and_set_many(writes)
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                results = [self._write(connection, record, expected)
+                           for record, expected in writes]
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StoreError(f"sqlite store {self.path}: {error}") from None
+        return results
+
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        try:
+            return self._write(self._connection(), record, expected_revision)
+        except sqlite3.Error as error:
+            raise StoreError(f"sqlite store {self.path}: {error}") from None
+
+    @staticmethod
+    def _write(connection: sqlite3.Connection, record: StreamRecord,
+               expected_revision: int | None) -> bool:
         tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
         values = (record.version, record.origin, record.step, record.revision,
                   encode_array(record.state), encode_array(record.tail), tail_rows,
                   record.created_at, record.updated_at, int(record.expired))
         if expected_revision is None:
-            cursor = self._execute(
+            cursor = connection.execute(
                 f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (model, stream) DO NOTHING",
                 (record.model, record.stream, *values))
         else:
-            cursor = self._execute(
+            cursor = connection.execute(
                 "UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, "
                 "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
                 "WHERE model = ? AND stream = ? AND revision = ?",

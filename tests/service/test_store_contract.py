@@ -167,3 +167,17 @@ def test_redis_down_is_503_and_the_service_recovers_without_a_restart(tmp_path):
         assert again.status_code == 200 and again.get_json()["step"] == 2
     finally:
         server.cleanup()
+
+
+def test_compare_and_set_many_succeeds_or_fails_item_by_item(store):
+    store.compare_and_set(record(stream="a"), None)
+    store.compare_and_set(record(stream="b"), None)
+    a, b = store.get("m", "a"), store.get("m", "b")
+    writes = [(a.advanced(step=9, state=a.state, tail=a.tail), 0),
+              (b.advanced(step=9, state=b.state, tail=b.tail), 5),  # stale: fails alone
+              (record(stream="c"), None),
+              (record(stream="a", seed=4), None)]  # exists: fails alone
+    assert store.compare_and_set_many(writes) == [True, False, True, False]
+    assert store.get("m", "a").step == 9 and store.get("m", "b").step == 5
+    assert store.get("m", "c") is not None
+    assert store.compare_and_set_many([]) == []
