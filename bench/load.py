@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from bench.server import serving
 
 SINGLE = """
 counter = 0
@@ -96,53 +94,23 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="statecast-load-"))
     publish_model(root / "registry")
-    redis = None
-    command = [sys.executable, "-m", "service.cli", "serve", "--registry",
-               str(root / "registry")]
-    if args.store == "memory":
-        command += ["--store", "memory", "--workers", "1"]
-    elif args.store == "redis":
-        from tests.redis_server import RedisServer
-
-        redis = RedisServer()
-        redis.start()
-        command += ["--store", redis.url]
-    else:
-        command += ["--store", f"sqlite:{root / 'state.db'}"]
-    port = 18000 + os.getpid() % 1000
-    command += ["--port", str(port)]
-    server = subprocess.Popen(command, cwd=os.getcwd(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
+    with serving(args.store, root / "registry", root) as server:
         rows = []
         for name, script, connections in (("single-stream", SINGLE, 1),
                                           ("single-stream", SINGLE, 32),
                                           ("batch of 256", BATCH, 4)):
-            result = wrk(port, script, connections, args.seconds, root)
+            result = wrk(server.port, script, connections, args.seconds, root)
             steps = result["rps"] * (256 if name.startswith("batch") else 1)
             rows.append((name, connections, result, steps))
-        print(f"store {args.store}, `statecast serve` defaults "
-              f"({os.cpu_count()} cores), {args.seconds} s per row")
-        print("| calls | connections | requests/s | p50 | p99 | stream-steps/s | non-2xx |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, connections, result, steps in rows:
-            print(f"| {name} | {connections} | {result['rps']:,.0f} | {result['p50']:.2f} ms "
-                  f"| {result['p99']:.2f} ms | {steps:,.0f} | {result['errors']:.0f} |")
-        print(json.dumps({"store": args.store, "rows": [
-            {"calls": n, "connections": c, **r} for n, c, r, _ in rows]}))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        if redis is not None:
-            redis.cleanup()
-
+    print(f"store {args.store}, `statecast serve` defaults ({os.cpu_count()} cores, "
+          f"{server.workers} worker(s)), {args.seconds} s per row")
+    print("| calls | connections | requests/s | p50 | p99 | stream-steps/s | non-2xx |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, connections, result, steps in rows:
+        print(f"| {name} | {connections} | {result['rps']:,.0f} | {result['p50']:.2f} ms "
+              f"| {result['p99']:.2f} ms | {steps:,.0f} | {result['errors']:.0f} |")
+    print(json.dumps({"store": args.store, "rows": [
+        {"calls": n, "connections": c, **r} for n, c, r, _ in rows]}))
 
 if __name__ == "__main__":
     main()

@@ -14,21 +14,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bench.server import serving
 
 
 def main() -> None:
@@ -37,36 +28,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="statecast-latency-"))
-    port = free_port()
-    redis = None
-    if args.store == "redis":
-        from tests.redis_server import RedisServer
-
-        redis = RedisServer()
-        redis.start()
-        store = redis.url
-    else:
-        store = "memory" if args.store == "memory" else f"sqlite:{root / 'state.db'}"
-    workers = "1" if args.store == "memory" else "2"
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--store", store,
-         "--registry", str(root / "registry"), "--workers", workers],
-        cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    try:
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/readyz")
-                ready = connection.getresponse()
-                ready.read()
-                if ready.status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-        print(f"store {args.store}, {workers} worker(s): ready "
-              f"{time.perf_counter() - started:.2f} s after start")
+    with serving(args.store, root / "registry", root) as server:
+        print(f"store {args.store}, {server.workers} worker(s): ready "
+              f"{server.ready_after:.2f} s after start")
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         latencies = []
         for call in range(args.calls):
             body = json.dumps({"window": [[float(call % 150)]]})
@@ -81,12 +46,6 @@ def main() -> None:
         print(f"{args.calls} single-stream calls (1 observation, horizon 12): median "
               f"{statistics.median(latencies) * 1e3:.2f} ms, p99 "
               f"{latencies[int(0.99 * len(latencies))] * 1e3:.2f} ms")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        if redis is not None:
-            redis.cleanup()
-
 
 if __name__ == "__main__":
     main()
