@@ -21,7 +21,7 @@ from models.names import check_name
 from service.errors import RequestError, StreamNotFound, VersionInUse
 from service.forecasting import ForecastService
 from service.requests import check_stream_id
-from service.stores import StreamRecord
+from service.stores import StateStore, StreamRecord
 
 UPLOAD_SUFFIXES = (".pt", ".pth", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
 
@@ -112,12 +112,8 @@ class Administration:
         self.registry.set_alias(name, check_name(alias, "alias"), version)
         return {"model": name, "aliases": self.registry.aliases(name)}
 
-    def bound_streams(self, name: str, version: str) -> list[str]:
-        return sorted(r.stream for r in self.store.scan(name)
-                      if r.version == version and not r.expired)
-
     def delete_version(self, name: str, version: str, force: bool) -> dict[str, Any]:
-        bound = self.bound_streams(name, version)
+        bound = bound_streams(self.store, name, version)
         if bound and not force:
             raise VersionInUse(f"{len(bound)} stream(s) are bound to {name}@{version} (e.g. "
                                f"{bound[:5]}): reset or re-warm them, or delete with force",
@@ -200,6 +196,11 @@ class Administration:
                         "step": record.step, "observations": len(observations),
                         "exact": bool(exact)}
         raise RequestError("the stream kept changing; retry")
+
+
+def bound_streams(store: StateStore, name: str, version: str) -> list[str]:
+    """Live streams of ``name`` bound to ``version`` (what blocks deleting it), sorted."""
+    return sorted(r.stream for r in store.scan(name) if r.version == version and not r.expired)
 
 
 def form_of(values: Any) -> dict[str, str]:

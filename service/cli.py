@@ -17,6 +17,7 @@ from models import Model, Registry, StatecastError
 from models.errors import ImportFailed, InvalidInput
 from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
 from models.importers.onnx import import_onnx
+from service.administration import bound_streams
 from service.bundled import seed_registry
 from service.errors import StoreError, StreamNotFound, VersionInUse
 from service.settings import Settings
@@ -154,8 +155,7 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{args.model}: {args.alias} -> {args.version}")
     else:  # delete
         store = open_store(args.store)
-        bound = sorted(r.stream for r in store.scan(args.model)
-                       if r.version == args.version and not r.expired)
+        bound = bound_streams(store, args.model, args.version)
         if bound and not args.force:
             raise VersionInUse(f"{len(bound)} stream(s) are bound to {args.model}@"
                                f"{args.version} (e.g. {bound[:5]}); --force deletes anyway")

@@ -3,14 +3,11 @@ both, a worker killed with SIGKILL, a whole server killed and restarted, Redis r
 once (AOF on). Afterwards every stream consumed exactly what was sent and holds the state an
 offline replay computes."""
 
-import json
 import os
 import signal
 import threading
 import time
-import urllib.request
 
-import numpy as np
 import pytest
 
 from models import Registry
@@ -18,13 +15,12 @@ from service.bundled import seed_registry
 from service.stores import open_store
 from tests.redis_server import RedisServer
 from tests.service.test_server import (
-    LENGTH,
-    STREAMS,
     Server,
+    assert_replayed,
+    assert_served_steps,
     children,
     client,
     free_port,
-    series,
     wait_for,
 )
 
@@ -65,23 +61,14 @@ def test_replicas_on_one_redis_lose_and_double_nothing(tmp_path):
         for thread in clients:
             thread.join(timeout=180)
         assert not failures, failures
-        for stream in STREAMS:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/v1/models/sunspots/"
-                                        f"streams/{stream}") as response:
-                assert json.loads(response.read())["step"] == LENGTH
+        assert_served_steps(ports[0])
     finally:
         for server in servers:
             if server.process is not None and server.process.poll() is None:
                 server.stop()
-    model = Registry(registry).load("sunspots")
     store = open_store(redis.url)
     try:
-        for index, stream in enumerate(STREAMS):
-            record = store.get("sunspots", stream)
-            assert (record.origin, record.step) == (0, LENGTH)
-            x = model.scale_inputs(np.asarray(series(index), np.float32).reshape(1, -1, 1))
-            _, replay, _ = model.run(x)
-            np.testing.assert_allclose(record.state, replay.arena[0], atol=1e-5, rtol=1e-5)
+        assert_replayed(store, registry)
     finally:
         store.close()
         redis.cleanup()

@@ -156,14 +156,23 @@ def test_no_acknowledged_observation_is_lost_or_doubled(tmp_path):
         for thread in clients:
             thread.join(timeout=180)
         assert not failures, failures
-        for stream in STREAMS:
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{server.port}/v1/models/sunspots/streams/{stream}") as r:
-                assert json.loads(r.read())["step"] == LENGTH
+        assert_served_steps(server.port)
     finally:
         server.stop()
-    model = Registry(tmp_path / "registry").load("sunspots")
-    store = SqliteStore(tmp_path / "state.db")
+    assert_replayed(SqliteStore(tmp_path / "state.db"), tmp_path / "registry")
+
+
+def assert_served_steps(port: int) -> None:
+    """Every stream has consumed all LENGTH observations, as the server reports it."""
+    for stream in STREAMS:
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/v1/models/sunspots/streams/{stream}") as response:
+            assert json.loads(response.read())["step"] == LENGTH
+
+
+def assert_replayed(store, registry: Path) -> None:
+    """Every stored stream equals an offline replay of its series (state within 1e-5)."""
+    model = Registry(registry).load("sunspots")
     for index, stream in enumerate(STREAMS):
         record = store.get("sunspots", stream)
         assert (record.origin, record.step) == (0, LENGTH)
