@@ -34,7 +34,21 @@ def machine() -> str:
     return (f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"numpy {np.__version__}, numba {numba.__version__} "
             f"({numba.config.THREADING_LAYER} layer, {numba.get_num_threads()} threads), "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+            f"{blas_in_use()}")
+
+
+def blas_in_use() -> str:
+    """The BLAS Numba calls (SciPy's) and the kernels it runs: ``OPENBLAS_CORETYPE``
+    decides between AVX2 (Haswell) and AVX-512 (SkylakeX) ones."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if f"{os.sep}scipy.libs{os.sep}" in lib["filepath"]:
+            return (f"SciPy BLAS {lib['internal_api']} {lib['version']} "
+                    f"({lib.get('architecture')} kernels, {lib['num_threads']} thread(s))")
+    return "SciPy BLAS: not identified"
 
 
 class TorchStack:

@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 
+from kernels.batched import _forward_blas_parallel, _forward_blas_serial, own_blas_threads
 from kernels.network import DenseLayer, RecurrentLayer, pack_network
 from kernels.recurrent import _forward_parallel, _forward_serial, head_from_outputs
 
 
 def warm() -> float:
-    """Compile both kernel variants on a tiny network; return the seconds it took."""
+    """Compile every kernel variant on a tiny network; return the seconds it took."""
     started = time.perf_counter()
     rng = np.random.default_rng(0)
 
@@ -33,6 +34,9 @@ def warm() -> float:
     head = np.empty((1, net.head_size), np.float32)
     for kernel in (_forward_serial, _forward_parallel):
         kernel(x, net.params, net.meta, arena, slots, y, head)
+    own_blas_threads()
+    for blas_kernel in (_forward_blas_serial, _forward_blas_parallel):
+        blas_kernel(x, net.params, net.meta, arena, slots, y, head, 16)
     head_from_outputs(net, y[:, -1].copy())
     return time.perf_counter() - started
 

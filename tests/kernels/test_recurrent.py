@@ -1,13 +1,24 @@
-"""The recurrent kernel against the float64 reference in tests/naive.py."""
+"""The recurrent kernel against the float64 reference in tests/naive.py, on both paths."""
 
 import numpy as np
 import pytest
 
-from kernels import forward, pack_network
+from kernels import forward, pack_network, recurrent
 from tests import naive
 from tests.factories import random_dense, random_layer
 
 ATOL = RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True, params=["fused", "blas"])
+def path(request, monkeypatch):
+    """Every test runs through the fused loops and through the BLAS path (which normally
+    takes only calls of ``BLAS_MIN_STREAMS`` streams or more)."""
+    if request.param == "blas":
+        monkeypatch.setattr(recurrent, "BLAS_MIN_STREAMS", 1)
+    else:
+        monkeypatch.setattr(recurrent, "BLAS_MIN_STREAMS", 1 << 62)
+    return request.param
 
 
 def run_kernel(layers, head, x, every_step=False, arena=None, slots=None):
