@@ -41,8 +41,11 @@ def machine() -> str:
 def blas_in_use() -> str:
     """The BLAS Numba calls (SciPy's) and the kernels it runs: ``OPENBLAS_CORETYPE``
     decides between AVX2 (Haswell) and AVX-512 (SkylakeX) ones."""
-    import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import threadpool_info
+
+    from kernels.batched import own_blas_threads
+
+    own_blas_threads()
 
     for lib in threadpool_info():
         if f"{os.sep}scipy.libs{os.sep}" in lib["filepath"]:
@@ -112,6 +115,10 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+#: Seconds to wait between contenders for the last one's threads to stop spinning.
+SETTLE = 0.1
+
+
 def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int,
                         budget: float = 0.02, before: dict[str, Callable[[], None]] | None
                         = None) -> dict[str, float]:
@@ -119,6 +126,10 @@ def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int
 
     Each round runs every contender for about ``budget`` seconds (at least 3 calls);
     ``before[name]()`` runs ahead of a contender's turn (e.g. to set a thread count).
+    Before each turn: a pause of ``SETTLE`` seconds, then two untimed calls. Thread pools
+    (OpenMP's in PyTorch and Numba, ONNX Runtime's) spin-wait for a while after a call;
+    without the pause the next contender shares the two cores with the last one's spinning
+    threads (measured: up to 10x slower calls).
     """
     before = before or {}
     calls = {}
@@ -136,6 +147,9 @@ def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int
     for _ in range(rounds):
         for name, call in contenders.items():
             before.get(name, lambda: None)()
+            time.sleep(SETTLE)
+            call()
+            call()
             n = calls[name]
             started = time.perf_counter()
             for _ in range(n):
