@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from models import Registry, StatecastError
+from service.access_log import access_line, access_logger
 from service.admin_api import admin
 from service.bundled import seed_registry
 from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
 from service.forecasting import ForecastService, check_servable
 from service.http_errors import error_response, register_error_handlers
+from service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from service.model_cache import ModelCache
 from service.requests import parse_json
 from service.settings import Settings
@@ -36,6 +38,7 @@ class Runtime:
     store: StateStore
     models: ModelCache
     service: ForecastService
+    metrics: Metrics
     ready: bool = False
     started_at: float = field(default_factory=time.time)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -63,12 +66,19 @@ def _json_body() -> Any:
 
 @v1.post("/v1/models/<model>/streams/<stream>/forecast")
 def forecast(model: str, stream: str) -> Response:
-    return jsonify(runtime().service.forecast(model, stream, _json_body()))
+    g.streams = 1
+    result = runtime().service.forecast(model, stream, _json_body())
+    g.version = result["version"]
+    return jsonify(result)
 
 
 @v1.post("/v1/models/<model>/forecast")
 def forecast_many(model: str) -> Response:
-    return jsonify(runtime().service.forecast_many(model, _json_body()))
+    result = runtime().service.forecast_many(model, _json_body())
+    items = result["items"]
+    g.streams = len(items)
+    g.version = ",".join(sorted({item["version"] for item in items if "version" in item}))
+    return jsonify(result)
 
 
 @v1.get("/v1/models/<model>/streams/<stream>")
@@ -120,6 +130,17 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
+@v1.get("/metrics")
+def metrics() -> Response:
+    state = runtime()
+
+    def active() -> list[tuple[str, int]]:
+        return [(name, state.store.count(name)) for name in state.registry.models()]
+
+    state.metrics.models_loaded.set(state.models.loaded_count())
+    return Response(state.metrics.exposition(active), content_type=CONTENT_TYPE)
+
+
 @v1.get("/readyz")
 def readyz() -> Response | tuple[Response, int]:
     state = runtime()
@@ -147,17 +168,20 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     registry = Registry(settings.registry)
     seed_registry(registry)
-    store = store or open_store(settings.store)
+    metrics = Metrics()
+    store = TimedStore(store or open_store(settings.store), metrics)
     models = ModelCache(registry)
     state = Runtime(settings, registry, store, models,
                     ForecastService(models, store, settings.max_window,
                                     settings.max_batch_items, settings.stream_ttl,
                                     settings.max_streams, settings.max_horizon,
-                                    settings.max_stream_id_length))
+                                    settings.max_stream_id_length, metrics),
+                    metrics)
     app.extensions[EXTENSION] = state
     app.register_blueprint(v1)
     app.register_blueprint(admin)
     register_error_handlers(app)
+    _observe_requests(app, metrics, settings.access_log)
     if warm:
         warm_up(state)
     if settings.stream_ttl is not None:
@@ -177,3 +201,31 @@ def _start_expiry(state: Runtime, ttl: float) -> None:
                 log.warning("expiry sweep failed: %s", error)
 
     threading.Thread(target=sweep, name="statecast-expiry", daemon=True).start()
+
+
+def _observe_requests(app: Flask, metrics: Metrics, log_access: bool) -> None:
+    """Time every request into the latency histogram and write its access log line."""
+    logger = access_logger() if log_access else None
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        latency = time.perf_counter() - g.get("started", time.perf_counter())
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "<unmatched>"
+        metrics.requests.labels(route, request.method, str(response.status_code)).observe(
+            latency)
+        if logger is not None:
+            annotations: dict[str, Any] = {}
+            model = (request.view_args or {}).get("model")
+            if model is not None:
+                annotations["model"] = model
+            for key in ("version", "streams"):
+                if key in g:
+                    annotations[key] = g.get(key)
+            logger.info(access_line(request.method, route, request.path,
+                                    response.status_code, latency, annotations))
+        return response

@@ -28,6 +28,7 @@ from service.errors import (
     StreamNotFound,
     VersionConflict,
 )
+from service.metrics import Metrics
 from service.model_cache import ModelCache
 from service.requests import (
     MAX_RECURSIVE_HORIZON,
@@ -174,7 +175,7 @@ class ForecastService:
     def __init__(self, models: ModelCache, store: StateStore, max_window: int,
                  max_items: int = 1000, ttl: float | None = None,
                  max_streams: int | None = None, max_horizon: int = MAX_RECURSIVE_HORIZON,
-                 max_stream_id: int = MAX_STREAM_ID) -> None:
+                 max_stream_id: int = MAX_STREAM_ID, metrics: Metrics | None = None) -> None:
         self.models = models
         self.store = store
         self.max_window = max_window
@@ -183,6 +184,7 @@ class ForecastService:
         self.max_streams = max_streams
         self.max_horizon = max_horizon
         self.max_stream_id = max_stream_id
+        self.metrics = metrics or Metrics()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -195,7 +197,8 @@ class ForecastService:
         if record is None:
             return None
         if not record.expired and self._idle(record, time.time()):
-            self.store.compare_and_set(record.tombstone(), record.revision)
+            if self.store.compare_and_set(record.tombstone(), record.revision):
+                self.metrics.expiries.labels("access").inc()
             record = record.tombstone()
         if record.expired:
             raise StreamExpired(f"stream {stream!r} expired after being idle; send "
@@ -217,6 +220,8 @@ class ForecastService:
         for record in self.store.scan():
             if not record.expired and self._idle(record, now):
                 expired += self.store.compare_and_set(record.tombstone(now), record.revision)
+        if expired:
+            self.metrics.expiries.labels("sweep").inc(expired)
         return expired
 
     # -- planning ------------------------------------------------------------------------
@@ -264,12 +269,14 @@ class ForecastService:
             request = parse_forecast(body, plan.model.spec, self.max_window,
                                      self.max_horizon)
             work = self._prepare(plan, stream, request)
-            state = _advance(plan.model, [work])[0]
-            response, new_record = self._finish(work, state)
+            with self.metrics.timing_kernel(plan.model.name):
+                state = _advance(plan.model, [work])[0]
+                response, new_record = self._finish(work, state)
             if new_record is None or not request.commit:
                 return response
             if self.store.compare_and_set(new_record, plan.expected_revision):
                 return response
+            self.metrics.conflicts.labels(plan.model.name).inc()
         raise Contention(f"stream {stream!r} kept changing under {MAX_ATTEMPTS} attempts; "
                          "retry the call")
 
@@ -318,10 +325,14 @@ class ForecastService:
                     results[index] = _item_error(stream, error)
             retry = []
             for model_works in _by_version(works):
-                states = _advance(model_works[0][1].plan.model, [w for _, w in model_works])
+                model = model_works[0][1].plan.model
                 writes, written = [], []
-                for (index, work), state in zip(model_works, states, strict=True):
-                    response, record = self._finish(work, state)
+                with self.metrics.timing_kernel(model.name):
+                    states = _advance(model, [w for _, w in model_works])
+                    finished = [self._finish(work, state) for (_, work), state
+                                in zip(model_works, states, strict=True)]
+                for (index, work), (response, record) in zip(model_works, finished,
+                                                             strict=True):
                     results[index] = response
                     if record is not None and work.request.commit:
                         writes.append((record, work.plan.expected_revision))
@@ -332,6 +343,7 @@ class ForecastService:
                     if not ok:
                         results[index] = None
                         retry.append(index)
+                        self.metrics.conflicts.labels(model.name).inc()
             pending = retry
         for index in pending:
             results[index] = _item_error(items[index]["stream"], Contention(
@@ -425,4 +437,5 @@ class ForecastService:
         name, _ = ModelCache.split(reference)
         if not self.store.delete(name, stream):
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
+        self.metrics.evictions.labels("deleted").inc()
         return {"stream": stream, "model": name, "deleted": True}

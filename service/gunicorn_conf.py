@@ -9,7 +9,9 @@ loading from ``NUMBA_CACHE_DIR``) the kernels before it accepts requests.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings, kernel_cache_dir
 
@@ -35,3 +37,26 @@ os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // w
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(kernel_cache_dir(
     _settings.numba_cache_dir or Path(".numba-cache").absolute())))
+
+# Metrics: every worker writes its values to files in one directory and /metrics adds them
+# up (prometheus_client's multiprocess mode). A fresh directory per server unless one is
+# given; a given one is emptied at start (values of a previous run would otherwise count).
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if not _metrics_dir:
+    _metrics_dir = tempfile.mkdtemp(prefix="statecast-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server: Any) -> None:
+    """Empty the metrics directory before the first worker starts."""
+    assert _metrics_dir is not None
+    Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+    for leftover in Path(_metrics_dir).glob("*.db"):
+        leftover.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges (its counters and histograms keep counting)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -32,6 +32,10 @@ class ModelCache:
                     self._models[key] = model
         return model
 
+    def loaded_count(self) -> int:
+        """How many versions this worker holds in memory."""
+        return len(self._models)
+
     def load_defaults(self) -> list[Model]:
         """Load the version every model's plain name resolves to (for readiness)."""
         loaded = []

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         "by default."))
     admin_token: str | None = Field(None, description=(
         "Bearer token of the admin API; without one the admin routes answer 403."))
+    access_log: bool = Field(True, description=(
+        "Write one JSON line per request to standard output (route, status, latency, "
+        "model, version, streams)."))
     numba_cache_dir: Path | None = Field(None, description=(
         "Where compiled kernels are cached (NUMBA_CACHE_DIR); default .numba-cache under "
         "the working directory."))

@@ -1,0 +1,157 @@
+"""Prometheus metrics of a statecast server, names prefixed ``statecast_``.
+
+Under gunicorn every worker is a process of its own: when ``PROMETHEUS_MULTIPROC_DIR`` is
+set (``service/gunicorn_conf.py`` sets and empties it at start), the client library's
+multiprocess mode keeps each worker's values in files there and ``/metrics``, whichever
+worker answers it, adds them up. Without it (tests, a single process) each app has a
+registry of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from service.stores import StateStore, StreamRecord
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Request latency buckets (seconds): the single-stream call takes ~1 ms, a batch tens.
+_REQUEST_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
+_FAST_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0,
+                 3.0)
+
+
+def multiprocess_mode() -> bool:
+    """Whether values go to the shared directory of a multi-worker server."""
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
+class Metrics:
+    """Every metric the server exports, registered in one registry per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Histogram(
+            "statecast_request_duration_seconds", "HTTP request latency by route and status",
+            ["route", "method", "status"], buckets=_REQUEST_BUCKETS, registry=registry)
+        self.kernel = Histogram(
+            "statecast_kernel_duration_seconds",
+            "Time in the recurrent kernels per call (advancing states and forecasting)",
+            ["model"], buckets=_FAST_BUCKETS, registry=registry)
+        self.store = Histogram(
+            "statecast_store_duration_seconds", "State store latency by operation",
+            ["operation"], buckets=_FAST_BUCKETS, registry=registry)
+        self.conflicts = Counter(
+            "statecast_cas_conflicts_total",
+            "Compare-and-set writes that lost to a concurrent writer (the call retried)",
+            ["model"], registry=registry)
+        self.active_streams = Gauge(
+            "statecast_active_streams", "Live (not expired) streams per model, at scrape time",
+            ["model"], multiprocess_mode="mostrecent", registry=registry)
+        self.expiries = Counter(
+            "statecast_stream_expiries_total",
+            "Streams that expired after being idle, by where it was noticed (sweep, access)",
+            ["reason"], registry=registry)
+        self.evictions = Counter(
+            "statecast_stream_evictions_total",
+            "Streams removed by the server, by reason (deleted: DELETE of the stream)",
+            ["reason"], registry=registry)
+        self.models_loaded = Gauge(
+            "statecast_models_loaded", "Model versions loaded in a worker's memory",
+            multiprocess_mode="livemax", registry=registry)
+
+    @contextmanager
+    def timing_kernel(self, model: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.kernel.labels(model).observe(time.perf_counter() - started)
+
+    def exposition(self, active: Callable[[], Iterable[tuple[str, int]]]) -> bytes:
+        """The text exposition; ``active`` yields ``(model, live streams)`` now."""
+        for model, count in active():
+            self.active_streams.labels(model).set(count)
+        if multiprocess_mode():
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)
+            return generate_latest(combined)
+        return generate_latest(self.registry)
+
+
+class TimedStore(StateStore):
+    """A store that times each operation of the one it wraps."""
+
+    def __init__(self, inner: StateStore, metrics: Metrics) -> None:
+        self.inner = inner
+        self.durable = inner.durable
+        self._histogram = metrics.store
+        self._get = metrics.store.labels("get")
+        self._get_many = metrics.store.labels("get_many")
+        self._cas = metrics.store.labels("compare_and_set")
+        self._cas_many = metrics.store.labels("compare_and_set_many")
+
+    def get(self, model: str, stream: str) -> StreamRecord | None:
+        started = time.perf_counter()
+        try:
+            return self.inner.get(model, stream)
+        finally:
+            self._get.observe(time.perf_counter() - started)
+
+    def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
+        started = time.perf_counter()
+        try:
+            return self.inner.get_many(model, streams)
+        finally:
+            self._get_many.observe(time.perf_counter() - started)
+
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        started = time.perf_counter()
+        try:
+            return self.inner.compare_and_set(record, expected_revision)
+        finally:
+            self._cas.observe(time.perf_counter() - started)
+
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
+                             ) -> list[bool]:
+        started = time.perf_counter()
+        try:
+            return self.inner.compare_and_set_many(writes)
+        finally:
+            self._cas_many.observe(time.perf_counter() - started)
+
+    def delete(self, model: str, stream: str) -> bool:
+        started = time.perf_counter()
+        try:
+            return self.inner.delete(model, stream)
+        finally:
+            self._histogram.labels("delete").observe(time.perf_counter() - started)
+
+    def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
+        return self.inner.scan(model)
+
+    def count(self, model: str) -> int:
+        started = time.perf_counter()
+        try:
+            return self.inner.count(model)
+        finally:
+            self._histogram.labels("count").observe(time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.inner.close()
