@@ -21,6 +21,7 @@ from models.names import check_name
 from service.errors import RequestError, StreamNotFound, VersionInUse
 from service.forecasting import ForecastService
 from service.requests import check_stream_id
+from service.schemas import AdminSeedBody, AdminVersionBody, validated
 from service.stores import StateStore, StreamRecord
 
 UPLOAD_SUFFIXES = (".pt", ".pth", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
@@ -105,9 +106,7 @@ class Administration:
                               head_every_step=form.get("head_every_step") == "true")
 
     def set_alias(self, name: str, alias: str, body: Any) -> dict[str, Any]:
-        version = body.get("version") if isinstance(body, dict) else None
-        if not isinstance(version, str):
-            raise RequestError('the body is {"version": "..."}')
+        version = validated(AdminVersionBody, body).version
         self.service.models.get(name, self.registry.resolve(f"{name}@{version}")[1])
         self.registry.set_alias(name, check_name(alias, "alias"), version)
         return {"model": name, "aliases": self.registry.aliases(name)}
@@ -125,13 +124,10 @@ class Administration:
     def seed_state(self, name: str, stream: str, body: Any) -> dict[str, Any]:
         """Set a stream's h (and c) per layer, creating the stream if needed."""
         check_stream_id(stream, self.service.max_stream_id)
-        if not isinstance(body, dict) or not isinstance(body.get("layers"), list):
-            raise RequestError('the body is {"step": n, "layers": [{"h": [...], "c": '
-                               '[...]}, ...], "version": optional}')
-        step = body.get("step", 0)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise RequestError("step must be a non-negative integer")
-        reference = f"{name}@{body['version']}" if body.get("version") else name
+        seed = validated(AdminSeedBody, body)
+        step = seed.step
+        body = seed.model_dump()
+        reference = f"{name}@{seed.version}" if seed.version else name
         version = self.registry.resolve(reference)[1]
         model = self.service.models.get(name, version)
         offsets = model.network.state_offsets
@@ -168,9 +164,7 @@ class Administration:
         through it from its initial state (exact for window:W models holding W
         observations, an approximation for carry models)."""
         check_stream_id(stream, self.service.max_stream_id)
-        version = body.get("version") if isinstance(body, dict) else None
-        if not isinstance(version, str):
-            raise RequestError('the body is {"version": "..."}')
+        version = validated(AdminVersionBody, body).version
         version = self.registry.resolve(f"{name}@{version}")[1]
         model = self.service.models.get(name, version)
         for _ in range(16):

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from service.forecasting import ForecastService, check_servable
 from service.http_errors import error_response, register_error_handlers
 from service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from service.model_cache import ModelCache
+from service.openapi import openapi_document
 from service.requests import parse_json
 from service.settings import Settings
 from service.stores import StateStore, open_store
@@ -130,6 +132,12 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
+@v1.get("/openapi.json")
+def openapi() -> Response:
+    state = runtime()
+    return jsonify(openapi_document(server_version(), state.settings.max_stream_id_length))
+
+
 @v1.get("/metrics")
 def metrics() -> Response:
     state = runtime()
@@ -147,6 +155,14 @@ def readyz() -> Response | tuple[Response, int]:
     if not state.ready:
         return error_response("not_ready", "models are still loading")
     return jsonify({"status": "ready", "models": state.registry.models()})
+
+
+def server_version() -> str:
+    """The installed statecast distribution's version."""
+    try:
+        return metadata.version("statecast")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def warm_up(state: Runtime) -> None:

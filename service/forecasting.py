@@ -37,6 +37,7 @@ from service.requests import (
     check_stream_id,
     parse_forecast,
 )
+from service.schemas import BatchOptions, validated
 from service.stores import StateStore, StreamRecord
 
 MAX_ATTEMPTS = 64
@@ -142,11 +143,11 @@ def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]
 
 
 def _batch_items(body: Any, max_items: int) -> list[Any]:
+    """The items of a batch body whose options (``BatchOptions``) are valid; each item is
+    validated on its own later, so that a bad item fails only itself."""
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise RequestError('a batch body is {"items": [{"stream": ..., "window": ...}, ...]}')
-    unknown = sorted(set(body) - {"items", "horizon", "commit", "reset"})
-    if unknown:
-        raise RequestError(f"unknown fields {unknown}")
+    validated(BatchOptions, {key: value for key, value in body.items() if key != "items"})
     items = body["items"]
     if not items:
         raise RequestError("items must not be empty")

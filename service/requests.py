@@ -21,6 +21,7 @@ from service.errors import (
     WindowTooLong,
     WrongFeatureCount,
 )
+from service.schemas import ForecastRequestBody, validated
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: How far a recursive model may be rolled out in one call (default of ``max_horizon``).
@@ -66,13 +67,6 @@ class ForecastRequest:
     future: np.ndarray | None = None
 
 
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise RequestError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndarray:
     """``[time][len(names)]`` numbers (a flat list when there is one column) as float32."""
     columns = len(names)
@@ -115,10 +109,9 @@ def covariates_of(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(name for name in spec.features if name not in spec.targets)
 
 
-def _future(body: dict[str, Any], spec: ModelSpec, horizon: int, max_horizon: int
+def _future(raw: Any, spec: ModelSpec, horizon: int, max_horizon: int
             ) -> np.ndarray | None:
     covariates = covariates_of(spec)
-    raw = body.get("future")
     if spec.forecast_mode != "recursive" or not covariates:
         if raw is not None:
             raise RequestError("this model takes no future covariates (drop \"future\")")
@@ -136,24 +129,14 @@ def _future(body: dict[str, Any], spec: ModelSpec, horizon: int, max_horizon: in
 
 def parse_forecast(body: Any, spec: ModelSpec, max_window: int,
                    max_horizon: int = MAX_RECURSIVE_HORIZON) -> ForecastRequest:
-    """Validate a forecast body against a model's spec; nothing is changed on failure."""
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    unknown = sorted(set(body) - {"start", "window", "horizon", "commit", "reset", "future"})
-    if unknown:
-        raise RequestError(f"unknown fields {unknown}")
-    start = body.get("start")
-    if start is not None and (isinstance(start, bool) or not isinstance(start, int)
-                              or start < 0):
-        raise RequestError(f"start must be a non-negative integer, got {start!r}")
-    horizon = body.get("horizon", spec.horizon)
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise RequestError(f"horizon must be a positive integer, got {horizon!r}")
+    """Validate a forecast body (:class:`service.schemas.ForecastRequestBody`, then against
+    the model's spec); nothing is changed on failure."""
+    fields = validated(ForecastRequestBody, body)
+    horizon = spec.horizon if fields.horizon is None else fields.horizon
     limit = spec.horizon if spec.forecast_mode == "direct" else max_horizon
     if horizon > limit:
         raise HorizonTooLong(f"horizon {horizon} exceeds the model's {limit}", limit=limit)
-    window = _rows(body.get("window"), spec.features, "window", max_window)
-    return ForecastRequest(window=window, start=start, horizon=horizon,
-                           commit=_flag(body, "commit", True),
-                           reset=_flag(body, "reset", False),
-                           future=_future(body, spec, horizon, max_horizon))
+    window = _rows(fields.window, spec.features, "window", max_window)
+    return ForecastRequest(window=window, start=fields.start, horizon=horizon,
+                           commit=fields.commit, reset=fields.reset,
+                           future=_future(fields.future, spec, horizon, max_horizon))
