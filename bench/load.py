@@ -4,7 +4,9 @@ A 2-layer hidden-64 LSTM with a 12-step head is published into a temporary regis
 server runs with its defaults except the store. Measured: single-stream calls (window 1,
 horizon 12, appending to 1,000 streams) at 1 and 32 connections, and batch calls of 256
 streams each appending one observation; requests/s, p50 and p99 (wrk's latency
-distribution), stream-steps/s for batches.
+distribution), stream-steps/s for batches. The same single-stream calls through ``/v2``
+(Open Inference Protocol, a ``sequence_id`` per stream, JSON tensors) at 1 and 32
+connections.
 
 Run: ``python -m bench.load [--store sqlite|memory|redis] [--seconds 10]``.
 """
@@ -28,6 +30,21 @@ request = function()
   local body = '{"window": [' .. (counter % 97) / 10 .. ']}'
   return wrk.format("POST", "/v1/models/bench/streams/s" .. (counter % 1000) ..
                     "-" .. id .. "/forecast", {["Content-Type"] = "application/json"}, body)
+end
+setup = function(thread) thread:set("id", tostring(math.random(1, 1000000))) end
+"""
+V2_SEQUENCE = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local start = "false"
+  -- wrk calls request() once at start-up and drops it: start a few more than 1,000.
+  if counter <= 1100 then start = "true" end
+  local body = '{"inputs": [{"name": "window", "datatype": "FP32", "shape": [1, 1, 1], ' ..
+               '"data": [' .. (counter % 97) / 10 .. ']}], "parameters": {"sequence_id": "q' ..
+               (counter % 1000) .. '-' .. id .. '", "sequence_start": ' .. start .. '}}'
+  return wrk.format("POST", "/v2/models/bench/infer", {["Content-Type"] = "application/json"},
+                    body)
 end
 setup = function(thread) thread:set("id", tostring(math.random(1, 1000000))) end
 """
@@ -98,6 +115,8 @@ def main() -> None:
         rows = []
         for name, script, connections in (("single-stream", SINGLE, 1),
                                           ("single-stream", SINGLE, 32),
+                                          ("v2 sequence", V2_SEQUENCE, 1),
+                                          ("v2 sequence", V2_SEQUENCE, 32),
                                           ("batch of 256", BATCH, 4)):
             result = wrk(server.port, script, connections, args.seconds, root)
             steps = result["rps"] * (256 if name.startswith("batch") else 1)

@@ -19,6 +19,7 @@ from service.bundled import seed_registry
 from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
 from service.forecasting import ForecastService, check_servable
 from service.http_errors import error_response, register_error_handlers
+from service.kserve import v2
 from service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from service.model_cache import ModelCache
 from service.openapi import openapi_document
@@ -196,6 +197,7 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     app.extensions[EXTENSION] = state
     app.register_blueprint(v1)
     app.register_blueprint(admin)
+    app.register_blueprint(v2)
     register_error_handlers(app)
     _observe_requests(app, metrics, settings.access_log)
     if warm:

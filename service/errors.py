@@ -41,6 +41,12 @@ class MalformedJson(RequestError):
     code = "malformed_json"
 
 
+class MalformedRequest(RequestError):
+    """A body that cannot be read: bad compression, wrong binary framing."""
+
+    code = "malformed_request"
+
+
 class UnsupportedMediaType(RequestError):
     code = "unsupported_media_type"
 

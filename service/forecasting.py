@@ -135,6 +135,13 @@ def _forecast(model: Model, state: np.ndarray, horizon: int, future: np.ndarray 
     return predictions
 
 
+def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Plan:
+    """A plan that starts a stream over from the model's initial state."""
+    return _Plan(model, version, record, origin=0, step=0, state=model.new_arena(1)[0],
+                 tail=np.zeros((0, model.spec.input_size), np.float32),
+                 expected_revision=None if record is None else record.revision, fresh=True)
+
+
 def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
     groups: dict[str, list[tuple[int, _Work]]] = {}
     for index, work in works:
@@ -237,12 +244,7 @@ class ForecastService:
             if record is None or record.expired:
                 self._check_capacity(name)
             _, version = self.models.resolve(reference)
-            model = self.models.get(name, version)
-            return _Plan(model, version, record, origin=0, step=0,
-                         state=model.new_arena(1)[0], tail=np.zeros((0, model.spec.input_size),
-                                                                    np.float32),
-                         expected_revision=None if record is None else record.revision,
-                         fresh=True)
+            return _fresh_plan(self.models.get(name, version), version, record)
         record = self._live(record, stream)
         assert record is not None
         if tag is not None:
@@ -350,6 +352,27 @@ class ForecastService:
             results[index] = _item_error(items[index]["stream"], Contention(
                 "the stream kept changing; retry the item"))
         return {"items": results}
+
+    def forecast_stateless(self, reference: str, bodies: list[dict[str, Any]]
+                           ) -> tuple[str, str, list[np.ndarray]]:
+        """Forecasts from the model's initial state for windows that belong to no stream
+        (nothing is read or stored); each body is validated as a /v1 forecast body, the
+        windows run in one kernel call per length. Returns the model's name, the version
+        that answered and ``[horizon, targets]`` per body."""
+        name, version = self.models.resolve(reference)
+        model = self.models.get(name, version)
+        check_servable(model)
+        works = []
+        for body in bodies:
+            request = parse_forecast(body, model.spec, self.max_window, self.max_horizon)
+            if request.start not in (None, 0):
+                raise RequestError("a call without a stream starts at 0")
+            works.append(self._prepare(_fresh_plan(model, version, None), "", request))
+        with self.metrics.timing_kernel(name):
+            states = _advance(model, works)
+            forecasts = [_forecast(model, state, work.request.horizon, work.request.future)
+                         for work, state in zip(works, states, strict=True)]
+        return name, version, forecasts
 
     def _prepare(self, plan: _Plan, stream: str, request: ForecastRequest) -> _Work:
         """Check the window against the stream (gap, overlap) and pick what is new."""

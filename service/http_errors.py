@@ -12,6 +12,7 @@ from service.errors import RequestError
 
 STATUS: dict[str, int] = {
     "malformed_json": 400,
+    "malformed_request": 400,
     "unauthorized": 401,
     "admin_disabled": 403,
     "model_not_found": 404,

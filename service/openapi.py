@@ -31,6 +31,14 @@ class Operation:
     multipart: bool = False
     query: tuple[tuple[str, dict[str, Any], str], ...] = ()
     text: bool = False
+    error: type[BaseModel] = schemas.ErrorResponse
+    binary: bool = False
+
+
+def _v2(method: str, path: str, summary: str, response: type[BaseModel] | None,
+        body: type[BaseModel] | None = None) -> Operation:
+    return Operation(method, path, summary, response, body, error=schemas.V2Error,
+                     binary=body is not None)
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -54,6 +62,21 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/metrics", "Prometheus metrics (text exposition format)", None,
               text=True),
     Operation("get", "/openapi.json", "This document", None),
+    _v2("get", "/v2", "Server metadata (Open Inference Protocol)", schemas.ServerMetadata),
+    _v2("get", "/v2/health/live", "Liveness (200: live)", schemas.V2Health),
+    _v2("get", "/v2/health/ready", "Readiness (200: ready, 4xx: not)", schemas.V2Health),
+    _v2("get", "/v2/models/{model}", "Model metadata: inputs, outputs, versions",
+        schemas.ModelMetadata),
+    _v2("get", "/v2/models/{model}/versions/{version}", "Model metadata of one version",
+        schemas.ModelMetadata),
+    _v2("get", "/v2/models/{model}/ready", "Model readiness", schemas.V2Health),
+    _v2("get", "/v2/models/{model}/versions/{version}/ready", "Model version readiness",
+        schemas.V2Health),
+    _v2("post", "/v2/models/{model}/infer",
+        "Inference; a sequence_id parameter makes it a call on a stateful stream",
+        schemas.InferResponse, schemas.InferRequest),
+    _v2("post", "/v2/models/{model}/versions/{version}/infer",
+        "Inference on one version", schemas.InferResponse, schemas.InferRequest),
     Operation("post", "/v1/admin/models/{model}/versions",
               "Publish a new version from a PyTorch, Keras or ONNX file", schemas.AdminResult,
               admin=True, multipart=True),
@@ -104,14 +127,12 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(version: str, max_stream_id: int = 256) -> dict[str, Any]:
     """The whole document; ``version`` is the server's."""
     models = {op.body for op in OPERATIONS if op.body} | {
-        op.response for op in OPERATIONS if op.response} | {schemas.ErrorResponse}
+        op.response for op in OPERATIONS if op.response} | {op.error for op in OPERATIONS}
     keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = sorted(
         ((model, "validation" if any(op.body is model for op in OPERATIONS)
           else "serialization") for model in models if model is not None),
         key=lambda pair: pair[0].__name__)
     _, definitions = models_json_schema(keyed, ref_template=_REF)
-    error = {"description": "An error (see the code)",
-             "content": _json({"$ref": _REF.format(model="ErrorResponse")})}
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         entry: dict[str, Any] = {"summary": op.summary,
@@ -120,6 +141,12 @@ def openapi_document(version: str, max_stream_id: int = 256) -> dict[str, Any]:
         if op.body is not None:
             entry["requestBody"] = {"required": True, "content": _json(
                 {"$ref": _REF.format(model=op.body.__name__)})}
+        if op.binary:
+            entry["requestBody"]["content"]["application/octet-stream"] = {
+                "schema": {"type": "string", "format": "binary",
+                           "description": "Triton's binary tensor extension: the JSON "
+                           "header (Inference-Header-Content-Length bytes), then the "
+                           "inputs' binary data"}}
         if op.multipart:
             entry["requestBody"] = {"required": True, "content": {"multipart/form-data": {
                 "schema": {"type": "object", "required": ["file"], "properties": {
@@ -134,6 +161,12 @@ def openapi_document(version: str, max_stream_id: int = 256) -> dict[str, Any]:
         else:
             ok = {"description": "OK", "content": _json(
                 {"$ref": _REF.format(model=op.response.__name__)})}
+        if op.binary:
+            ok["content"]["application/octet-stream"] = {"schema": {
+                "type": "string", "format": "binary", "description": "With binary outputs: "
+                "the JSON header (Inference-Header-Content-Length bytes), then the data"}}
+        error = {"description": "An error", "content": _json(
+            {"$ref": _REF.format(model=op.error.__name__)})}
         entry["responses"] = {"201" if op.multipart else "200": ok, "default": error}
         if op.admin:
             entry["security"] = [{"bearerAuth": []}]

@@ -197,6 +197,16 @@ def _first_problem(error: ValidationError) -> str:
     return f"{where or 'body'}: {problem['msg']}"
 
 
+def validated_open(model: type[BaseModel], body: Any) -> Any:
+    """``body`` validated by a model that accepts extra fields; a failure is a 422."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        raise RequestError(_first_problem(error)) from None
+
+
 def validated(model: type[_Strict], body: Any) -> Any:
     """``body`` validated by ``model``; a failure is a 422 naming the first problem (a null
     among the observations is ``non_finite_value``, as NaN is)."""
@@ -211,3 +221,88 @@ def validated(model: type[_Strict], body: Any) -> Any:
                 raise NonFiniteValue(f"{problem['loc'][0]} holds null: send finite "
                                      "numbers only") from None
         raise RequestError(_first_problem(error)) from None
+
+
+# -- Open Inference Protocol (KServe v2) --------------------------------------------------
+
+
+class _Open(BaseModel):
+    """The protocol lets clients add fields: accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class InferTensor(_Open):
+    """An input tensor: ``data`` row-major (flat or nested), or ``binary_data_size`` bytes
+    of little-endian values after the JSON header (Triton's binary extension)."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class RequestedOutput(_Open):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(_Open):
+    """``POST /v2/models/{model}[/versions/{version}]/infer``. Request parameters:
+    ``sequence_id`` (unsigned integer or string: the stream), ``sequence_start`` (start
+    it over), ``sequence_end`` (forget it after this call), ``sequence_step`` (position of
+    the window's first observation: idempotent retries), ``horizon``,
+    ``binary_data_output``."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferTensor] = Field(min_length=1)
+    outputs: list[RequestedOutput] | None = None
+
+
+class OutputTensor(_Open):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[float] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class InferResponse(_Open):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[OutputTensor]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Health(BaseModel):
+    live: bool | None = None
+    ready: bool | None = None
+
+
+class V2Error(BaseModel):
+    """Open Inference Protocol errors: ``{"error": "..."}``."""
+
+    error: str
