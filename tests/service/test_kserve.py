@@ -161,7 +161,8 @@ def test_a_version_can_be_chosen(client):
     url = "/v2/models/sunspots/versions/1/infer"
     got = infer(client, [window(SERIES[:4])], url=url)
     assert got.get_json()["model_version"] == "1"
-    np.testing.assert_array_equal(forecast_of(got), forecast_of(infer(client, [window(SERIES[:4])])))
+    default = infer(client, [window(SERIES[:4])])
+    np.testing.assert_array_equal(forecast_of(got), forecast_of(default))
     assert infer(client, [window(SERIES[:4])], url="/v2/models/sunspots/versions/7/infer"
                  ).status_code == 404
 
