@@ -186,7 +186,8 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     registry = Registry(settings.registry)
     seed_registry(registry)
     metrics = Metrics()
-    store = TimedStore(store or open_store(settings.store), metrics)
+    store = TimedStore(store or open_store(settings.store, settings.stream_ttl,
+                                           settings.tombstone_ttl), metrics)
     models = ModelCache(registry)
     state = Runtime(settings, registry, store, models,
                     ForecastService(models, store, settings.max_window,
@@ -202,7 +203,7 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     _observe_requests(app, metrics, settings.access_log)
     if warm:
         warm_up(state)
-    if settings.stream_ttl is not None:
+    if settings.stream_ttl is not None and not store.expires_idle:
         _start_expiry(state, settings.stream_ttl)
     state.ready = True
     return app

@@ -101,6 +101,7 @@ class TimedStore(StateStore):
     def __init__(self, inner: StateStore, metrics: Metrics) -> None:
         self.inner = inner
         self.durable = inner.durable
+        self.expires_idle = inner.expires_idle
         self._histogram = metrics.store
         self._get = metrics.store.labels("get")
         self._get_many = metrics.store.labels("get_many")

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     stream_ttl: float | None = Field(None, gt=0, description=(
         "Seconds a stream may stay idle before it expires (a tombstone: calls get 410 "
         "until a reset); none by default."))
+    tombstone_ttl: float = Field(7 * 86400.0, gt=0, description=(
+        "With the redis store, which expires idle streams itself: seconds an expired "
+        "stream keeps answering 410 before Redis forgets it entirely."))
     max_streams: int | None = Field(None, ge=1, description=(
         "Live streams per model; creating one more gets 503 capacity_exceeded. Unlimited "
         "by default."))

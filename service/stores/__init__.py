@@ -10,8 +10,12 @@ from service.stores.record import StreamRecord
 from service.stores.sqlite import SqliteStore
 
 
-def open_store(url: str) -> StateStore:
-    """Open the store an address names; raise :class:`InvalidStoreUrl` naming the forms."""
+def open_store(url: str, ttl: float | None = None, tombstone_ttl: float = 7 * 86400.0
+               ) -> StateStore:
+    """Open the store an address names; raise :class:`InvalidStoreUrl` naming the forms.
+
+    ``ttl``/``tombstone_ttl`` (seconds) let a store that can expire keys itself (Redis) do
+    so; the others leave idle streams to the service."""
     if url == "memory":
         return MemoryStore()
     if url.startswith("sqlite:") and len(url) > len("sqlite:"):
@@ -19,7 +23,7 @@ def open_store(url: str) -> StateStore:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from service.stores.redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, ttl=ttl, tombstone_ttl=tombstone_ttl)
     raise InvalidStoreUrl(f"unknown store {url!r}: use memory, sqlite:PATH or "
                           "redis://host:port/db")
 

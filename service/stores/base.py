@@ -20,6 +20,9 @@ class StateStore(ABC):
 
     #: Whether acknowledged writes survive a process crash or restart.
     durable: bool = False
+    #: Whether the store itself expires idle streams (Redis key expiry): the service then
+    #: runs no sweep of its own.
+    expires_idle: bool = False
 
     @abstractmethod
     def get(self, model: str, stream: str) -> StreamRecord | None:

@@ -6,6 +6,12 @@ Redis Cluster keeps every stream's fields in one slot. Compare-and-set is a Lua 
 atomic in Redis, a write happens whole or not at all. States are little-endian float32
 bytes. Batch reads are pipelined (one round trip). Connection errors and timeouts become
 :class:`StoreError` (503). Durability is the server's: run it with AOF on.
+
+Idle streams (``ttl``) are expired by Redis itself: every write of a live stream sets the
+key's time to live, so Redis frees an idle stream whether or not a statecast worker runs.
+The key's "seen" marker (same hash tag) outlives it by ``tombstone_ttl`` and holds the
+stream's version, origin and step: a stream Redis expired reads back as a tombstone
+(``410 stream_expired`` until a reset), as in the other stores, for that long.
 """
 
 from __future__ import annotations
@@ -13,25 +19,57 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from service.errors import StoreError
 from service.stores.base import StateStore
 from service.stores.record import StreamRecord, decode_array, encode_array
 
 _PREFIX = "statecast:"
+_SEEN = "statecast-seen:"
+#: KEYS: the stream's hash, its "seen" marker. ARGV: expected revision ('' or '-1': the
+#: key must not exist), key time to live in ms ('' for none), marker time to live in ms,
+#: marker value, then the hash's fields and values.
 _CAS = """
 local current = redis.call('HGET', KEYS[1], 'revision')
-if ARGV[1] == '' then
+if ARGV[1] == '' or ARGV[1] == '-1' then
   if current then return 0 end
 elseif current ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[2] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+end
 return 1
 """
+#: Revision of a tombstone read back from a marker (its key is gone): a reset creates the
+#: stream anew.
+MARKER_REVISION = -1
+_SEPARATOR = "\x1f"
 
 
 def _key(model: str, stream: str) -> str:
     return f"{_PREFIX}{{{model}/{stream}}}"
+
+
+def _seen(model: str, stream: str) -> str:
+    return f"{_SEEN}{{{model}/{stream}}}"
+
+
+def _marker(record: StreamRecord) -> str:
+    return _SEPARATOR.join((record.version, str(record.origin), str(record.step),
+                            repr(record.created_at), repr(record.updated_at)))
+
+
+def _tombstone(model: str, stream: str, marker: bytes) -> StreamRecord:
+    version, origin, step, created, updated = marker.decode().split(_SEPARATOR)
+    empty = np.zeros(0, np.float32)
+    return StreamRecord(model=model, stream=stream, version=version, origin=int(origin),
+                        step=int(step), state=empty, tail=empty.reshape(0, 0),
+                        revision=MARKER_REVISION, created_at=float(created),
+                        updated_at=float(updated), expired=True)
 
 
 def _record(model: str, stream: str, fields: dict[bytes, bytes]) -> StreamRecord:
@@ -53,7 +91,8 @@ class RedisStore(StateStore):
 
     durable = True
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, ttl: float | None = None,
+                 tombstone_ttl: float = 7 * 86400.0) -> None:
         try:
             import redis
         except ImportError:
@@ -64,6 +103,9 @@ class RedisStore(StateStore):
                                            health_check_interval=30)
         self._cas = self.client.register_script(_CAS)
         self.url = url
+        self.expires_idle = ttl is not None
+        self._ttl_ms = "" if ttl is None else str(max(1, round(ttl * 1000)))
+        self._tombstone_ms = str(max(1, round(tombstone_ttl * 1000)))
 
     def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
@@ -71,26 +113,38 @@ class RedisStore(StateStore):
         except self._errors as error:
             raise StoreError(f"redis store {self.url}: {what}: {error}") from None
 
+    def _read(self, model: str, stream: str, fields: dict[bytes, bytes],
+              marker: bytes | None) -> StreamRecord | None:
+        if fields:
+            return _record(model, stream, fields)
+        return _tombstone(model, stream, marker) if marker else None
+
     def get(self, model: str, stream: str) -> StreamRecord | None:
-        fields = self._call("get", self.client.hgetall, _key(model, stream))
-        return _record(model, stream, fields) if fields else None
+        return self.get_many(model, [stream])[0]
 
     def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
         def fetch() -> list[Any]:
             pipeline = self.client.pipeline(transaction=False)
             for stream in streams:
                 pipeline.hgetall(_key(model, stream))
+                if self.expires_idle:
+                    pipeline.get(_seen(model, stream))
             return list(pipeline.execute())
 
-        results = self._call("get_many", fetch)
-        return [_record(model, stream, fields) if fields else None
-                for stream, fields in zip(streams, results, strict=True)]
+        results = self._call("get", fetch)
+        if not self.expires_idle:
+            return [self._read(model, stream, fields, None)
+                    for stream, fields in zip(streams, results, strict=True)]
+        return [self._read(model, stream, results[2 * i], results[2 * i + 1])
+                for i, stream in enumerate(streams)]
 
-    @staticmethod
-    def _arguments(record: StreamRecord, expected_revision: int | None) -> list[Any]:
+    def _arguments(self, record: StreamRecord, expected_revision: int | None) -> list[Any]:
         tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
         expected = "" if expected_revision is None else str(expected_revision)
-        return [expected, "version", record.version, "origin", record.origin, "step",
+        # A live stream lives ttl; a tombstone as long as its marker would.
+        ttl = self._tombstone_ms if record.expired and self._ttl_ms else self._ttl_ms
+        marker_ms = str(int(self._tombstone_ms) + int(self._ttl_ms or 0))
+        return [expected, ttl, marker_ms, _marker(record), "version", record.version, "origin", record.origin, "step",
                 record.step, "revision", record.revision, "state", encode_array(record.state),
                 "tail", encode_array(record.tail), "tail_rows", tail_rows,
                 "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
@@ -98,7 +152,8 @@ class RedisStore(StateStore):
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
         written = self._call("compare_and_set", self._cas,
-                             [_key(record.model, record.stream)],
+                             [_key(record.model, record.stream),
+                              _seen(record.model, record.stream)],
                              self._arguments(record, expected_revision))
         return bool(written)
 
@@ -111,14 +166,17 @@ class RedisStore(StateStore):
         def run() -> list[Any]:
             pipeline = self.client.pipeline(transaction=False)
             for record, expected in writes:
-                self._cas([_key(record.model, record.stream)],
+                self._cas([_key(record.model, record.stream),
+                           _seen(record.model, record.stream)],
                           self._arguments(record, expected), client=pipeline)
             return list(pipeline.execute())
 
         return [bool(result) for result in self._call("compare_and_set_many", run)]
 
     def delete(self, model: str, stream: str) -> bool:
-        return bool(self._call("delete", self.client.delete, _key(model, stream)))
+        removed = self._call("delete", self.client.delete, _key(model, stream),
+                             _seen(model, stream))
+        return bool(removed)
 
     def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
         pattern = f"{_PREFIX}{{{model}/*}}" if model is not None else f"{_PREFIX}{{*}}"

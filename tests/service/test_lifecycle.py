@@ -1,6 +1,7 @@
 """Stream lifecycle: idle expiry leaves tombstones (410 until reset), a per-model stream
 limit (503 with Retry-After), and the state endpoint."""
 
+import threading
 import time
 
 import numpy as np
@@ -115,3 +116,25 @@ def test_limits_are_configurable_and_answer_their_codes(make_client):
     response = client.post(URL.format("a") + "/forecast", data="[" + "1," * 2000 + "1]",
                            content_type="application/json")
     assert response.status_code == 413
+
+
+def test_with_redis_the_ttl_is_done_by_redis(redis_url, tmp_path):
+    sweeps = sum(t.name == "statecast-expiry" for t in threading.enumerate())
+    app = create_app(Settings(registry=tmp_path / "registry", store=redis_url, stream_ttl=0.2,
+                              tombstone_ttl=60), warm=False)
+    try:
+        assert sum(t.name == "statecast-expiry" for t in threading.enumerate()) == sweeps
+        client = app.test_client()
+        assert forecast(client, "r", {"window": [1.0, 2.0]}).status_code == 200
+        raw = app.extensions["statecast"].store.inner.client
+        assert 0 < raw.pttl("statecast:{sunspots/r}") <= 200
+        time.sleep(0.35)
+        assert not raw.exists("statecast:{sunspots/r}")
+        assert 0 < raw.pttl("statecast-seen:{sunspots/r}") <= 60_200
+        response = forecast(client, "r", {"window": [3.0]})
+        assert response.status_code == 410
+        assert client.get(URL.format("r")).get_json()["step"] == 2
+        revived = forecast(client, "r", {"window": [1.0], "reset": True})
+        assert revived.status_code == 200 and revived.get_json()["step"] == 1
+    finally:
+        app.extensions["statecast"].close()

@@ -1,6 +1,7 @@
 """The contract every state store passes (DESIGN.md §3), run against each implementation."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -181,3 +182,41 @@ def test_compare_and_set_many_succeeds_or_fails_item_by_item(store):
     assert store.get("m", "a").step == 9 and store.get("m", "b").step == 5
     assert store.get("m", "c") is not None
     assert store.compare_and_set_many([]) == []
+
+
+def test_redis_expires_idle_streams_itself_and_keeps_a_tombstone(redis_url):
+    store = open_store(redis_url, ttl=0.3, tombstone_ttl=0.6)
+    try:
+        assert store.expires_idle
+        live = record(stream="idle", step=7)
+        assert store.compare_and_set(live, None)
+        key = "statecast:{m/idle}"
+        assert 0 < store.client.pttl(key) <= 300
+        time.sleep(0.45)
+        assert not store.client.exists(key)  # Redis freed it: no worker swept
+        tombstone = store.get("m", "idle")
+        assert tombstone.expired and tombstone.version == "1" and tombstone.step == 7
+        assert store.get_many("m", ["idle", "never"])[1] is None
+        assert store.count("m") == 0
+        # A reset creates it anew over the tombstone (and only once).
+        again = record(stream="idle", step=1)
+        assert store.compare_and_set(again, tombstone.revision)
+        assert not store.compare_and_set(again, tombstone.revision)
+        assert store.get("m", "idle").same_content(again)
+        # Past the tombstone's time Redis forgets the stream entirely.
+        assert store.delete("m", "idle")
+        assert store.compare_and_set(record(stream="gone"), None)
+        time.sleep(1.1)
+        assert store.get("m", "gone") is None
+    finally:
+        store.close()
+
+
+def test_without_a_ttl_redis_keys_never_expire(redis_url):
+    store = open_store(redis_url)
+    try:
+        assert not store.expires_idle
+        assert store.compare_and_set(record(stream="kept"), None)
+        assert store.client.pttl("statecast:{m/kept}") == -1
+    finally:
+        store.close()
