@@ -145,7 +145,8 @@ class RedisStore(StateStore):
         ttl = self._tombstone_ms if record.expired and self._ttl_ms else self._ttl_ms
         marker_ms = str(int(self._tombstone_ms) + int(self._ttl_ms or 0))
         return [expected, ttl, marker_ms, _marker(record), "version", record.version,
-                "origin", record.origin, "step", record.step, "revision", record.revision, "state", encode_array(record.state),
+                "origin", record.origin, "step", record.step, "revision", record.revision,
+                "state", encode_array(record.state),
                 "tail", encode_array(record.tail), "tail_rows", tail_rows,
                 "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
                 "expired", int(record.expired)]
