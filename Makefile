@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 	# so that nothing else pulls a CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	# The container's install script (service/deploy/install.sh), run in this virtualenv.
-	PATH="$(CURDIR)/$(BIN):$$PATH" sh service/deploy/install.sh torch,onnx,keras,redis,dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh service/deploy/install.sh torch,onnx,keras,redis,dask,plot,dev
 	touch $@
 
 venv: $(BIN)/.installed

@@ -189,6 +189,57 @@ def _streams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from service.batch import Backtest, Columns, JobSpec, run_job
+    from service.batch.job import _dataset
+
+    registry = _registry(args.registry)  # seeds the bundled model, as everywhere
+    plan = None
+    if args.backtest:
+        plan = Backtest(args.n_windows, args.step_size or args.horizon or 1)
+    columns = Columns(args.id_col, args.time_col, args.target_col)
+    spec = JobSpec(args.model, str(registry.root), args.horizon, args.freq, columns, args.fill,
+                   plan)
+    total = None
+    if not args.quiet:
+        import pyarrow.compute as pc
+
+        dataset = _dataset(Path(args.input))
+        if columns.id in dataset.schema.names:
+            total = len(pc.unique(dataset.to_table(columns=[columns.id])[columns.id]))
+    with tqdm(total=total, unit="series", disable=args.quiet, file=sys.stderr) as bar:
+        summary = run_job(args.input, args.output, spec, chunk_size=args.chunk_size,
+                          to_store=args.to_store, dask=args.dask, progress=bar.update)
+    if args.plot:
+        from service.batch.plot import plot
+
+        history = _dataset(Path(args.input)).to_table().to_pandas()
+        forecasts = _dataset(Path(args.output)).to_table().to_pandas()
+        plot(history, forecasts, summary["model"], args.plot, columns)
+    print(json.dumps(summary))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from service.batch import Columns, evaluate
+    from service.batch.job import _dataset
+
+    columns = Columns(args.id_col, args.time_col, args.target_col)
+    forecasts = _dataset(Path(args.forecasts)).to_table().to_pandas()
+    train = _dataset(Path(args.train)).to_table().to_pandas() if args.train else None
+    metrics = tuple(_names(args.metrics) or ())
+    table = evaluate(forecasts, metrics, train=train, seasonality=args.seasonality,
+                     columns=columns)
+    if args.output:
+        table.to_csv(args.output, index=False)
+    models = [c for c in table.columns if c not in (columns.id, "cutoff", "metric")]
+    summary = table.groupby("metric", sort=False)[models].mean()
+    print(summary.to_string())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``statecast`` argument parser (one sub-command per job)."""
     parser = argparse.ArgumentParser(prog="statecast", description=__doc__)
@@ -237,6 +288,49 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     serve.add_argument("--threads", type=int, help="threads per worker (default 4)")
     serve.set_defaults(handler=_serve)
+
+    batch = commands.add_parser(
+        "batch", help="forecast (or backtest) every series of a Parquet/CSV file")
+    batch.add_argument("--model", required=True, help="NAME, NAME@VERSION or NAME@ALIAS")
+    batch.add_argument("--input", required=True,
+                       help="long-format .parquet or .csv: unique_id, ds, y (+ covariates)")
+    batch.add_argument("--output", required=True, help=".parquet or .csv to write")
+    batch.add_argument("--registry", default=_default_registry(),
+                       help="registry directory (default $STATECAST_REGISTRY or ./registry)")
+    batch.add_argument("--h", "--horizon", dest="horizon", type=int,
+                       help="forecast steps (default: the model's horizon)")
+    batch.add_argument("--freq", help="step between times: an integer, or a pandas offset "
+                                      "alias such as D, h, MS (default: inferred)")
+    batch.add_argument("--id-col", default="unique_id")
+    batch.add_argument("--time-col", default="ds")
+    batch.add_argument("--target-col", default="y")
+    batch.add_argument("--fill", choices=("ffill", "zero", "interpolate"),
+                       help="fill missing values per series (default: refuse them)")
+    batch.add_argument("--chunk-size", type=int, default=10_000,
+                       help="series per chunk: bounds memory (default 10000)")
+    batch.add_argument("--backtest", action="store_true",
+                       help="forecast from n-windows cutoffs instead (adds cutoff and y)")
+    batch.add_argument("--n-windows", type=int, default=1)
+    batch.add_argument("--step-size", type=int, help="steps between cutoffs (default h)")
+    batch.add_argument("--to-store", help="sqlite:PATH or redis://...: hand every series' "
+                                          "final state to the service's store")
+    batch.add_argument("--dask", help="tcp://scheduler:8786, or local for a LocalCluster")
+    batch.add_argument("--plot", help="PNG of history and forecast for a few series")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.set_defaults(handler=_batch)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="MAE, RMSE, sMAPE (0-200), MASE of forecasts against actuals")
+    evaluate.add_argument("forecasts", help="a backtest output (.parquet/.csv with y)")
+    evaluate.add_argument("--metrics", default="mae,rmse,smape",
+                          help="comma-separated: mae, rmse, smape, mase")
+    evaluate.add_argument("--train", help="the training series (needed by mase)")
+    evaluate.add_argument("--seasonality", type=int, help="MASE's seasonal period (explicit)")
+    evaluate.add_argument("--output", help="CSV of every series' scores")
+    evaluate.add_argument("--id-col", default="unique_id")
+    evaluate.add_argument("--time-col", default="ds")
+    evaluate.add_argument("--target-col", default="y")
+    evaluate.set_defaults(handler=_evaluate)
 
     default_store = os.environ.get("STATECAST_STORE", "sqlite:statecast-state.db")
     models = commands.add_parser("models", help="list, show, alias or delete model versions")

@@ -1,0 +1,339 @@
+"""Batch forecasting: a long-format DataFrame in, a long-format DataFrame out
+(:func:`forecast`), and the file-to-file job behind ``statecast batch`` (:func:`run_job`):
+Parquet or CSV in any row order, series read in chunks of ids so that memory stays bounded,
+the output written to a temporary file and renamed, optionally spread over a Dask cluster
+and handing every series' final state to a store for the service to continue.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models import Model, Registry
+from service.batch.engine import backtest, check_horizon, final_states, forecasts_from_states
+from service.batch.frames import (
+    BatchInputError,
+    Columns,
+    Series,
+    frequency,
+    future_times,
+    series_of,
+)
+from service.requests import check_stream_id
+from service.stores import StateStore, StreamRecord, open_store
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """``n_windows`` forecasts of ``h`` steps per series, cutoffs ``step_size`` apart."""
+
+    n_windows: int
+    step_size: int
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to forecast and how; everything a chunk needs (it travels to Dask workers)."""
+
+    model: str
+    registry: str = "./registry"
+    h: int | None = None
+    freq: Any = None
+    columns: Columns = field(default_factory=Columns)
+    fill: str | None = None
+    backtest: Backtest | None = None
+
+
+_MODELS: dict[tuple[str, str], Model] = {}
+
+
+def load_model(registry: str, reference: str) -> Model:
+    """The model version, loaded once per process (Dask workers keep theirs)."""
+    key = (str(Path(registry).resolve()), reference)
+    if key not in _MODELS:
+        _MODELS[key] = Registry(registry).load(reference)
+    return _MODELS[key]
+
+
+def _horizon(model: Model, h: int | None) -> int:
+    h = model.spec.horizon if h is None else h
+    check_horizon(model, h)
+    return h
+
+
+def _forecast_series(model: Model, series: list[Series], h: int, freq: Any
+                     ) -> tuple[pd.DataFrame, np.ndarray]:
+    states = final_states(model, [one.values for one in series])
+    predictions = forecasts_from_states(model, states, h)[:, :, 0]
+    frame = pd.DataFrame({
+        "unique_id": np.repeat([one.id for one in series], h),
+        "ds": np.concatenate([future_times(one.ds[-1], h, freq) for one in series]),
+        model.name: predictions.ravel()})
+    return frame, states
+
+
+def _backtest_series(model: Model, series: list[Series], h: int, plan: Backtest
+                     ) -> pd.DataFrame:
+    by_length: dict[int, list[int]] = {}
+    for index, one in enumerate(series):
+        by_length.setdefault(len(one.values), []).append(index)
+    parts = []
+    for _length, members in by_length.items():
+        values = np.stack([series[i].values for i in members])
+        for cutoff, predictions in backtest(model, values, h, plan.n_windows, plan.step_size):
+            for row, index in enumerate(members):
+                one = series[index]
+                parts.append(pd.DataFrame({
+                    "unique_id": one.id, "ds": one.ds[cutoff + 1:cutoff + 1 + h],
+                    "cutoff": one.ds[cutoff], "y": one.actual[cutoff + 1:cutoff + 1 + h],
+                    model.name: predictions[row, :, 0]}))
+    columns = ["unique_id", "ds", "cutoff", "y", model.name]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True).sort_values(
+        ["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
+
+
+def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None
+                   ) -> tuple[pd.DataFrame, list[Series], np.ndarray | None]:
+    """One chunk of whole series: the output rows, the series and (for a forecast) their
+    final states. ``freq`` overrides the spec's (the job infers it once)."""
+    model = load_model(spec.registry, spec.model)
+    h = _horizon(model, spec.h)
+    series = series_of(frame, model, spec.columns, spec.fill)
+    if spec.backtest is not None:
+        return _backtest_series(model, series, h, spec.backtest), series, None
+    output, states = _forecast_series(model, series, h,
+                                      frequency(series, freq if freq is not None else
+                                                spec.freq))
+    return output, series, states
+
+
+def _rename(output: pd.DataFrame, columns: Columns) -> pd.DataFrame:
+    return output.rename(columns={"unique_id": columns.id, "ds": columns.time,
+                                  "y": columns.target})
+
+
+def forecast(df: pd.DataFrame, model: str, h: int | None = None, *,
+             registry: str | Path = "./registry", freq: str | int | None = None,
+             id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y",
+             fill: str | None = None, n_windows: int | None = None,
+             step_size: int | None = None) -> pd.DataFrame:
+    """Forecast every series of a long-format frame with a registry's model.
+
+    Returns ``id_col``, ``time_col`` and a column named after the model (``h`` rows per
+    series, times continuing each series at ``freq``, inferred when not given); with
+    ``n_windows`` a backtest instead: also ``cutoff`` and the actual ``target_col``.
+    """
+    columns = Columns(id_col, time_col, target_col)
+    plan = None
+    if n_windows is not None:
+        plan = Backtest(n_windows, step_size if step_size is not None else (h or 1))
+    spec = JobSpec(model, str(registry), h, freq, columns, fill, plan)
+    output, _, _ = forecast_chunk(df, spec)
+    return _rename(output, columns)
+
+
+# -- the file job -----------------------------------------------------------------------
+
+
+def _dataset(path: Path) -> Any:
+    import pyarrow.dataset as ds
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return ds.dataset(str(path), format="parquet")
+    if suffix == ".csv":
+        return ds.dataset(str(path), format="csv")
+    raise BatchInputError(f"{path.name}: read .parquet or .csv files")
+
+
+def _id_chunks(dataset: Any, columns: Columns, chunk_size: int) -> list[list[Any]]:
+    import pyarrow.compute as pc
+
+    if columns.id not in dataset.schema.names:
+        raise BatchInputError(f"missing column {columns.id!r}; the input has "
+                              f"{dataset.schema.names}")
+    ids = pc.unique(dataset.to_table(columns=[columns.id])[columns.id]).to_pylist()
+    ids = sorted(ids, key=lambda value: (str(type(value)), value))
+    return [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+
+
+def _read_chunk(path: str, id_column: str, ids: list[Any]) -> pd.DataFrame:
+    import pyarrow.compute as pc
+
+    table = _dataset(Path(path)).to_table(filter=pc.field(id_column).isin(ids))
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def _chunk_task(path: str, ids: list[Any], spec: JobSpec, freq: Any, keep_states: bool
+                ) -> tuple[pd.DataFrame, list[Series] | None, np.ndarray | None]:
+    output, series, states = forecast_chunk(_read_chunk(path, spec.columns.id, ids), spec,
+                                            freq)
+    return output, (series if keep_states else None), states
+
+
+class _Writer:
+    """Appends chunks to a temporary file beside ``path``; :meth:`commit` renames it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        suffix = path.suffix.lower()
+        if suffix not in (".parquet", ".pq", ".csv"):
+            raise BatchInputError(f"{path.name}: write .parquet or .csv files")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                             dir=path.parent)
+        os.close(handle)
+        self.temporary = Path(temporary)
+        self.csv = suffix == ".csv"
+        self._writer: Any = None
+        self._schema: Any = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._schema = table.schema
+            self._writer = (pcsv.CSVWriter(str(self.temporary), table.schema) if self.csv
+                            else pq.ParquetWriter(str(self.temporary), table.schema))
+        self._writer.write_table(table.cast(self._schema))
+
+    def commit(self, empty: pd.DataFrame) -> None:
+        if self._writer is None:
+            self.write(empty)
+        self._writer.close()
+        os.replace(self.temporary, self.path)
+
+    def abandon(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+def hand_off(store: StateStore, model: Model, series: list[Series], states: np.ndarray
+             ) -> int:
+    """Write each series' final state as a stream of the model version (``step`` = its
+    observations, the last ``retain`` of them kept), replacing any stream of that id."""
+    streams = [check_stream_id(str(one.id)) for one in series]
+    now = time.time()
+    pending = list(range(len(series)))
+    for _ in range(16):
+        if not pending:
+            return len(series)
+        current = store.get_many(model.name, [streams[i] for i in pending])
+        writes = []
+        for index, record in zip(pending, current, strict=True):
+            values = series[index].values
+            writes.append((StreamRecord(
+                model=model.name, stream=streams[index], version=model.version, origin=0,
+                step=len(values), state=np.ascontiguousarray(states[index], np.float32),
+                tail=np.ascontiguousarray(values[-model.spec.retain:], np.float32),
+                revision=0 if record is None else record.revision + 1,
+                created_at=now, updated_at=now), None if record is None else record.revision))
+        results = store.compare_and_set_many(writes)
+        pending = [index for index, ok in zip(pending, results, strict=True) if not ok]
+    raise BatchInputError(f"{len(pending)} streams kept changing while being handed off")
+
+
+def _chunks_locally(path: Path, chunks: list[list[Any]], spec: JobSpec, freq: Any,
+                    keep: bool) -> Iterator[tuple[pd.DataFrame, list[Series] | None,
+                                                  np.ndarray | None]]:
+    for ids in chunks:
+        yield _chunk_task(str(path), ids, spec, freq, keep)
+
+
+def _chunks_on_dask(address: str, path: Path, chunks: list[list[Any]], spec: JobSpec,
+                    freq: Any, keep: bool) -> Iterator[tuple[pd.DataFrame, list[Series] | None,
+                                                         np.ndarray | None]]:
+    """Chunks as Dask tasks (at most two per worker in flight), results in order."""
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if address == "local":
+        cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 1)), threads_per_worker=1,
+                               processes=True, dashboard_address=None,
+                               env={"NUMBA_NUM_THREADS": "1"})
+        client = Client(cluster)
+    else:
+        client = Client(address)
+    try:
+        window = 2 * max(1, len(client.scheduler_info()["workers"]))
+        futures = []
+        for ids in chunks:
+            futures.append(client.submit(_chunk_task, str(path.resolve()), ids, spec, freq,
+                                         keep, pure=False))
+            if len(futures) >= window:
+                yield futures.pop(0).result()
+        for future in futures:
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
+            chunk_size: int = 10_000, to_store: str | None = None, dask: str | None = None,
+            progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Forecast (or backtest) every series of a file into another; returns a summary.
+
+    Nothing is written to ``output_path`` unless every chunk succeeds. ``to_store``
+    (``sqlite:PATH``, ``redis://...``) receives every series' final state (forecasts
+    only, not backtests).
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise BatchInputError(f"no input file {input_path}")
+    if to_store is not None and spec.backtest is not None:
+        raise BatchInputError("--to-store hands off final states: not with --backtest")
+    model = load_model(spec.registry, spec.model)
+    h = _horizon(model, spec.h)
+    spec = replace(spec, model=f"{model.name}@{model.version}", h=h)
+    chunks = _id_chunks(_dataset(input_path), spec.columns, max(1, chunk_size))
+    freq = spec.freq
+    if chunks and spec.backtest is None:
+        first = series_of(_read_chunk(str(input_path), spec.columns.id, chunks[0][:1000]),
+                          model, spec.columns, spec.fill)
+        freq = frequency(first, spec.freq)
+    store = open_store(to_store) if to_store is not None else None
+    writer = _Writer(output_path)
+    keep = store is not None
+    counted = rows = 0
+    started = time.perf_counter()
+    try:
+        results = (_chunks_on_dask(dask, input_path, chunks, spec, freq, keep) if dask else
+                   _chunks_locally(input_path, chunks, spec, freq, keep))
+        for output, series, states in results:
+            writer.write(_rename(output, spec.columns))
+            if store is not None and series is not None and states is not None:
+                hand_off(store, model, series, states)
+            done = len(output) // (h * (spec.backtest.n_windows if spec.backtest else 1))
+            counted += done
+            rows += len(output)
+            if progress is not None:
+                progress(done)
+        empty_columns = ["unique_id", "ds", model.name] if spec.backtest is None else [
+            "unique_id", "ds", "cutoff", "y", model.name]
+        writer.commit(_rename(pd.DataFrame(columns=empty_columns), spec.columns))
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        if store is not None:
+            store.close()
+    return {"model": model.name, "version": model.version, "series": counted, "rows": rows,
+            "seconds": round(time.perf_counter() - started, 3), "output": str(output_path)}

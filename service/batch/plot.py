@@ -1,0 +1,35 @@
+"""``--plot``: history and forecast of a few series in one PNG (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from service.batch.frames import Columns
+
+
+def plot(history: pd.DataFrame, forecasts: pd.DataFrame, model: str, path: str | Path,
+         columns: Columns | None = None, count: int = 4) -> Path:
+    """Draw the first ``count`` series (by id): history as a line, forecast dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = columns or Columns()
+    ids = sorted(forecasts[columns.id].unique(), key=str)[:count]
+    figure, axes = plt.subplots(len(ids) or 1, 1, figsize=(9, 2.4 * max(1, len(ids))),
+                                squeeze=False)
+    for axis, series in zip(axes[:, 0], ids, strict=False):
+        past = history[history[columns.id] == series].sort_values(columns.time)
+        future = forecasts[forecasts[columns.id] == series].sort_values(columns.time)
+        axis.plot(past[columns.time], past[columns.target], label="history")
+        axis.plot(future[columns.time], future[model], "--", label=f"{model} forecast")
+        axis.set_title(str(series), fontsize=9)
+        axis.legend(fontsize=7, loc="upper left")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
