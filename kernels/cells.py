@@ -103,9 +103,11 @@ def _set_bias(dst, params, b_off, b2_off, nb, n):
 
 @numba.njit(**LEAF_OPTIONS)
 def _gather_inputs(ubuf, inp, s0, nb, t, n):
+    step = U(t)
     for s in range(nb):
-        for k in range(n):
-            ubuf[s, k] = inp[s0 + s, t, k]
+        row = U(s0 + s)
+        for k in range(U(n)):
+            ubuf[s, k] = inp[row, step, k]
 
 
 @numba.njit(**LEAF_OPTIONS)
