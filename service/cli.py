@@ -125,7 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
     """Replace this process with gunicorn, configured through the environment."""
     flags = {"STATECAST_HOST": args.host, "STATECAST_PORT": args.port,
              "STATECAST_REGISTRY": args.registry, "STATECAST_STORE": args.store,
-             "STATECAST_WORKERS": args.workers, "STATECAST_THREADS": args.threads}
+             "STATECAST_WORKERS": args.workers, "STATECAST_THREADS": args.threads,
+             "STATECAST_WORKER_CLASS": args.worker_class}
     os.environ.update({key: str(value) for key, value in flags.items() if value is not None})
     settings = Settings()  # flags override the environment: they are the environment now
     if settings.store == "memory" and settings.resolved_workers() != 1:
@@ -133,7 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
                          "(and more --threads), or use sqlite:PATH")
     open_store(settings.store).close()  # fail here, clearly, on a bad address
     print(f"statecast: serving {settings.registry} on http://{settings.host}:{settings.port} "
-          f"with {settings.resolved_workers()} worker(s) x {settings.resolved_threads()} "
+          f"with {settings.resolved_workers()} {settings.resolved_worker_class()} worker(s) x "
+          f"{settings.resolved_threads()} "
           f"thread(s), store {settings.store}", flush=True)
     command = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf",
                "service.app:create_app()"]
@@ -286,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="memory, sqlite:PATH (default sqlite:statecast-state.db)"
                                        " or redis://host:port/db")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    serve.add_argument("--threads", type=int, help="threads per worker (default 4)")
+    serve.add_argument("--threads", type=int,
+                       help="threads per worker (default 1 for sync workers, 4 for gthread)")
+    serve.add_argument("--worker-class", choices=("auto", "sync", "gthread"),
+                       help="gunicorn worker class (default auto: sync, gthread for memory)")
     serve.set_defaults(handler=_serve)
 
     batch = commands.add_parser(

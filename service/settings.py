@@ -28,7 +28,13 @@ class Settings(BaseSettings):
         "gunicorn worker processes; 0 picks one per core (one for the memory store, whose "
         "streams live in one process)."))
     threads: int = Field(0, ge=0, description=(
-        "Threads per worker; 0 picks 4 (Numba kernels release the GIL)."))
+        "Threads per worker; 0 picks 1 for sync workers, 4 for gthread (Numba kernels "
+        "release the GIL). More than 1 makes gunicorn use gthread workers."))
+    worker_class: str = Field("auto", pattern="^(auto|sync|gthread)$", description=(
+        "gunicorn worker class. auto: sync workers (one request at a time each, no "
+        "keep-alive: the fastest and steadiest here; put a buffering proxy such as nginx in"
+        " front of slow clients) for sqlite and redis, gthread for the memory store (one "
+        "process serving many threads)."))
     max_body_bytes: int = Field(1 << 20, ge=1024, description=(
         "Largest request body accepted (413 body_too_large)."))
     max_window: int = Field(10_000, ge=1, description=(
@@ -64,8 +70,15 @@ class Settings(BaseSettings):
             return self.workers
         return 1 if self.store == "memory" else max(1, os.cpu_count() or 1)
 
+    def resolved_worker_class(self) -> str:
+        if self.worker_class != "auto":
+            return self.worker_class
+        return "gthread" if self.store == "memory" else "sync"
+
     def resolved_threads(self) -> int:
-        return self.threads or 4
+        if self.threads:
+            return self.threads
+        return 4 if self.resolved_worker_class() == "gthread" else 1
 
 
 def kernel_cache_dir(base: Path) -> Path:

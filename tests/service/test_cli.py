@@ -131,14 +131,20 @@ def test_a_scaler_that_does_not_fit_is_refused(saved, capsys):
     assert "scaler has 1 values, the model has 2 features" in capsys.readouterr().err
 
 
-def test_the_gunicorn_master_never_imports_numba(tmp_path):
-    code = ("import sys, service.gunicorn_conf as c; "
-            "print(c.workers, c.threads, 'numba' in sys.modules, 'kernels' in sys.modules)")
-    env = {**os.environ, "STATECAST_STORE": "memory", "STATECAST_REGISTRY": str(tmp_path)}
-    env.pop("NUMBA_CACHE_DIR", None)
+@pytest.mark.parametrize("store,expected", [
+    ("memory", ["1", "4", "gthread"]),
+    ("sqlite:s.db", [str(os.cpu_count() or 1), "1", "sync"]),
+])
+def test_the_gunicorn_master_never_imports_numba(tmp_path, store, expected):
+    code = ("import sys, service.gunicorn_conf as c; print(c.workers, c.threads, "
+            "c.worker_class, 'numba' in sys.modules, 'kernels' in sys.modules)")
+    env = {**os.environ, "STATECAST_STORE": store, "STATECAST_REGISTRY": str(tmp_path)}
+    for name in ("NUMBA_CACHE_DIR", "STATECAST_WORKERS", "STATECAST_THREADS",
+                 "STATECAST_WORKER_CLASS"):
+        env.pop(name, None)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env=env, cwd=tmp_path)
-    assert result.stdout.split() == ["1", "4", "False", "False"]
+    assert result.stdout.split() == [*expected, "False", "False"]
 
 
 def test_serve_refuses_several_workers_for_the_memory_store(capsys, monkeypatch):

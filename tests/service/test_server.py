@@ -61,7 +61,7 @@ class Server:
         log = open(self.root / "server.log", "a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port),
-             "--workers", "2", "--threads", "4", "--registry", str(self.root / "registry"),
+             "--workers", "2", "--registry", str(self.root / "registry"),
              "--store", self.store],
             cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": os.getcwd()})
