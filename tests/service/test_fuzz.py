@@ -55,6 +55,11 @@ def test_no_server_errors_and_no_state_change_when_rejected(fuzzed_app, operatio
     strategy = schema[operation.path][operation.method.upper()].as_strategy(
         generation_mode=mode)
     headers = {"Authorization": "Bearer fuzz-token"} if operation.admin else None
+    checks = CHECKS
+    if operation.path == "/v1/models/{model}/forecast":
+        # By design a batch answers 200 with an error per invalid item (the others go on):
+        # schema-violating items are not a rejected request there.
+        checks = [check for check in CHECKS if check is not negative_data_rejection]
 
     @hypothesis.given(case=strategy)
     @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -65,6 +70,6 @@ def test_no_server_errors_and_no_state_change_when_rejected(fuzzed_app, operatio
         if 400 <= response.status_code < 500:
             assert snapshot(fuzzed_app) == before, (case.method, case.formatted_path,
                                                     response.text[:300])
-        case.validate_response(response, checks=CHECKS)
+        case.validate_response(response, checks=checks)
 
     fuzz()
