@@ -24,6 +24,10 @@ from kernels.cells import _head, _layer
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK, renamed
 
 
+#: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
+_PROJECTION_VALUES = 16384
+
+
 def _forward_impl(x, params, meta, arena, slots, y, head_out):
     n_streams = x.shape[0]
     steps = x.shape[1]
@@ -41,22 +45,29 @@ def _forward_impl(x, params, meta, arena, slots, y, head_out):
         # a plane is pointer arithmetic, where reshaping a slice is a runtime call.)
         plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE],
                     width + max(width, n_features))
-        scratch = np.empty((6, nb, plane), np.float32)
+        # Input projections of several steps at once (LSTM): rows for a chunk of steps,
+        # at most _PROJECTION_VALUES floats a plane.
+        chunk = min(steps, max(1, _PROJECTION_VALUES // (nb * plane)))
+        scratch = np.empty((8, nb * chunk, plane), np.float32)
         gates = scratch[0]
         extra = scratch[1]
         full = scratch[2]
         ubuf = scratch[3]
         cur = scratch[4]
         nxt = scratch[5]
+        proj = scratch[6]
+        xbuf = scratch[7]
         if n_layers == 1:
-            _layer(x, y, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf)
+            _layer(x, y, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf,
+                   proj, xbuf)
         else:
-            _layer(x, seq_a, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf)
+            _layer(x, seq_a, params, meta, 0, arena, slots, s0, nb, gates, extra, full, ubuf,
+                   proj, xbuf)
             src, dst = seq_a, seq_b
             for layer in range(1, n_layers):
                 target = y if layer == n_layers - 1 else dst
                 _layer(src, target, params, meta, layer, arena, slots, s0, nb, gates, extra,
-                       full, ubuf)
+                       full, ubuf, proj, xbuf)
                 src, dst = dst, src
         _head(y, params, meta, s0, nb, head_out, cur, nxt)
 

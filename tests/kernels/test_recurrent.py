@@ -164,6 +164,8 @@ def test_chunked_windows_with_state_carried_equal_one_window():
         _, y_part, arena, head_part = run_kernel(layers, head, np.ascontiguousarray(
             x[:, start:stop]), arena=arena)
         parts.append(y_part)
-    np.testing.assert_array_equal(np.concatenate(parts, axis=1), y_whole)
-    np.testing.assert_array_equal(arena, arena_whole)
-    np.testing.assert_array_equal(head_part, head_whole)
+    # Equal to float32 rounding: one step reads [w_ih; w_hh] in one pass, several steps
+    # project the inputs of the whole chunk first (another order of the same sums).
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), y_whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(arena, arena_whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(head_part, head_whole, rtol=1e-6, atol=1e-6)
