@@ -23,7 +23,6 @@ from kernels.batched import BLAS_MIN_STREAMS, forward_blas
 from kernels.cells import _head, _layer
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK, renamed
 
-
 #: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
 _PROJECTION_VALUES = 16384
 
