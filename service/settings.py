@@ -49,9 +49,10 @@ class Settings(BaseSettings):
     stream_ttl: float | None = Field(None, gt=0, description=(
         "Seconds a stream may stay idle before it expires (a tombstone: calls get 410 "
         "until a reset); none by default."))
-    tombstone_ttl: float = Field(7 * 86400.0, gt=0, description=(
+    tombstone_ttl: float | None = Field(None, gt=0, description=(
         "With the redis store, which expires idle streams itself: seconds an expired "
-        "stream keeps answering 410 before Redis forgets it entirely."))
+        "stream keeps answering 410 before it is forgotten; none by default (as in the "
+        "other stores, a tombstone stays until a reset)."))
     max_streams: int | None = Field(None, ge=1, description=(
         "Live streams per model; creating one more gets 503 capacity_exceeded. Unlimited "
         "by default."))

@@ -10,7 +10,7 @@ from service.stores.record import StreamRecord
 from service.stores.sqlite import SqliteStore
 
 
-def open_store(url: str, ttl: float | None = None, tombstone_ttl: float = 7 * 86400.0
+def open_store(url: str, ttl: float | None = None, tombstone_ttl: float | None = None
                ) -> StateStore:
     """Open the store an address names; raise :class:`InvalidStoreUrl` naming the forms.
 

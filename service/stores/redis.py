@@ -9,9 +9,10 @@ bytes. Batch reads are pipelined (one round trip). Connection errors and timeout
 
 Idle streams (``ttl``) are expired by Redis itself: every write of a live stream sets the
 key's time to live, so Redis frees an idle stream whether or not a statecast worker runs.
-The key's "seen" marker (same hash tag) outlives it by ``tombstone_ttl`` and holds the
-stream's version, origin and step: a stream Redis expired reads back as a tombstone
-(``410 stream_expired`` until a reset), as in the other stores, for that long.
+The key's "seen" marker (same hash tag) outlives it and holds the stream's version, origin
+and step: a stream Redis expired reads back as a tombstone (``410 stream_expired`` until a
+reset), as in the other stores: by default for ever (a marker is ~100 bytes), or for
+``tombstone_ttl`` seconds after which the stream is forgotten entirely.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from service.stores.record import StreamRecord, decode_array, encode_array
 _PREFIX = "statecast:"
 _SEEN = "statecast-seen:"
 #: KEYS: the stream's hash, its "seen" marker. ARGV: expected revision ('' or '-1': the
-#: key must not exist), key time to live in ms ('' for none), marker time to live in ms,
-#: marker value, then the hash's fields and values.
+#: key must not exist), the key's time to live in ms ('' for none), the marker's ('' for
+#: none), the marker's value, '1' when the store expires idle streams (else the last three
+#: are unused), then the hash's fields and values.
 _CAS = """
 local current = redis.call('HGET', KEYS[1], 'revision')
 if ARGV[1] == '' or ARGV[1] == '-1' then
@@ -37,10 +39,12 @@ if ARGV[1] == '' or ARGV[1] == '-1' then
 elseif current ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-if ARGV[2] ~= '' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if ARGV[5] == '1' then
+  if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  else redis.call('PERSIST', KEYS[1]) end
+  if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+  else redis.call('SET', KEYS[2], ARGV[4]) end
 end
 return 1
 """
@@ -92,7 +96,7 @@ class RedisStore(StateStore):
     durable = True
 
     def __init__(self, url: str, timeout: float = 5.0, ttl: float | None = None,
-                 tombstone_ttl: float = 7 * 86400.0) -> None:
+                 tombstone_ttl: float | None = None) -> None:
         try:
             import redis
         except ImportError:
@@ -105,7 +109,8 @@ class RedisStore(StateStore):
         self.url = url
         self.expires_idle = ttl is not None
         self._ttl_ms = "" if ttl is None else str(max(1, round(ttl * 1000)))
-        self._tombstone_ms = str(max(1, round(tombstone_ttl * 1000)))
+        self._tombstone_ms = ("" if tombstone_ttl is None else
+                              str(max(1, round(tombstone_ttl * 1000))))
 
     def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
@@ -141,10 +146,12 @@ class RedisStore(StateStore):
     def _arguments(self, record: StreamRecord, expected_revision: int | None) -> list[Any]:
         tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
         expected = "" if expected_revision is None else str(expected_revision)
-        # A live stream lives ttl; a tombstone as long as its marker would.
-        ttl = self._tombstone_ms if record.expired and self._ttl_ms else self._ttl_ms
-        marker_ms = str(int(self._tombstone_ms) + int(self._ttl_ms or 0))
-        return [expected, ttl, marker_ms, _marker(record), "version", record.version,
+        # A live stream's key lives ttl; a tombstone's as long as its marker.
+        ttl = self._tombstone_ms if record.expired else self._ttl_ms
+        marker_ms = (str(int(self._tombstone_ms) + int(self._ttl_ms))
+                     if self._tombstone_ms and self._ttl_ms else "")
+        return [expected, ttl, marker_ms, _marker(record), "1" if self.expires_idle else "",
+                "version", record.version,
                 "origin", record.origin, "step", record.step, "revision", record.revision,
                 "state", encode_array(record.state),
                 "tail", encode_array(record.tail), "tail_rows", tail_rows,

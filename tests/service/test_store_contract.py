@@ -218,5 +218,23 @@ def test_without_a_ttl_redis_keys_never_expire(redis_url):
         assert not store.expires_idle
         assert store.compare_and_set(record(stream="kept"), None)
         assert store.client.pttl("statecast:{m/kept}") == -1
+        assert not store.client.exists("statecast-seen:{m/kept}")
+    finally:
+        store.close()
+
+
+def test_by_default_redis_tombstones_stay_until_a_reset(redis_url):
+    store = open_store(redis_url, ttl=0.2)
+    try:
+        live = record(stream="t")
+        assert store.compare_and_set(live, None)
+        assert store.client.pttl("statecast-seen:{m/t}") == -1  # the marker never expires
+        time.sleep(0.3)
+        assert store.get("m", "t").expired
+        # A tombstone written by the service (on access) does not expire either.
+        stone = live.tombstone()
+        assert store.compare_and_set(stone, -1)  # -1: the key Redis expired is gone
+        assert store.client.pttl("statecast:{m/t}") == -1
+        assert store.get("m", "t").expired
     finally:
         store.close()
