@@ -142,6 +142,19 @@ def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Pla
                  expected_revision=None if record is None else record.revision, fresh=True)
 
 
+def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
+                      ) -> list[np.ndarray | None]:
+    """For a direct model, every stream's forecast from one head call over all the states
+    (the same head code as one at a time; float32 rounding may differ with the batch);
+    None for each stream of a recursive model."""
+    spec = model.spec
+    if spec.forecast_mode != "direct" or not states:
+        return [None] * len(states)
+    heads = model.head_from_state(np.stack(states).astype(np.float32, copy=False))
+    block = model.unscale_targets(heads.reshape(len(states), spec.horizon, len(spec.targets)))
+    return [block[index, :horizon] for index, horizon in enumerate(horizons)]
+
+
 def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
     groups: dict[str, list[tuple[int, _Work]]] = {}
     for index, work in works:
@@ -332,8 +345,10 @@ class ForecastService:
                 writes, written = [], []
                 with self.metrics.timing_kernel(model.name):
                     states = _advance(model, [w for _, w in model_works])
-                    finished = [self._finish(work, state) for (_, work), state
-                                in zip(model_works, states, strict=True)]
+                    forecasts = _direct_forecasts(model, states,
+                                                  [w.request.horizon for _, w in model_works])
+                    finished = [self._finish(work, state, forecast) for (_, work), state, forecast
+                                in zip(model_works, states, forecasts, strict=True)]
                 for (index, work), (response, record) in zip(model_works, finished,
                                                              strict=True):
                     results[index] = response
@@ -388,12 +403,14 @@ class ForecastService:
         self._check_overlap(plan.tail, step, start, window[:skipped], stream)
         return _Work(plan, stream, request, origin, step, skipped, window[skipped:])
 
-    def _finish(self, work: _Work, state: np.ndarray
+    def _finish(self, work: _Work, state: np.ndarray, forecast: np.ndarray | None = None
                 ) -> tuple[dict[str, Any], StreamRecord | None]:
-        """The response and the record to write, from the stream's new state."""
+        """The response and the record to write, from the stream's new state (and its
+        forecast, when the caller computed it with others')."""
         plan, model = work.plan, work.plan.model
         spec = model.spec
-        forecast = _forecast(model, state, work.request.horizon, work.request.future)
+        if forecast is None:
+            forecast = _forecast(model, state, work.request.horizon, work.request.future)
         new = work.new
         new_step = work.step + len(new)
         response = {"model": model.name, "version": plan.version, "stream": work.stream,

@@ -58,6 +58,14 @@ def _row_to_record(row: tuple[Any, ...]) -> StreamRecord:
                         expired=bool(expired))
 
 
+def _values(record: StreamRecord) -> tuple[Any, ...]:
+    """The record's columns after ``model, stream``, as stored."""
+    tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
+    return (record.version, record.origin, record.step, record.revision,
+            encode_array(record.state), encode_array(record.tail), tail_rows,
+            record.created_at, record.updated_at, int(record.expired))
+
+
 class SqliteStore(StateStore):
     """Streams in one SQLite file (``sqlite:PATH``)."""
 
@@ -126,7 +134,10 @@ class SqliteStore(StateStore):
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
                              ) -> list[bool]:
-        """All writes in one transaction (one commit), each still conditional alone."""
+        """All writes in one transaction under the writers' lock: the current revisions
+        read in one query, then every write whose check passes in one ``executemany`` per
+        kind (inside the transaction nobody else writes, so check-then-write is atomic);
+        each write still succeeds or fails alone."""
         if len(writes) < 2:
             return super().compare_and_set_many(writes)
         connection = self._connection()
@@ -134,14 +145,52 @@ class SqliteStore(StateStore):
             with self._writing():
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    results = [self._write(connection, record, expected)
-                               for record, expected in writes]
+                    results = self._write_many(connection, writes)
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
                 connection.execute("COMMIT")
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
+        return results
+
+    @staticmethod
+    def _write_many(connection: sqlite3.Connection,
+                    writes: Sequence[tuple[StreamRecord, int | None]]) -> list[bool]:
+        by_model: dict[str, list[str]] = {}
+        for record, _ in writes:
+            by_model.setdefault(record.model, []).append(record.stream)
+        current: dict[tuple[str, str], int] = {}
+        for model, streams in by_model.items():
+            for start in range(0, len(streams), _BATCH):
+                chunk = streams[start:start + _BATCH]
+                marks = ", ".join("?" * len(chunk))
+                for stream, revision in connection.execute(
+                        f"SELECT stream, revision FROM streams WHERE model = ? AND stream IN "
+                        f"({marks})", (model, *chunk)):
+                    current[(model, stream)] = revision
+        inserts, updates, results = [], [], []
+        for record, expected in writes:
+            key = (record.model, record.stream)
+            ok = key not in current if expected is None else current.get(key) == expected
+            results.append(ok)
+            if not ok:
+                continue
+            current[key] = record.revision
+            values = _values(record)
+            if expected is None:
+                inserts.append((record.model, record.stream, *values))
+            else:
+                updates.append((*values, record.model, record.stream))
+        if inserts:
+            connection.executemany(
+                f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts)
+        if updates:
+            connection.executemany(
+                "UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, "
+                "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
+                "WHERE model = ? AND stream = ?", updates)
         return results
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
@@ -155,10 +204,7 @@ class SqliteStore(StateStore):
     @staticmethod
     def _write(connection: sqlite3.Connection, record: StreamRecord,
                expected_revision: int | None) -> bool:
-        tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
-        values = (record.version, record.origin, record.step, record.revision,
-                  encode_array(record.state), encode_array(record.tail), tail_rows,
-                  record.created_at, record.updated_at, int(record.expired))
+        values = _values(record)
         if expected_revision is None:
             cursor = connection.execute(
                 f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
