@@ -125,7 +125,10 @@ class RedisStore(StateStore):
         return _tombstone(model, stream, marker) if marker else None
 
     def get(self, model: str, stream: str) -> StreamRecord | None:
-        return self.get_many(model, [stream])[0]
+        if self.expires_idle:  # the marker too: one pipelined round trip
+            return self.get_many(model, [stream])[0]
+        fields = self._call("get", self.client.hgetall, _key(model, stream))
+        return _record(model, stream, fields) if fields else None
 
     def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
         def fetch() -> list[Any]:
