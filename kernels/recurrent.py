@@ -22,6 +22,25 @@ from kernels import network as nw
 from kernels.batched import BLAS_MIN_STREAMS, forward_blas
 from kernels.cells import _head, _layer
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK, renamed
+from kernels.split import _forward_split, split_weights
+
+#: The narrowest LSTM layer whose steps a block of streams spreads over the threads
+#: (:mod:`kernels.split`), by streams and steps of the call: the threads meet once per
+#: step (~0.3 us) and enter a parallel region once per layer (~2 us), which pays when a
+#: step is long enough: one stream, one step from hidden 256 (its weights outgrow a core's
+#: L2); one stream, several steps from 128; two or three streams from 128; four or more
+#: from 64. Measured on a 2-core Zen 5 (session 3 of issue 4).
+SPLIT_MIN_HIDDEN = 64
+
+
+def split_min_hidden(streams: int, steps: int) -> int:
+    """The narrowest LSTM layer worth splitting for a call of this shape."""
+    if streams >= 4:
+        return SPLIT_MIN_HIDDEN
+    if streams >= 2 or steps > 1:
+        return 2 * SPLIT_MIN_HIDDEN
+    return 4 * SPLIT_MIN_HIDDEN
+
 
 #: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
 _PROJECTION_VALUES = 16384
@@ -178,7 +197,16 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
     if x.shape[0] >= BLAS_MIN_STREAMS:
         forward_blas(x, net.params, net.meta, arena, slots, y, head_out)
         return
+    if x.shape[0] <= STREAM_BLOCK:
+        min_hidden = split_min_hidden(x.shape[0], x.shape[1])
+        if net.widest_lstm >= min_hidden and (threads := numba.get_num_threads()) > 1:
+            weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
+            _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
+                           offsets, min_hidden)
+            return
+        _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+        return
     run = _forward_serial
-    if x.shape[0] > STREAM_BLOCK and numba.get_num_threads() > 1:
+    if numba.get_num_threads() > 1:
         run = _forward_parallel
     run(x, net.params, net.meta, arena, slots, y, head_out)

@@ -13,6 +13,7 @@ import numpy as np
 from kernels.batched import _forward_blas_parallel, _forward_blas_serial, own_blas_threads
 from kernels.network import DenseLayer, RecurrentLayer, pack_network
 from kernels.recurrent import _forward_parallel, _forward_serial, head_from_outputs
+from kernels.split import _forward_split, pack_split
 
 
 def warm() -> float:
@@ -34,6 +35,8 @@ def warm() -> float:
     head = np.empty((1, net.head_size), np.float32)
     for kernel in (_forward_serial, _forward_parallel):
         kernel(x, net.params, net.meta, arena, slots, y, head)
+    weights, offsets = pack_split(net, 2, 1)
+    _forward_split(x, net.params, net.meta, arena, slots, y, head, weights, offsets, 1)
     own_blas_threads()
     for blas_kernel in (_forward_blas_serial, _forward_blas_parallel):
         blas_kernel(x, net.params, net.meta, arena, slots, y, head, 16)

@@ -14,7 +14,13 @@ import numpy as np
 
 from kernels import DenseLayer, PackedNetwork, RecurrentLayer, activation, pack_network
 from kernels.config import STREAM_BLOCK
-from kernels.recurrent import _forward_serial, check_forward_args, forward, head_from_outputs
+from kernels.recurrent import (
+    _forward_serial,
+    check_forward_args,
+    forward,
+    head_from_outputs,
+    split_min_hidden,
+)
 from models.errors import InvalidInput
 from models.spec import ActivationSpec, ModelSpec
 
@@ -111,6 +117,8 @@ class Model:
         self._slots = np.arange(1024, dtype=np.int64)
         #: ``arange(b)`` for every block-sized batch b, ready-made for the hot path.
         self._small_slots = [self._slots[:b] for b in range(STREAM_BLOCK + 1)]
+        # Wide LSTM layers spread a few streams' steps over the threads (kernels.split).
+        self._widest_lstm = self.network.widest_lstm
 
     def __repr__(self) -> str:
         return f"Model({self.name or '?'}@{self.version or '?'}, {len(self.spec.layers)} layers)"
@@ -259,7 +267,7 @@ class Model:
         y = np.empty((batch, steps, self._output_size), _FLOAT32)
         every = self._head_every_step
         head = np.empty((batch * steps if every else batch, self._head_size), _FLOAT32)
-        if batch <= STREAM_BLOCK:
+        if batch <= STREAM_BLOCK and self._widest_lstm < split_min_hidden(batch, steps):
             _forward_serial(x, self._params, self._meta, arena, self._small_slots[batch], y,
                             head)
         else:

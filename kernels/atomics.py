@@ -1,0 +1,71 @@
+"""Atomic operations on int64 array elements, for threads that meet inside one parallel loop.
+
+Numba offers no atomics on the CPU; these emit LLVM's (sequentially consistent, so a value
+written before an atomic store or add is seen by a thread whose atomic load observes it).
+A plain load in a spin loop could be hoisted out of the loop by the optimiser: an atomic
+load cannot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_ORDER = "seq_cst"
+
+
+def _element_pointer(context: Any, builder: Any, array_type: Any, array: Any, index: Any) -> Any:
+    view = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, view, [index])
+
+
+def _check(array: Any) -> None:
+    if not (isinstance(array, types.Array) and array.dtype == types.int64):
+        raise TypeError("atomics take an int64 array")
+
+
+def _atomic_add(typingctx: Any, array: Any, index: Any, value: Any) -> Any:
+    """``array[index] += value`` atomically; returns the value before."""
+    _check(array)
+    signature = types.int64(array, types.intp, types.int64)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.atomic_rmw("add", pointer, args[2], _ORDER)
+
+    return signature, codegen
+
+
+def _atomic_cas(typingctx: Any, array: Any, index: Any, expected: Any, value: Any) -> Any:
+    """Set ``array[index] = value`` if it equals ``expected``, atomically; returns the value
+    found (``expected`` when the exchange happened)."""
+    _check(array)
+    signature = types.int64(array, types.intp, types.int64, types.int64)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        pair = builder.cmpxchg(pointer, args[2], args[3], _ORDER, _ORDER)
+        return builder.extract_value(pair, 0)
+
+    return signature, codegen
+
+
+def _atomic_load(typingctx: Any, array: Any, index: Any) -> Any:
+    """``array[index]``, read atomically (never hoisted out of a loop)."""
+    _check(array)
+    signature = types.int64(array, types.intp)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        pointer = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(pointer, _ORDER, 8)
+
+    return signature, codegen
+
+
+#: Callable from kernels only (``intrinsic`` makes them Numba-typed; mypy sees ``Any``).
+atomic_add: Any = intrinsic(_atomic_add)
+atomic_cas: Any = intrinsic(_atomic_cas)
+atomic_load: Any = intrinsic(_atomic_load)

@@ -1,0 +1,340 @@
+"""One step on several cores: an LSTM layer's hidden units split between Numba's threads.
+
+A few streams of a wide model are bound by reading the weights, not by arithmetic: at
+hidden 256 a layer's ``w_hh`` is 1 MiB, more than one core's L2, so every step streams it
+from L3. Split by hidden units, each thread reads only the gate columns of its own units
+(half the matrix on two cores, which then stays in that core's L2 across the steps of a
+window) and finishes the cell update of those units; the threads meet once per step,
+because the next step needs every unit's ``h``.
+
+The arithmetic of each gate column is the one of the fused loops (:mod:`kernels.cells`),
+so results are bit-identical to them; only which thread computes a column changes. The
+threads share no column: the input projection of a chunk of steps is split the same way,
+and each step's ``h`` is gathered into a buffer the threads only read before they run.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from kernels import network as nw
+from kernels.activations import _activate
+from kernels.atomics import atomic_add, atomic_cas, atomic_load
+from kernels.cells import U, _accumulate, _clip, _gather_h, _gather_inputs, _head, _layer
+from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
+
+_ONE = np.float32(1.0)
+
+#: Floats per scratch plane for the input projections of a chunk of steps, as in
+#: :mod:`kernels.recurrent`.
+_PROJECTION_VALUES = 16384
+
+
+def part_size(hidden: int, parts: int) -> int:
+    """Hidden units per thread: an even share, whole cache lines (16 floats) when wide."""
+    size = -(-hidden // parts)
+    if hidden >= 32 * parts:
+        size = -(-size // 16) * 16
+    return size
+
+
+_part_size = numba.njit(**LEAF_OPTIONS)(part_size)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _lstm_update_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
+                       h_next):
+    """:func:`kernels.cells._lstm_update` for hidden units ``j0 .. j0+n`` of a layer
+    without projection.
+
+    ``gates [nb, 4n]`` holds these units' complete pre-activations, gate by gate (i, f, g,
+    o, ``n`` columns each); ``full [nb, >= n]`` is scratch. The new ``h`` also goes to
+    ``h_next [nb, H]``.
+    """
+    hidden = meta[row + nw.L_HIDDEN]
+    peep = meta[row + nw.L_PEEP]
+    input_forget = (meta[row + nw.L_FLAGS] & nw.FLAG_INPUT_FORGET) != 0
+    act_gate = meta[row + nw.L_ACT_GATE]
+    act_cell = meta[row + nw.L_ACT_CELL]
+    act_hidden = meta[row + nw.L_ACT_HIDDEN]
+    fl = meta[row + nw.L_FLOATS]
+    gate_a, gate_b = params[fl], params[fl + 1]
+    cell_a, cell_b = params[fl + 2], params[fl + 3]
+    hid_a, hid_b = params[fl + 4], params[fl + 5]
+    clip = params[fl + 6]
+    nu = U(n)
+    fu, gu, ou = nu, nu + nu, nu + nu + nu
+    cu = U(meta[row + nw.L_C_OFF] + j0)
+    hu_off = U(meta[row + nw.L_H_OFF] + j0)
+    hu = U(hidden)
+    pu = U(max(peep, 0) + j0)
+    ju = U(j0)
+    for s in range(nb):
+        slot = slots[s]
+        if peep >= 0:
+            for j in range(nu):
+                c = arena[slot, cu + j]
+                gates[s, j] += params[pu + j] * c
+                gates[s, fu + j] += params[pu + hu + j] * c
+        if clip > 0:
+            _clip(gates, s, 0, 3 * n, clip)
+        if input_forget:
+            _activate(gates, s, 0, n, act_gate, gate_a, gate_b)
+            for j in range(nu):
+                gates[s, fu + j] = _ONE - gates[s, j]
+        else:
+            _activate(gates, s, 0, 2 * n, act_gate, gate_a, gate_b)
+        _activate(gates, s, 2 * n, n, act_cell, cell_a, cell_b)
+        for j in range(nu):
+            c = gates[s, fu + j] * arena[slot, cu + j] + gates[s, j] * gates[s, gu + j]
+            arena[slot, cu + j] = c
+            full[s, j] = c
+        if peep >= 0:
+            for j in range(nu):
+                gates[s, ou + j] += params[pu + hu + hu + j] * full[s, j]
+        if clip > 0:
+            _clip(gates, s, 3 * n, n, clip)
+        _activate(gates, s, 3 * n, n, act_gate, gate_a, gate_b)
+        _activate(full, s, 0, n, act_hidden, hid_a, hid_b)
+        for j in range(nu):
+            h = full[s, j] * gates[s, ou + j]
+            arena[slot, hu_off + j] = h
+            out[s, t, ju + j] = h
+            h_next[s, ju + j] = h
+
+
+def split_weights(net: nw.PackedNetwork, parts: int, min_hidden: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pack_split` made once per network, thread count and width floor."""
+    key = ("split", parts, min_hidden)
+    found = net.derived.get(key)
+    if found is None:
+        found = net.derived[key] = pack_split(net, parts, min_hidden)
+    return found  # type: ignore[return-value]
+
+
+def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Each thread's own copy of the weights it reads, for the LSTM layers without
+    projection of ``min_hidden`` units or more.
+
+    Returns ``(weights, offsets)``: ``offsets[layer, part]`` is where in ``weights`` the
+    block of that part starts (-1 for a layer that is not split): the summed biases
+    ``b_ih + b_hh`` ``[4n]``, then the rows of ``[w_ih; w_hh]`` ``[inputs + H, 4n]``,
+    holding the columns of the part's ``n`` units gate by gate (i, f, g, o). A block is
+    contiguous: sliced out of the shared matrix, a part's columns are short pieces of rows
+    a power of two apart, which fall into a fraction of the cache's sets and do not stay
+    in L2.
+    """
+    meta, params = net.meta, net.params
+    n_layers = int(meta[nw.N_LAYERS])
+    offsets = np.full((n_layers, parts), -1, np.int64)
+    blocks: list[np.ndarray] = []
+    size_so_far = 0
+    for layer in range(n_layers):
+        row = nw.HEADER + layer * nw.LAYER_FIELDS
+        hidden = int(meta[row + nw.L_HIDDEN])
+        if (meta[row + nw.L_CELL] != nw.LSTM or meta[row + nw.L_W_HR] >= 0
+                or hidden < min_hidden):
+            continue
+        n_in = int(meta[row + nw.L_IN])
+        gates = 4 * hidden
+        weights = params[meta[row + nw.L_W_IH]:][:(n_in + hidden) * gates].reshape(
+            n_in + hidden, gates)
+        bias = params[meta[row + nw.L_B_IH]:][:gates].copy()
+        if meta[row + nw.L_B_HH] >= 0:
+            bias = bias + params[meta[row + nw.L_B_HH]:][:gates]
+        size = part_size(hidden, parts)
+        for part in range(parts):
+            j0 = part * size
+            n = min(size, hidden - j0)
+            if n <= 0:
+                continue
+            columns = np.concatenate([np.arange(g * hidden + j0, g * hidden + j0 + n)
+                                      for g in range(4)])
+            block = np.concatenate([bias[columns][None, :], weights[:, columns]])
+            offsets[layer, part] = size_so_far
+            blocks.append(block.astype(np.float32).reshape(-1))
+            size_so_far += block.size
+    flat = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return np.ascontiguousarray(flat, dtype=np.float32), offsets
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n, ubuf,
+                weights, w_off, proj, proj_row, proj_stride, proj_col, h_next):
+    """One step of units ``j0 .. j0+n`` (the part whose block starts at ``w_off``): gate
+    pre-activations, then the cell update.
+
+    With ``proj_stride > 0`` the input part (and biases) is read from rows ``proj_row +
+    s * proj_stride``, columns ``proj_col ..`` of ``proj`` and ``ubuf`` holds ``h``;
+    otherwise ``ubuf`` holds ``[x_t, h]`` and every row of the block is used.
+    """
+    n_in = meta[row + nw.L_IN]
+    hidden = meta[row + nw.L_HIDDEN]
+    cols = 4 * n
+    bias = U(w_off)
+    if proj_stride > 0:
+        src = U(proj_col)
+        for s in range(nb):
+            r = proj_row + s * proj_stride
+            for j in range(U(cols)):
+                gates[s, j] = proj[r, src + j]
+        _accumulate(gates, 0, weights, w_off + (1 + n_in) * cols, cols, 0, ubuf, nb, hidden,
+                    cols)
+    else:
+        for s in range(nb):
+            for j in range(U(cols)):
+                gates[s, j] = weights[bias + j]
+        _accumulate(gates, 0, weights, w_off + cols, cols, 0, ubuf, nb, n_in + hidden, cols)
+    _lstm_update_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
+                       h_next)
+
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _lstm_chunk_steps(out, params, meta, row, arena, slots, parts, weights, w_offs, proj,
+                      t0, n_steps, h_even, h_odd, part_gates, part_full, claims):
+    """Steps ``t0 .. t0+n_steps`` of a layer whose inputs are projected (``proj``), in one
+    parallel region: the threads meet after each step on atomic counters instead of
+    leaving and re-entering a parallel loop (~2 us each on this class of machine).
+
+    Step ``t`` reads ``h`` from ``h_even``/``h_odd`` by its parity and writes the other.
+    Each step's parts are claimed (``claims [n_steps, > parts]``, zeros: a flag per part,
+    the count done in the last column): a thread first claims the part of its own index
+    (whose weights its cache holds), then any other not yet claimed, then waits until all
+    are done. A thread
+    that starts late, or never (one thread, a nested call), finds its parts done by the
+    others: nobody waits on a thread that is not running.
+    """
+    nb = proj.shape[0] // n_steps
+    hidden = meta[row + nw.L_HIDDEN]
+    size = _part_size(hidden, parts)
+    done = claims.shape[1] - 1
+    for worker in numba.prange(parts):
+        gates = part_gates[worker]
+        full = part_full[worker]
+        for dt in range(n_steps):
+            t = t0 + dt
+            h_prev = h_even if t % 2 == 0 else h_odd
+            h_next = h_odd if t % 2 == 0 else h_even
+            for k in range(parts):
+                p = (worker + k) % parts
+                if atomic_cas(claims[dt], p, 0, 1) != 0:
+                    continue
+                j0 = p * size
+                n = min(size, hidden - j0)
+                if n > 0:
+                    _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
+                                h_prev, weights, w_offs[p], proj, dt, n_steps, p * 4 * size,
+                                h_next)
+                atomic_add(claims[dt], done, 1)
+            while atomic_load(claims[dt], done) < parts:
+                pass
+
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, w_offs,
+                      ubuf, proj, xbuf, part_gates, part_full):
+    """One LSTM layer without projection over all steps of ``nb <= STREAM_BLOCK`` streams,
+    each step's units split over ``parts`` threads (see the module docstring)."""
+    nb = inp.shape[0]
+    steps = inp.shape[1]
+    n_in = meta[row + nw.L_IN]
+    hidden = meta[row + nw.L_HIDDEN]
+    h_off = meta[row + nw.L_H_OFF]
+    size = _part_size(hidden, parts)
+    chunk = min(steps, proj.shape[0] // nb)
+    # h before and after each step; the stacked path only writes it.
+    h_even = np.empty((nb, hidden), np.float32)
+    h_odd = np.empty((nb, hidden), np.float32)
+    h_next = h_odd
+    _gather_h(h_even, 0, arena, slots, 0, nb, h_off, hidden)
+    if steps == 1 or chunk < 2:
+        for t in range(steps):
+            _gather_inputs(ubuf, inp, 0, nb, t, n_in)
+            _gather_h(ubuf, n_in, arena, slots, 0, nb, h_off, hidden)
+            for p in numba.prange(parts):
+                j0 = p * size
+                n = min(size, hidden - j0)
+                if n > 0:
+                    _units_step(out, params, meta, row, arena, slots, nb, t, part_gates[p],
+                                part_full[p], j0, n, ubuf, weights, w_offs[p], proj, 0, 0, 0,
+                                h_next)
+        return
+    for t0 in range(0, steps, chunk):
+        n_steps = min(chunk, steps - t0)
+        rows = nb * n_steps
+        for s in range(nb):
+            for dt in range(n_steps):
+                for k in range(U(n_in)):
+                    xbuf[s * n_steps + dt, k] = inp[s, t0 + dt, k]
+        for p in numba.prange(parts):
+            j0 = p * size
+            n = min(size, hidden - j0)
+            if n > 0:
+                cols = 4 * n
+                at = U(p * 4 * size)
+                bias = U(w_offs[p])
+                for r in range(rows):
+                    for j in range(U(cols)):
+                        proj[r, at + j] = weights[bias + j]
+                _accumulate(proj, p * 4 * size, weights, w_offs[p] + cols, cols, 0, xbuf, rows,
+                            n_in, cols)
+        _lstm_chunk_steps(out, params, meta, row, arena, slots, parts, weights, w_offs,
+                          proj[:rows], t0, n_steps, h_even, h_odd, part_gates, part_full,
+                          np.zeros((n_steps, max(16, parts + 1)), np.int64))
+
+
+@numba.njit(**JIT_OPTIONS)
+def _any_layer(inp, out, params, meta, layer, arena, slots, parts, weights, offsets,
+               min_hidden, scratch, proj, part_gates, part_full):
+    """Layer ``layer``: split when :func:`pack_split` made blocks for it and it has at least
+    ``min_hidden`` units, the fused loops otherwise."""
+    nb = inp.shape[0]
+    row = nw.HEADER + layer * nw.LAYER_FIELDS
+    if offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden:
+        _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
+                          offsets[layer], scratch[3], proj, scratch[7], part_gates, part_full)
+    else:
+        _layer(inp, out, params, meta, layer, arena, slots, 0, nb, scratch[0], scratch[1],
+               scratch[2], scratch[3], scratch[6], scratch[7])
+
+
+@numba.njit(**JIT_OPTIONS)
+def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets, min_hidden):
+    """The forward pass of a few streams (one block): the layers :func:`pack_split` made
+    blocks for and at least ``min_hidden`` wide split over ``offsets.shape[1]`` threads,
+    the others as in the fused loops.
+    """
+    nb = x.shape[0]
+    steps = x.shape[1]
+    parts = offsets.shape[1]
+    n_layers = meta[nw.N_LAYERS]
+    width = meta[nw.MAX_WIDTH]
+    n_features = x.shape[2]
+    seq_a = np.empty((nb if n_layers > 1 else 0, steps, width), np.float32)
+    seq_b = np.empty((nb if n_layers > 2 else 0, steps, width), np.float32)
+    plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE],
+                width + max(width, n_features))
+    chunk = min(steps, max(1, _PROJECTION_VALUES // (nb * plane)))
+    scratch = np.empty((8, nb * chunk, plane), np.float32)
+    size = _part_size(meta[nw.MAX_HIDDEN], parts)
+    proj = np.empty((nb * chunk, parts * 4 * size), np.float32)
+    part_gates = np.empty((parts, nb, 4 * size), np.float32)
+    part_full = np.empty((parts, nb, size), np.float32)
+    for layer in range(n_layers):
+        if layer == n_layers - 1:
+            target = y
+        elif layer % 2 == 0:
+            target = seq_a
+        else:
+            target = seq_b
+        if layer == 0:
+            _any_layer(x, target, params, meta, layer, arena, slots, parts, weights, offsets,
+                       min_hidden, scratch, proj, part_gates, part_full)
+        else:
+            _any_layer(seq_a if layer % 2 == 1 else seq_b, target, params, meta, layer, arena,
+                       slots, parts, weights, offsets, min_hidden, scratch, proj, part_gates,
+                       part_full)
+    _head(y, params, meta, 0, nb, head_out, scratch[4], scratch[5])

@@ -1,0 +1,114 @@
+"""The split path (kernels.split): a step's hidden units spread over threads give the
+fused loops' results bit for bit, for any number of parts and threads."""
+
+import numba
+import numpy as np
+import pytest
+
+from kernels import forward, pack_network, recurrent
+from kernels.split import _forward_split, pack_split, part_size, split_weights
+from tests.factories import random_dense, random_layer
+
+
+def buffers(net, batch, steps, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, net.input_size)).astype(np.float32)
+    arena = (rng.standard_normal((batch, net.state_size)) * 0.5).astype(np.float32)
+    y = np.empty((batch, steps, net.output_size), np.float32)
+    head = np.empty((batch, net.head_size), np.float32)
+    return x, arena, np.arange(batch, dtype=np.int64), y, head
+
+
+def fused(net, x, arena, slots, y, head):
+    recurrent._forward_serial(x, net.params, net.meta, arena, slots, y, head)
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """LSTM, a GRU between (not split), LSTM with peepholes, clip and coupled gates, a
+    projected LSTM (not split), and a head."""
+    rng = np.random.default_rng(0)
+    return pack_network(
+        [random_layer(rng, "lstm", 5, 70, scale=0.2),
+         random_layer(rng, "gru", 70, 40, scale=0.2),
+         random_layer(rng, "lstm", 40, 67, peephole=True, clip=2.0, input_forget=True,
+                      scale=0.2),
+         random_layer(rng, "lstm", 67, 30, proj=20, scale=0.2)],
+        [random_dense(rng, 20, 3, "tanh"), random_dense(rng, 3, 2)])
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch,steps", [(1, 1), (1, 9), (3, 4), (16, 40)])
+def test_split_equals_the_fused_loops_bit_for_bit(wide, parts, threads, batch, steps):
+    """More parts than threads, one thread for several parts (the claims let it do all of
+    them), parts of unequal width and chunked input projections."""
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("one core")
+    x, arena, slots, y, head = buffers(wide, batch, steps, batch * steps)
+    expected_arena = arena.copy()
+    expected_y, expected_head = y.copy(), head.copy()
+    fused(wide, x, expected_arena, slots, expected_y, expected_head)
+    weights, offsets = pack_split(wide, parts, 1)
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        _forward_split(x, wide.params, wide.meta, arena, slots, y, head, weights, offsets, 1)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(arena, expected_arena)
+    np.testing.assert_array_equal(head, expected_head)
+
+
+def test_pack_split_skips_gru_projected_and_narrow_layers(wide):
+    _, offsets = pack_split(wide, 2, 68)
+    assert offsets[:, 0].tolist() == [0, -1, -1, -1]
+    _, offsets = pack_split(wide, 2, 1)
+    assert (offsets[[0, 2]] >= 0).all() and (offsets[[1, 3]] == -1).all()
+
+
+def test_parts_cover_the_units_in_whole_cache_lines_when_wide():
+    assert part_size(256, 2) == 128
+    assert part_size(100, 2) == 64  # 64 + 36
+    assert part_size(70, 3) == 24  # narrow: an even share
+    assert part_size(100, 3) == 48  # 48 + 48 + 4
+    assert part_size(10, 4) == 3
+
+
+def test_forward_takes_the_split_path_and_caches_its_weights(monkeypatch):
+    """Through the public entry point: the result equals one thread's, and the split copy of
+    the weights is made once."""
+    rng = np.random.default_rng(1)
+    net = pack_network([random_layer(rng, "lstm", 4, 128, scale=0.1)],
+                       [random_dense(rng, 128, 2)])
+    calls = []
+    real = recurrent._forward_split
+    monkeypatch.setattr(recurrent, "_forward_split",
+                        lambda *args: calls.append(args[-1]) or real(*args))
+    x, arena, slots, y, head = buffers(net, 2, 6, 7)
+    expected = arena.copy(), y.copy(), head.copy()
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        forward(net, x, expected[0], slots, expected[1], expected[2])
+        assert calls == []
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        forward(net, x, arena, slots, y, head)
+        forward(net, x, arena.copy(), slots, y.copy(), head.copy())
+    finally:
+        numba.set_num_threads(before)
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        assert calls == [128, 128]
+        assert len([k for k in net.derived if k[0] == "split"]) == 1
+        assert split_weights(net, numba.config.NUMBA_NUM_THREADS, 64) is split_weights(
+            net, numba.config.NUMBA_NUM_THREADS, 64)
+    np.testing.assert_array_equal(arena, expected[0])
+    np.testing.assert_array_equal(y, expected[1])
+    np.testing.assert_array_equal(head, expected[2])
+
+
+@pytest.mark.parametrize("streams,steps,hidden", [(1, 1, 256), (1, 2, 128), (2, 1, 128),
+                                                  (4, 1, 64)])
+def test_the_narrowest_split_layer_depends_on_the_call(streams, steps, hidden):
+    assert recurrent.split_min_hidden(streams, steps) == hidden
