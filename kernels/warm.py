@@ -35,8 +35,8 @@ def warm() -> float:
     head = np.empty((1, net.head_size), np.float32)
     for kernel in (_forward_serial, _forward_parallel):
         kernel(x, net.params, net.meta, arena, slots, y, head)
-    weights, offsets = pack_split(net, 2, 1)
-    _forward_split(x, net.params, net.meta, arena, slots, y, head, weights, offsets, 1)
+    split, offsets = pack_split(net, 2, 1)
+    _forward_split(x, net.params, net.meta, arena, slots, y, head, split, offsets, 1)
     own_blas_threads()
     for blas_kernel in (_forward_blas_serial, _forward_blas_parallel):
         blas_kernel(x, net.params, net.meta, arena, slots, y, head, 16)
