@@ -169,3 +169,17 @@ def future_times(last: Any, steps: int, freq: Any) -> np.ndarray:
     if isinstance(freq, int):
         return last + freq * np.arange(1, steps + 1)
     return pd.date_range(pd.Timestamp(last), periods=steps + 1, freq=freq)[1:].to_numpy()
+
+
+def future_times_of(lasts: np.ndarray, steps: int, freq: Any) -> np.ndarray:
+    """``[series, steps]``: the ``steps`` times after each of ``lasts``, in one array
+    operation for integer steps and fixed-length offsets (days, hours, ...); calendar
+    offsets (months, weeks anchored on a day, ...) one series at a time."""
+    lasts = np.asarray(lasts)
+    if isinstance(freq, int):
+        return lasts[:, None] + freq * np.arange(1, steps + 1)
+    if isinstance(freq, pd.offsets.Tick):
+        step = np.timedelta64(pd.Timedelta(freq).value, "ns")
+        return lasts.astype("datetime64[ns]")[:, None] + step * np.arange(1, steps + 1)
+    return np.stack([future_times(last, steps, freq) for last in lasts]) if len(lasts) else (
+        np.empty((0, steps), "datetime64[ns]"))

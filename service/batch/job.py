@@ -25,7 +25,7 @@ from service.batch.frames import (
     Columns,
     Series,
     frequency,
-    future_times,
+    future_times_of,
     series_of,
 )
 from service.requests import check_stream_id
@@ -74,9 +74,10 @@ def _forecast_series(model: Model, series: list[Series], h: int, freq: Any
                      ) -> tuple[pd.DataFrame, np.ndarray]:
     states = final_states(model, [one.values for one in series])
     predictions = forecasts_from_states(model, states, h)[:, :, 0]
+    lasts = np.array([one.ds[-1] for one in series]) if series else np.empty(0, np.int64)
     frame = pd.DataFrame({
         "unique_id": np.repeat([one.id for one in series], h),
-        "ds": np.concatenate([future_times(one.ds[-1], h, freq) for one in series]),
+        "ds": future_times_of(lasts, h, freq).ravel(),
         model.name: predictions.ravel()})
     return frame, states
 

@@ -202,3 +202,16 @@ def test_command_line_batch_evaluate_and_plot(registry, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["batch", "--model", "sunspots", "--registry", str(registry), "--input",
                  str(tmp_path / "nope.csv"), "--output", str(out), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("lasts,freq", [
+    (np.array([3, 10, -2]), 2),
+    (np.array(["2024-01-01T05", "2024-03-31T23"], "datetime64[ns]"), pd.offsets.Hour(1)),
+    (np.array(["2024-01-31", "2024-02-29"], "datetime64[ns]"), pd.offsets.MonthEnd(1)),
+    (np.array(["2024-01-01", "2024-02-15"], "datetime64[ns]"), pd.offsets.MonthBegin(1)),
+])
+def test_future_times_of_many_series_equal_one_at_a_time(lasts, freq):
+    from service.batch.frames import future_times, future_times_of
+
+    expected = np.stack([future_times(last, 4, freq) for last in lasts])
+    np.testing.assert_array_equal(future_times_of(lasts, 4, freq), expected)
