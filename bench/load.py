@@ -85,8 +85,8 @@ def parse(output: str) -> dict[str, float]:
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = ms(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = ms(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p50 = ms(re.search(r"^\s*50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = ms(re.search(r"^\s*99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {"rps": rps, "p50": p50, "p99": p99, "errors": float(errors.group(1)) if errors
             else 0.0}
@@ -101,7 +101,10 @@ def wrk(port: int, script: str, connections: int, seconds: int, folder: Path
                              f"{seconds}s", "--latency", "-s", str(path),
                              f"http://127.0.0.1:{port}"], capture_output=True, text=True,
                             check=True)
-    return parse(result.stdout)
+    try:
+        return parse(result.stdout)
+    except AttributeError:
+        raise SystemExit(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}") from None
 
 
 def main() -> None:

@@ -30,11 +30,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(store: str, registry: Path, root: Path) -> Iterator[Running]:
+def serving(store: str, registry: Path, root: Path, workers: int | None = None
+            ) -> Iterator[Running]:
     """Run ``statecast serve`` (its defaults but the store; one worker for ``memory``)
     until ready; yield its port, workers and cold-start seconds."""
     redis = None
-    workers = 1 if store == "memory" else 2
+    if workers is None:
+        workers = 1 if store == "memory" else 2
     if store == "redis":
         from tests.redis_server import RedisServer
 

@@ -19,6 +19,7 @@ from service.bundled import seed_registry
 from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
 from service.forecasting import ForecastService, check_servable
 from service.http_errors import error_response, register_error_handlers
+from service.json_codec import FastJSONProvider
 from service.kserve import v2
 from service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from service.model_cache import ModelCache
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     """Build the app: registry (seeded with the bundled model), store, models, routes."""
     settings = settings or Settings()
     app = Flask("statecast")
+    app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     registry = Registry(settings.registry)
     seed_registry(registry)

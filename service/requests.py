@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -14,13 +13,13 @@ from models.spec import ModelSpec
 from service.errors import (
     HorizonTooLong,
     InvalidStreamId,
-    MalformedJson,
     MissingFuture,
     NonFiniteValue,
     RequestError,
     WindowTooLong,
     WrongFeatureCount,
 )
+from service.json_codec import parse_json as parse_json  # re-exported: the API's JSON reader
 from service.schemas import ForecastRequestBody, validated
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -29,20 +28,6 @@ MAX_RECURSIVE_HORIZON = 1000
 #: Stream ids: a letter or digit, then letters, digits and ``. _ : -``.
 STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 MAX_STREAM_ID = 256
-
-
-def _reject_constant(name: str) -> float:
-    raise NonFiniteValue(f"{name} is not a number: send finite values only")
-
-
-def parse_json(body: bytes) -> Any:
-    """Parse a JSON body; ``NaN``/``Infinity`` are refused as ``non_finite_value``."""
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except NonFiniteValue:
-        raise
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedJson(f"request body is not valid JSON: {error}") from None
 
 
 def check_stream_id(stream: str, max_length: int = MAX_STREAM_ID) -> str:
