@@ -66,3 +66,47 @@ def test_acknowledged_writes_survive_sigkill_and_reopen(tmp_path):
     assert reopened.step >= acknowledged
     assert reopened.revision == reopened.step
     np.testing.assert_array_equal(reopened.state, np.full(4, reopened.step, np.float32))
+
+
+def test_a_file_in_the_earlier_without_rowid_layout_is_migrated_with_its_streams(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("""CREATE TABLE streams (model TEXT NOT NULL, stream TEXT NOT NULL,
+        version TEXT NOT NULL, origin INTEGER NOT NULL, step INTEGER NOT NULL,
+        revision INTEGER NOT NULL, state BLOB NOT NULL, tail BLOB NOT NULL,
+        tail_rows INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        expired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, stream)) WITHOUT ROWID""")
+    old.commit()
+    old.close()
+    first = SqliteStore(path)
+    record = StreamRecord(model="m", stream="a", version="1", origin=0, step=3,
+                          state=np.arange(4, dtype=np.float32),
+                          tail=np.ones((2, 1), np.float32))
+    assert first.compare_and_set(record, None)
+    first.close()
+    # Put the row into an old-layout file, then open it with the store.
+    conn = sqlite3.connect(path)
+    rows = conn.execute("SELECT * FROM streams").fetchall()
+    conn.execute("DROP TABLE streams")
+    conn.execute("DROP INDEX IF EXISTS streams_key")
+    conn.execute("""CREATE TABLE streams (model TEXT NOT NULL, stream TEXT NOT NULL,
+        version TEXT NOT NULL, origin INTEGER NOT NULL, step INTEGER NOT NULL,
+        revision INTEGER NOT NULL, state BLOB NOT NULL, tail BLOB NOT NULL,
+        tail_rows INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        expired INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, stream)) WITHOUT ROWID""")
+    conn.executemany("INSERT INTO streams VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    found = store.get("m", "a")
+    assert found is not None and found.step == 3 and found.revision == record.revision
+    np.testing.assert_array_equal(found.state, record.state)
+    np.testing.assert_array_equal(found.tail, record.tail)
+    layout = sqlite3.connect(path).execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'streams'").fetchone()[0]
+    assert "WITHOUT ROWID" not in layout.upper()
+    # The unique key still guards a create against an existing stream.
+    assert not store.compare_and_set(record, None)
+    assert SqliteStore(path).get("m", "a") is not None  # opening again changes nothing
