@@ -143,16 +143,18 @@ def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Pla
 
 
 def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
-                      ) -> list[np.ndarray | None]:
-    """For a direct model, every stream's forecast from one head call over all the states
-    (the same head code as one at a time; float32 rounding may differ with the batch);
-    None for each stream of a recursive model."""
+                      ) -> list[list[Any] | None]:
+    """For a direct model, every stream's forecast (as the JSON lists of
+    :meth:`ForecastService._finish`) from one head call over all the states (the same head
+    code as one at a time; float32 rounding may differ with the batch); None for each
+    stream of a recursive model."""
     spec = model.spec
     if spec.forecast_mode != "direct" or not states:
         return [None] * len(states)
     heads = model.head_from_state(np.stack(states).astype(np.float32, copy=False))
     block = model.unscale_targets(heads.reshape(len(states), spec.horizon, len(spec.targets)))
-    return [block[index, :horizon] for index, horizon in enumerate(horizons)]
+    rows = block.astype(float).tolist()  # one conversion for the group, not one per stream
+    return [row[:horizon] for row, horizon in zip(rows, horizons, strict=True)]
 
 
 def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
@@ -403,20 +405,21 @@ class ForecastService:
         self._check_overlap(plan.tail, step, start, window[:skipped], stream)
         return _Work(plan, stream, request, origin, step, skipped, window[skipped:])
 
-    def _finish(self, work: _Work, state: np.ndarray, forecast: np.ndarray | None = None
+    def _finish(self, work: _Work, state: np.ndarray, forecast: list[Any] | None = None
                 ) -> tuple[dict[str, Any], StreamRecord | None]:
         """The response and the record to write, from the stream's new state (and its
-        forecast, when the caller computed it with others')."""
+        forecast as JSON lists, when the caller computed it with others')."""
         plan, model = work.plan, work.plan.model
         spec = model.spec
         if forecast is None:
-            forecast = _forecast(model, state, work.request.horizon, work.request.future)
+            forecast = _forecast(model, state, work.request.horizon,
+                                 work.request.future).astype(float).tolist()
         new = work.new
         new_step = work.step + len(new)
         response = {"model": model.name, "version": plan.version, "stream": work.stream,
                     "step": new_step, "consumed": len(new), "skipped": int(work.skipped),
                     "created": plan.record is None, "committed": work.request.commit,
-                    "forecast": forecast.astype(float).tolist()}
+                    "forecast": forecast}
         if not (len(new) or plan.fresh):
             return response, None
         tail = np.concatenate([plan.tail, new])[-spec.retain:] if len(new) else plan.tail

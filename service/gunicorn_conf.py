@@ -8,6 +8,7 @@ loading from ``NUMBA_CACHE_DIR``) the kernels before it accepts requests.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -60,3 +61,12 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Once the worker has built the app (models, kernels, libraries): move every object
+    alive now out of the garbage collector's sight. Those hundreds of thousands of
+    long-lived objects were traversed by every full collection, which a batch call's few
+    thousand response lists set off: a 256-stream call cost 17 instead of 11 ms."""
+    gc.collect()
+    gc.freeze()
