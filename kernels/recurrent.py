@@ -197,8 +197,9 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
     if x.shape[0] >= BLAS_MIN_STREAMS:
         forward_blas(x, net.params, net.meta, arena, slots, y, head_out)
         return
-    if x.shape[0] <= STREAM_BLOCK:
-        min_hidden = split_min_hidden(x.shape[0], x.shape[1])
+    streams = x.shape[0]
+    if streams <= STREAM_BLOCK:
+        min_hidden = split_min_hidden(streams, x.shape[1])
         if net.widest_lstm >= min_hidden and (threads := numba.get_num_threads()) > 1:
             weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
             _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,

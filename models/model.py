@@ -117,8 +117,11 @@ class Model:
         self._slots = np.arange(1024, dtype=np.int64)
         #: ``arange(b)`` for every block-sized batch b, ready-made for the hot path.
         self._small_slots = [self._slots[:b] for b in range(STREAM_BLOCK + 1)]
-        # Wide LSTM layers spread a few streams' steps over the threads (kernels.split).
-        self._widest_lstm = self.network.widest_lstm
+        # Wide LSTM layers spread a few streams' steps over the threads (kernels.split):
+        # whether a call of [streams][several steps] does, decided once.
+        widest = self.network.widest_lstm
+        self._splits = [(widest >= split_min_hidden(b, 1), widest >= split_min_hidden(b, 2))
+                        for b in range(STREAM_BLOCK + 1)]
 
     def __repr__(self) -> str:
         return f"Model({self.name or '?'}@{self.version or '?'}, {len(self.spec.layers)} layers)"
@@ -267,7 +270,7 @@ class Model:
         y = np.empty((batch, steps, self._output_size), _FLOAT32)
         every = self._head_every_step
         head = np.empty((batch * steps if every else batch, self._head_size), _FLOAT32)
-        if batch <= STREAM_BLOCK and self._widest_lstm < split_min_hidden(batch, steps):
+        if batch <= STREAM_BLOCK and not self._splits[batch][steps > 1]:
             _forward_serial(x, self._params, self._meta, arena, self._small_slots[batch], y,
                             head)
         else:
@@ -299,7 +302,11 @@ class Model:
         """
         if check:
             check_forward_args(self.network, x, arena, slots, y, head_out)
-        forward(self.network, x, arena, slots, y, head_out, check=False)
+        streams = x.shape[0]
+        if streams <= STREAM_BLOCK and not self._splits[streams][x.shape[1] > 1]:
+            _forward_serial(x, self._params, self._meta, arena, slots, y, head_out)
+        else:
+            forward(self.network, x, arena, slots, y, head_out, check=False)
 
     def head_from_state(self, rows: np.ndarray) -> np.ndarray:
         """Head outputs ``float32 [streams, head outputs]`` from state rows ``float32
