@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -69,3 +70,20 @@ def _atomic_load(typingctx: Any, array: Any, index: Any) -> Any:
 atomic_add: Any = intrinsic(_atomic_add)
 atomic_cas: Any = intrinsic(_atomic_cas)
 atomic_load: Any = intrinsic(_atomic_load)
+
+
+def _yield_cpu(typingctx: Any) -> Any:
+    """``sched_yield()``: let another runnable thread have this core (a waiting thread calls
+    it so that the thread it waits for runs even when the cores are oversubscribed)."""
+    signature = types.void()
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        builder.call(function, [])
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+yield_cpu: Any = intrinsic(_yield_cpu)

@@ -15,6 +15,9 @@ the other streams of its call only through the path taken (float32 rounding, rel
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numba
 import numpy as np
 
@@ -26,20 +29,29 @@ from kernels.split import _forward_split, split_weights
 
 #: The narrowest LSTM layer whose steps a block of streams spreads over the threads
 #: (:mod:`kernels.split`), by streams and steps of the call: the threads meet once per
-#: step (~0.3 us) and enter a parallel region once per layer (~2 us), which pays when a
-#: step is long enough: one stream, one step from hidden 256 (its weights outgrow a core's
-#: L2); one stream, several steps from 128; two or three streams from 128; four or more
-#: from 64. Measured on a 2-core Zen 5 (session 3 of issue 4).
+#: step (~0.3 us) and enter a parallel region once per layer (1-2 us), which pays when a
+#: step is long enough. Several steps: from hidden 128, or 64 with four streams or more;
+#: one step (a parallel region per layer): from 256, or 128 with eight streams, or 64 with
+#: sixteen. Measured on a 2-core Zen 5 (session 3 of issue 4).
 SPLIT_MIN_HIDDEN = 64
 
 
 def split_min_hidden(streams: int, steps: int) -> int:
     """The narrowest LSTM layer worth splitting for a call of this shape."""
-    if streams >= 4:
+    if steps > 1:
+        return SPLIT_MIN_HIDDEN if streams >= 4 else 2 * SPLIT_MIN_HIDDEN
+    if streams >= 16:
         return SPLIT_MIN_HIDDEN
-    if streams >= 2 or steps > 1:
-        return 2 * SPLIT_MIN_HIDDEN
-    return 4 * SPLIT_MIN_HIDDEN
+    return 2 * SPLIT_MIN_HIDDEN if streams >= 8 else 4 * SPLIT_MIN_HIDDEN
+
+
+#: Threads running a kernel call of a few streams of a model wide enough to split (set
+#: operations are atomic under the GIL; the kernels run without it).
+_running: set[int] = set()
+#: When two such calls last overlapped (``time.monotonic()``).
+_last_overlap = -1e9
+#: Seconds without overlapping calls before a call splits again.
+OVERLAP_QUIET = 1.0
 
 
 #: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
@@ -199,13 +211,30 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
         return
     streams = x.shape[0]
     if streams <= STREAM_BLOCK:
-        min_hidden = split_min_hidden(streams, x.shape[1])
-        if net.widest_lstm >= min_hidden and (threads := numba.get_num_threads()) > 1:
-            weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
-            _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
-                           offsets, min_hidden)
+        if net.widest_lstm < SPLIT_MIN_HIDDEN:
+            _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
             return
-        _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+        # Split only while calls do not overlap in this process: the split path spends every
+        # core on one call, and calls running side by side (threaded workers) get more
+        # done each on one core. One overlap turns splitting off for OVERLAP_QUIET seconds.
+        global _last_overlap
+        me = threading.get_ident()
+        min_hidden = split_min_hidden(streams, x.shape[1])
+        now = time.monotonic()
+        if _running:
+            _last_overlap = now
+        alone = now - _last_overlap > OVERLAP_QUIET
+        _running.add(me)
+        try:
+            if (alone and net.widest_lstm >= min_hidden
+                    and (threads := numba.get_num_threads()) > 1):
+                weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
+                _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
+                               offsets, min_hidden)
+            else:
+                _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+        finally:
+            _running.discard(me)
         return
     run = _forward_serial
     if numba.get_num_threads() > 1:

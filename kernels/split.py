@@ -20,7 +20,7 @@ import numpy as np
 
 from kernels import network as nw
 from kernels.activations import _activate
-from kernels.atomics import atomic_add, atomic_cas, atomic_load
+from kernels.atomics import atomic_add, atomic_cas, atomic_load, yield_cpu
 from kernels.cells import U, _accumulate, _clip, _gather_h, _gather_inputs, _head, _layer
 from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
 
@@ -29,6 +29,12 @@ _ONE = np.float32(1.0)
 #: Floats per scratch plane for the input projections of a chunk of steps, as in
 #: :mod:`kernels.recurrent`.
 _PROJECTION_VALUES = 16384
+#: A thread waiting for the others' parts of a step spins this many times (~0.1 ms: an
+#: atomic load of an unchanged line is an L1 hit), then yields its core at each check:
+#: with more runnable threads than cores (threaded workers, other processes) the thread it
+#: waits for may be queued on that very core. (2,000 spins, ~2 us, yielded in ordinary
+#: steps and made the split path slower than the fused loops.)
+_SPINS_BEFORE_YIELD = 100_000
 
 
 def part_size(hidden: int, parts: int) -> int:
@@ -229,8 +235,11 @@ def _lstm_chunk_steps(out, params, meta, row, arena, slots, parts, weights, w_of
                                 h_prev, weights, w_offs[p], proj, dt, n_steps, p * 4 * size,
                                 h_next)
                 atomic_add(claims[dt], done, 1)
+            spins = 0
             while atomic_load(claims[dt], done) < parts:
-                pass
+                spins += 1
+                if spins > _SPINS_BEFORE_YIELD:
+                    yield_cpu()
 
 
 @numba.njit(parallel=True, **JIT_OPTIONS)

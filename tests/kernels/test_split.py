@@ -108,7 +108,69 @@ def test_forward_takes_the_split_path_and_caches_its_weights(monkeypatch):
     np.testing.assert_array_equal(head, expected[2])
 
 
-@pytest.mark.parametrize("streams,steps,hidden", [(1, 1, 256), (1, 2, 128), (2, 1, 128),
-                                                  (4, 1, 64)])
+@pytest.mark.parametrize("streams,steps,hidden", [(1, 1, 256), (4, 1, 256), (8, 1, 128),
+                                                  (16, 1, 64), (1, 2, 128), (4, 2, 64)])
 def test_the_narrowest_split_layer_depends_on_the_call(streams, steps, hidden):
     assert recurrent.split_min_hidden(streams, steps) == hidden
+
+
+def test_calls_that_overlap_run_on_one_core_each(monkeypatch):
+    """Another call in flight: this one takes the fused loops, and so do calls for
+    OVERLAP_QUIET seconds after; then splitting resumes."""
+    rng = np.random.default_rng(2)
+    net = pack_network([random_layer(rng, "lstm", 4, 128, scale=0.1)])
+    calls = []
+    real = recurrent._forward_split
+    monkeypatch.setattr(recurrent, "_forward_split",
+                        lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(recurrent, "_last_overlap", -1e9)
+    x, arena, slots, y, head = buffers(net, 1, 3, 3)
+    monkeypatch.setattr(recurrent, "_running", {-1})  # somebody else's call
+    forward(net, x, arena, slots, y, head)
+    assert calls == []
+    monkeypatch.setattr(recurrent, "_running", set())
+    forward(net, x, arena, slots, y, head)
+    assert calls == []  # still within the quiet period
+    monkeypatch.setattr(recurrent, "OVERLAP_QUIET", 0.0)
+    forward(net, x, arena, slots, y, head)
+    assert calls == ([1] if numba.get_num_threads() > 1 else [])
+    assert recurrent._running == set()
+
+
+@pytest.mark.parametrize("quiet", [1.0, -1.0])
+def test_concurrent_calls_from_many_threads_give_one_threads_results(monkeypatch, quiet):
+    """Python threads calling at once (threaded workers): more runnable threads than cores,
+    split and fused calls side by side (and, with ``quiet`` < 0, every call split even
+    while others run: parallel regions of several callers on the same two cores); every
+    result equals a lone call's, and nothing hangs."""
+    import threading
+
+    monkeypatch.setattr(recurrent, "OVERLAP_QUIET", quiet)
+    rng = np.random.default_rng(4)
+    net = pack_network([random_layer(rng, "lstm", 3, 128, scale=0.2),
+                        random_layer(rng, "lstm", 128, 128, scale=0.2)],
+                       [random_dense(rng, 128, 2)])
+    cases = [buffers(net, 1 + i % 3, 5 + i, 10 + i) for i in range(6)]
+    expected = []
+    for x, arena, slots, y, head in cases:
+        state, out, h = arena.copy(), y.copy(), head.copy()
+        fused(net, x, state, slots, out, h)
+        expected.append((state, out, h))
+    failures = []
+
+    def run(index):
+        x, arena, slots, y, head = cases[index]
+        for _ in range(15):
+            state, out, h = arena.copy(), np.empty_like(y), np.empty_like(head)
+            forward(net, x, state, slots, out, h)
+            for got, want in zip((state, out, h), expected[index], strict=True):
+                if not np.array_equal(got, want):
+                    failures.append(index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
