@@ -116,9 +116,10 @@ class PackedNetwork:
     state_size: int
     #: Per layer ``(h_offset, h_width, c_offset, c_width)``; ``c_offset = -1`` for GRU.
     state_offsets: tuple[tuple[int, int, int, int], ...] = field(default=())
-    #: Hidden units of the widest LSTM layer without projection (0 if none): the layers
-    #: whose steps :mod:`kernels.split` can spread over several cores.
-    widest_lstm: int = 0
+    #: Hidden units of the widest layer whose steps :mod:`kernels.split` can spread over
+    #: several cores (LSTM without projection, GRU with the reset after the product), 0 if
+    #: none.
+    widest_splittable: int = 0
     #: Derived copies of the weights made on first use (see :mod:`kernels.split`).
     derived: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
@@ -232,5 +233,6 @@ def pack_network(layers: list[RecurrentLayer], head: list[DenseLayer] | None = N
         input_size=layers[0].input_size, output_size=output_size,
         head_size=width if head else 0, head_every_step=bool(head_every_step and head),
         state_size=state, state_offsets=tuple(offsets),
-        widest_lstm=max([layer.hidden_size for layer in layers
-                         if layer.cell == "lstm" and layer.w_hr is None] + [0]))
+        widest_splittable=max([layer.hidden_size for layer in layers
+                               if (layer.cell == "lstm" and layer.w_hr is None)
+                               or (layer.cell == "gru" and layer.reset_after)] + [0]))

@@ -27,7 +27,7 @@ from kernels.cells import _head, _layer
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK, renamed
 from kernels.split import _forward_split, split_weights
 
-#: The narrowest LSTM layer whose steps a block of streams spreads over the threads
+#: The narrowest LSTM or GRU layer whose steps a block of streams spreads over the threads
 #: (:mod:`kernels.split`), by streams and steps of the call: the threads meet once per
 #: step (~0.3 us) and enter a parallel region once per layer (1-2 us), which pays when a
 #: step is long enough. Several steps: from hidden 128, or 64 with four streams or more;
@@ -37,7 +37,7 @@ SPLIT_MIN_HIDDEN = 64
 
 
 def split_min_hidden(streams: int, steps: int) -> int:
-    """The narrowest LSTM layer worth splitting for a call of this shape."""
+    """The narrowest layer worth splitting for a call of this shape."""
     if steps > 1:
         return SPLIT_MIN_HIDDEN if streams >= 4 else 2 * SPLIT_MIN_HIDDEN
     if streams >= 16:
@@ -211,7 +211,7 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
         return
     streams = x.shape[0]
     if streams <= STREAM_BLOCK:
-        if net.widest_lstm < SPLIT_MIN_HIDDEN:
+        if net.widest_splittable < SPLIT_MIN_HIDDEN:
             _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
             return
         # Split only while calls do not overlap in this process: the split path spends every
@@ -226,7 +226,7 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
         alone = now - _last_overlap > OVERLAP_QUIET
         _running.add(me)
         try:
-            if (alone and net.widest_lstm >= min_hidden
+            if (alone and net.widest_splittable >= min_hidden
                     and (threads := numba.get_num_threads()) > 1):
                 weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
                 _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,

@@ -1,4 +1,4 @@
-"""One step on several cores: an LSTM layer's hidden units split between Numba's threads.
+"""One step on several cores: an LSTM or GRU layer's hidden units split between Numba's threads.
 
 A few streams of a wide model are bound by reading the weights, not by arithmetic: at
 hidden 256 a layer's ``w_hh`` is 1 MiB, more than one core's L2, so every step streams it
@@ -123,12 +123,14 @@ def split_weights(net: nw.PackedNetwork, parts: int, min_hidden: int
 def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
                ) -> tuple[np.ndarray, np.ndarray]:
     """Each thread's own copy of the weights it reads, for the LSTM layers without
-    projection of ``min_hidden`` units or more.
+    projection and the GRU layers with the reset gate after the product, of ``min_hidden``
+    units or more.
 
     Returns ``(weights, offsets)``: ``offsets[layer, part]`` is where in ``weights`` the
-    block of that part starts (-1 for a layer that is not split): the summed biases
+    block of that part starts (-1 for a layer that is not split). LSTM: the summed biases
     ``b_ih + b_hh`` ``[4n]``, then the rows of ``[w_ih; w_hh]`` ``[inputs + H, 4n]``,
-    holding the columns of the part's ``n`` units gate by gate (i, f, g, o). A block is
+    holding the columns of the part's ``n`` units gate by gate (i, f, g, o). GRU: ``b_ih``
+    and ``b_hh`` ``[3n]`` each, then the rows of ``w_ih`` and of ``w_hh`` (r, z, n). A block is
     contiguous: sliced out of the shared matrix, a part's columns are short pieces of rows
     a power of two apart, which fall into a fraction of the cache's sets and do not stay
     in L2.
@@ -141,8 +143,13 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
     for layer in range(n_layers):
         row = nw.HEADER + layer * nw.LAYER_FIELDS
         hidden = int(meta[row + nw.L_HIDDEN])
-        if (meta[row + nw.L_CELL] != nw.LSTM or meta[row + nw.L_W_HR] >= 0
-                or hidden < min_hidden):
+        if hidden < min_hidden:
+            continue
+        if meta[row + nw.L_CELL] == nw.GRU:
+            if meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER:
+                size_so_far = _pack_gru(net, row, layer, parts, offsets, blocks, size_so_far)
+            continue
+        if meta[row + nw.L_W_HR] >= 0:
             continue
         n_in = int(meta[row + nw.L_IN])
         gates = 4 * hidden
@@ -165,6 +172,126 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
             size_so_far += block.size
     flat = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     return np.ascontiguousarray(flat, dtype=np.float32), offsets
+
+
+def _pack_gru(net: nw.PackedNetwork, row: int, layer: int, parts: int, offsets: np.ndarray,
+              blocks: list[np.ndarray], size_so_far: int) -> int:
+    """The GRU blocks of :func:`pack_split` for one layer; returns the new total size."""
+    meta, params = net.meta, net.params
+    hidden = int(meta[row + nw.L_HIDDEN])
+    n_in = int(meta[row + nw.L_IN])
+    gates = 3 * hidden
+    w_ih = params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(n_in, gates)
+    w_hh = params[meta[row + nw.L_W_HH]:][:hidden * gates].reshape(hidden, gates)
+    b_ih = params[meta[row + nw.L_B_IH]:][:gates]
+    b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
+            else np.zeros(gates, np.float32))
+    size = part_size(hidden, parts)
+    for part in range(parts):
+        j0 = part * size
+        n = min(size, hidden - j0)
+        if n <= 0:
+            continue
+        columns = np.concatenate([np.arange(g * hidden + j0, g * hidden + j0 + n)
+                                  for g in range(3)])
+        block = np.concatenate([b_ih[columns], b_hh[columns], w_ih[:, columns].reshape(-1),
+                                w_hh[:, columns].reshape(-1)]).astype(np.float32)
+        offsets[layer, part] = size_so_far
+        blocks.append(block)
+        size_so_far += block.size
+    return size_so_far
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gru_update_units(out, params, meta, row, arena, slots, nb, t, gx, gh, h_prev, j0, n,
+                      h_next):
+    """:func:`kernels.cells._gru_update` (reset after the product) for hidden units
+    ``j0 .. j0+n``: ``gx [nb, 3n]`` holds ``x W_ih + b_ih`` and ``gh [nb, 3n]`` ``h W_hh +
+    b_hh`` for these units, gate by gate (r, z, n); ``h_prev [nb, H]`` the previous ``h``."""
+    act_gate = meta[row + nw.L_ACT_GATE]
+    act_cell = meta[row + nw.L_ACT_CELL]
+    fl = meta[row + nw.L_FLOATS]
+    gate_a, gate_b = params[fl], params[fl + 1]
+    cell_a, cell_b = params[fl + 2], params[fl + 3]
+    clip = params[fl + 6]
+    nu = U(n)
+    zu, cu = nu, nu + nu
+    ju = U(j0)
+    hu_off = U(meta[row + nw.L_H_OFF] + j0)
+    for s in range(nb):
+        for j in range(cu):
+            gx[s, j] += gh[s, j]
+        if clip > 0:
+            _clip(gx, s, 0, 2 * n, clip)
+        _activate(gx, s, 0, 2 * n, act_gate, gate_a, gate_b)
+    for s in range(nb):
+        for j in range(nu):
+            gx[s, cu + j] += gx[s, j] * gh[s, cu + j]
+    for s in range(nb):
+        slot = slots[s]
+        if clip > 0:
+            _clip(gx, s, 2 * n, n, clip)
+        _activate(gx, s, 2 * n, n, act_cell, cell_a, cell_b)
+        for j in range(nu):
+            z = gx[s, zu + j]
+            h = (_ONE - z) * gx[s, cu + j] + z * h_prev[s, ju + j]
+            arena[slot, hu_off + j] = h
+            out[s, t, ju + j] = h
+            h_next[s, ju + j] = h
+
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, w_offs,
+                     part_gates, part_extra):
+    """One GRU layer (reset after the product) over all steps of a few streams, each
+    step's units split over ``parts`` threads, in one parallel region (the threads meet on
+    atomic counters after each step, as in :func:`_lstm_chunk_steps`)."""
+    nb = inp.shape[0]
+    steps = inp.shape[1]
+    n_in = meta[row + nw.L_IN]
+    hidden = meta[row + nw.L_HIDDEN]
+    size = _part_size(hidden, parts)
+    xs = np.empty((steps, nb, n_in), np.float32)
+    for t in range(steps):
+        for s in range(nb):
+            for k in range(U(n_in)):
+                xs[t, s, k] = inp[s, t, k]
+    h_even = np.empty((nb, hidden), np.float32)
+    h_odd = np.empty((nb, hidden), np.float32)
+    _gather_h(h_even, 0, arena, slots, 0, nb, meta[row + nw.L_H_OFF], hidden)
+    claims = np.zeros((steps, max(16, parts + 1)), np.int64)
+    done = claims.shape[1] - 1
+    for worker in numba.prange(parts):
+        gx = part_gates[worker]
+        gh = part_extra[worker]
+        for t in range(steps):
+            h_prev = h_even if t % 2 == 0 else h_odd
+            h_next = h_odd if t % 2 == 0 else h_even
+            x_t = xs[t]
+            for k in range(parts):
+                p = (worker + k) % parts
+                if atomic_cas(claims[t], p, 0, 1) != 0:
+                    continue
+                j0 = p * size
+                n = min(size, hidden - j0)
+                if n > 0:
+                    cols = 3 * n
+                    at = w_offs[p]
+                    for s in range(nb):
+                        for j in range(U(cols)):
+                            gx[s, j] = weights[U(at) + j]
+                            gh[s, j] = weights[U(at + cols) + j]
+                    _accumulate(gx, 0, weights, at + 2 * cols, cols, 0, x_t, nb, n_in, cols)
+                    _accumulate(gh, 0, weights, at + 2 * cols + n_in * cols, cols, 0, h_prev,
+                                nb, hidden, cols)
+                    _gru_update_units(out, params, meta, row, arena, slots, nb, t, gx, gh,
+                                      h_prev, j0, n, h_next)
+                atomic_add(claims[t], done, 1)
+            spins = 0
+            while atomic_load(claims[t], done) < parts:
+                spins += 1
+                if spins > _SPINS_BEFORE_YIELD:
+                    yield_cpu()
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -297,12 +424,16 @@ def _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
 
 @numba.njit(**JIT_OPTIONS)
 def _any_layer(inp, out, params, meta, layer, arena, slots, parts, weights, offsets,
-               min_hidden, scratch, proj, part_gates, part_full):
+               min_hidden, scratch, proj, part_gates, part_full, part_extra):
     """Layer ``layer``: split when :func:`pack_split` made blocks for it and it has at least
     ``min_hidden`` units, the fused loops otherwise."""
     nb = inp.shape[0]
     row = nw.HEADER + layer * nw.LAYER_FIELDS
-    if offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden:
+    if (offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden
+            and meta[row + nw.L_CELL] == nw.GRU):
+        _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
+                         offsets[layer], part_gates, part_extra)
+    elif offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden:
         _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
                           offsets[layer], scratch[3], proj, scratch[7], part_gates, part_full)
     else:
@@ -332,6 +463,7 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
     proj = np.empty((nb * chunk, parts * 4 * size), np.float32)
     part_gates = np.empty((parts, nb, 4 * size), np.float32)
     part_full = np.empty((parts, nb, size), np.float32)
+    part_extra = np.empty((parts, nb, 3 * size), np.float32)
     for layer in range(n_layers):
         if layer == n_layers - 1:
             target = y
@@ -341,9 +473,9 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
             target = seq_b
         if layer == 0:
             _any_layer(x, target, params, meta, layer, arena, slots, parts, weights, offsets,
-                       min_hidden, scratch, proj, part_gates, part_full)
+                       min_hidden, scratch, proj, part_gates, part_full, part_extra)
         else:
             _any_layer(seq_a if layer % 2 == 1 else seq_b, target, params, meta, layer, arena,
                        slots, parts, weights, offsets, min_hidden, scratch, proj, part_gates,
-                       part_full)
+                       part_full, part_extra)
     _head(y, params, meta, 0, nb, head_out, scratch[4], scratch[5])

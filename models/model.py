@@ -119,7 +119,7 @@ class Model:
         self._small_slots = [self._slots[:b] for b in range(STREAM_BLOCK + 1)]
         # Wide LSTM layers spread a few streams' steps over the threads (kernels.split):
         # whether a call of [streams][several steps] does, decided once.
-        widest = self.network.widest_lstm
+        widest = self.network.widest_splittable
         self._splits = [(widest >= split_min_hidden(b, 1), widest >= split_min_hidden(b, 2))
                         for b in range(STREAM_BLOCK + 1)]
 

@@ -25,13 +25,14 @@ def fused(net, x, arena, slots, y, head):
 
 @pytest.fixture(scope="module")
 def wide():
-    """LSTM, a GRU between (not split), LSTM with peepholes, clip and coupled gates, a
-    projected LSTM (not split), and a head."""
+    """LSTM, GRU (reset after the product, clipped), GRU with the reset before (not split),
+    LSTM with peepholes, clip and coupled gates, a projected LSTM (not split), a head."""
     rng = np.random.default_rng(0)
     return pack_network(
         [random_layer(rng, "lstm", 5, 70, scale=0.2),
-         random_layer(rng, "gru", 70, 40, scale=0.2),
-         random_layer(rng, "lstm", 40, 67, peephole=True, clip=2.0, input_forget=True,
+         random_layer(rng, "gru", 70, 40, clip=1.5, scale=0.2),
+         random_layer(rng, "gru", 40, 33, reset_after=False, scale=0.2),
+         random_layer(rng, "lstm", 33, 67, peephole=True, clip=2.0, input_forget=True,
                       scale=0.2),
          random_layer(rng, "lstm", 67, 30, proj=20, scale=0.2)],
         [random_dense(rng, 20, 3, "tanh"), random_dense(rng, 3, 2)])
@@ -61,11 +62,12 @@ def test_split_equals_the_fused_loops_bit_for_bit(wide, parts, threads, batch, s
     np.testing.assert_array_equal(head, expected_head)
 
 
-def test_pack_split_skips_gru_projected_and_narrow_layers(wide):
+def test_pack_split_skips_reset_before_gru_projected_and_narrow_layers(wide):
     _, offsets = pack_split(wide, 2, 68)
-    assert offsets[:, 0].tolist() == [0, -1, -1, -1]
+    assert offsets[:, 0].tolist() == [0, -1, -1, -1, -1]
     _, offsets = pack_split(wide, 2, 1)
-    assert (offsets[[0, 2]] >= 0).all() and (offsets[[1, 3]] == -1).all()
+    assert (offsets[[0, 1, 3]] >= 0).all() and (offsets[[2, 4]] == -1).all()
+    assert wide.widest_splittable == 70
 
 
 def test_parts_cover_the_units_in_whole_cache_lines_when_wide():
