@@ -204,16 +204,15 @@ def _batch(args: argparse.Namespace) -> int:
     columns = Columns(args.id_col, args.time_col, args.target_col)
     spec = JobSpec(args.model, str(registry.root), args.horizon, args.freq, columns, args.fill,
                    plan)
-    total = None
-    if not args.quiet:
-        import pyarrow.compute as pc
+    with tqdm(unit="series", disable=args.quiet, file=sys.stderr) as bar:
 
-        dataset = _dataset(Path(args.input))
-        if columns.id in dataset.schema.names:
-            total = len(pc.unique(dataset.to_table(columns=[columns.id])[columns.id]))
-    with tqdm(total=total, unit="series", disable=args.quiet, file=sys.stderr) as bar:
+        def counted(series: int) -> None:  # the job counts the series once, for both
+            bar.total = series
+            bar.refresh()
+
         summary = run_job(args.input, args.output, spec, chunk_size=args.chunk_size,
-                          to_store=args.to_store, dask=args.dask, progress=bar.update)
+                          to_store=args.to_store, dask=args.dask, progress=bar.update,
+                          on_total=counted)
     if args.plot:
         from service.batch.plot import plot
 

@@ -289,8 +289,12 @@ def _chunks_on_dask(address: str, path: Path, chunks: list[list[Any]], spec: Job
 
 def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
             chunk_size: int = 10_000, to_store: str | None = None, dask: str | None = None,
-            progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[int], None] | None = None,
+            on_total: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Forecast (or backtest) every series of a file into another; returns a summary.
+
+    ``on_total(series)`` is called once the series are counted, ``progress(done)`` after
+    each chunk (a progress bar's total and updates).
 
     Nothing is written to ``output_path`` unless every chunk succeeds. ``to_store``
     (``sqlite:PATH``, ``redis://...``) receives every series' final state (forecasts
@@ -305,6 +309,8 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
     h = _horizon(model, spec.h)
     spec = replace(spec, model=f"{model.name}@{model.version}", h=h)
     chunks = _id_chunks(_dataset(input_path), spec.columns, max(1, chunk_size))
+    if on_total is not None:
+        on_total(sum(len(chunk) for chunk in chunks))
     freq = spec.freq
     if chunks and spec.backtest is None:
         first = series_of(_read_chunk(str(input_path), spec.columns.id, chunks[0][:1000]),

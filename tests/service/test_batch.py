@@ -73,7 +73,10 @@ def test_file_round_trip_in_chunks(registry, tmp_path, suffix):
     spec = JobSpec("sunspots", str(registry), h=4)
     whole = run_job(source, tmp_path / f"whole{suffix}", spec, chunk_size=100)
     assert whole["series"] == 3 and whole["rows"] == 12 and whole["version"] == "1"
-    run_job(source, tmp_path / f"one-by-one{suffix}", spec, chunk_size=1)
+    totals, done = [], []
+    run_job(source, tmp_path / f"one-by-one{suffix}", spec, chunk_size=1,
+            on_total=totals.append, progress=done.append)
+    assert totals == [3] and done == [1, 1, 1]  # the progress bar's total and updates
     read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
     a, b = read(tmp_path / f"whole{suffix}"), read(tmp_path / f"one-by-one{suffix}")
     pd.testing.assert_frame_equal(a, b)
