@@ -15,6 +15,8 @@ and each step's ``h`` is gathered into a buffer the threads only read before the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numba
 import numpy as np
 
@@ -158,20 +160,36 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
         bias = params[meta[row + nw.L_B_IH]:][:gates].copy()
         if meta[row + nw.L_B_HH] >= 0:
             bias = bias + params[meta[row + nw.L_B_HH]:][:gates]
-        size = part_size(hidden, parts)
-        for part in range(parts):
-            j0 = part * size
-            n = min(size, hidden - j0)
-            if n <= 0:
-                continue
-            columns = np.concatenate([np.arange(g * hidden + j0, g * hidden + j0 + n)
-                                      for g in range(4)])
+        for part, columns in _parts_columns(hidden, 4, parts):
             block = np.concatenate([bias[columns][None, :], weights[:, columns]])
             offsets[layer, part] = size_so_far
             blocks.append(block.astype(np.float32).reshape(-1))
             size_so_far += block.size
     flat = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     return np.ascontiguousarray(flat, dtype=np.float32), offsets
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _await_parts(claims, done, parts):
+    """Wait until ``claims[done]`` counts every part of the step: spin, then, past
+    ``_SPINS_BEFORE_YIELD`` checks, yield the core at each check."""
+    spins = 0
+    while atomic_load(claims, done) < parts:
+        spins += 1
+        if spins > _SPINS_BEFORE_YIELD:
+            yield_cpu()
+
+
+def _parts_columns(hidden: int, gates: int, parts: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(part, columns)`` for each part with units: the weight columns of the part's units,
+    gate by gate, in a layer of ``gates`` gate blocks of ``hidden`` columns."""
+    size = part_size(hidden, parts)
+    for part in range(parts):
+        j0 = part * size
+        n = min(size, hidden - j0)
+        if n > 0:
+            yield part, np.concatenate([np.arange(g * hidden + j0, g * hidden + j0 + n)
+                                        for g in range(gates)])
 
 
 def _pack_gru(net: nw.PackedNetwork, row: int, layer: int, parts: int, offsets: np.ndarray,
@@ -186,14 +204,7 @@ def _pack_gru(net: nw.PackedNetwork, row: int, layer: int, parts: int, offsets: 
     b_ih = params[meta[row + nw.L_B_IH]:][:gates]
     b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
             else np.zeros(gates, np.float32))
-    size = part_size(hidden, parts)
-    for part in range(parts):
-        j0 = part * size
-        n = min(size, hidden - j0)
-        if n <= 0:
-            continue
-        columns = np.concatenate([np.arange(g * hidden + j0, g * hidden + j0 + n)
-                                  for g in range(3)])
+    for part, columns in _parts_columns(hidden, 3, parts):
         block = np.concatenate([b_ih[columns], b_hh[columns], w_ih[:, columns].reshape(-1),
                                 w_hh[:, columns].reshape(-1)]).astype(np.float32)
         offsets[layer, part] = size_so_far
@@ -287,11 +298,7 @@ def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, 
                     _gru_update_units(out, params, meta, row, arena, slots, nb, t, gx, gh,
                                       h_prev, j0, n, h_next)
                 atomic_add(claims[t], done, 1)
-            spins = 0
-            while atomic_load(claims[t], done) < parts:
-                spins += 1
-                if spins > _SPINS_BEFORE_YIELD:
-                    yield_cpu()
+            _await_parts(claims[t], done, parts)
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -362,11 +369,7 @@ def _lstm_chunk_steps(out, params, meta, row, arena, slots, parts, weights, w_of
                                 h_prev, weights, w_offs[p], proj, dt, n_steps, p * 4 * size,
                                 h_next)
                 atomic_add(claims[dt], done, 1)
-            spins = 0
-            while atomic_load(claims[dt], done) < parts:
-                spins += 1
-                if spins > _SPINS_BEFORE_YIELD:
-                    yield_cpu()
+            _await_parts(claims[dt], done, parts)
 
 
 @numba.njit(parallel=True, **JIT_OPTIONS)
