@@ -256,7 +256,7 @@ def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, 
                      part_gates, part_extra):
     """One GRU layer (reset after the product) over all steps of a few streams, each
     step's units split over ``parts`` threads, in one parallel region (the threads meet on
-    atomic counters after each step, as in :func:`_lstm_chunk_steps`)."""
+    atomic counters after each step, as in :func:`_lstm_region`)."""
     nb = inp.shape[0]
     steps = inp.shape[1]
     n_in = meta[row + nw.L_IN]
@@ -332,102 +332,119 @@ def _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
                        h_next)
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
-def _lstm_chunk_steps(out, params, meta, row, arena, slots, parts, weights, w_offs, proj,
-                      t0, n_steps, h_even, h_odd, part_gates, part_full, claims):
-    """Steps ``t0 .. t0+n_steps`` of a layer whose inputs are projected (``proj``), in one
-    parallel region: the threads meet after each step on atomic counters instead of
-    leaving and re-entering a parallel loop (~2 us each on this class of machine).
+@numba.njit(**LEAF_OPTIONS)
+def _project_part(proj, weights, w_off, col, cols, xbuf, rows, n_in):
+    """``proj[:rows, col:col + cols] = bias + xbuf[:rows] @ w_ih`` of the part whose block
+    starts at ``w_off``."""
+    at = U(col)
+    bias = U(w_off)
+    for r in range(rows):
+        for j in range(U(cols)):
+            proj[r, at + j] = weights[bias + j]
+    _accumulate(proj, col, weights, w_off + cols, cols, 0, xbuf, rows, n_in, cols)
 
-    Step ``t`` reads ``h`` from ``h_even``/``h_odd`` by its parity and writes the other.
-    Each step's parts are claimed (``claims [n_steps, > parts]``, zeros: a flag per part,
-    the count done in the last column): a thread first claims the part of its own index
-    (whose weights its cache holds), then any other not yet claimed, then waits until all
-    are done. A thread
-    that starts late, or never (one thread, a nested call), finds its parts done by the
-    others: nobody waits on a thread that is not running.
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_offs, t0,
+                 n_steps, projected, proj, xbuf, h_even, h_odd, part_gates, part_full, part_u,
+                 claims):
+    """Steps ``t0 .. t0+n_steps`` of an LSTM layer in one parallel region: the threads meet
+    after each step on atomic counters instead of leaving and re-entering a parallel loop
+    (~2 us each on this class of machine).
+
+    With ``projected``, the inputs of these steps (``xbuf``, row ``s * n_steps + dt``) are
+    projected first, each part's columns of ``proj``; each step then adds ``h @ w_hh``.
+    Without, each step is one product over ``[x_t, h]`` and the stacked rows (one step, or
+    chunks too small to project). Step ``t`` reads ``h`` from ``h_even``/``h_odd`` by its
+    parity and writes the other.
+
+    Work is claimed (``claims [1 + n_steps, > parts]``, zeros: row 0 the projections, row
+    ``1 + dt`` step ``dt``; a flag per part, the count done in the last column): a thread
+    first claims the part of its own index (whose weights its cache holds), then any other
+    not yet claimed, then waits until all are done. A thread that starts late, or never
+    (one thread, a nested call), finds its parts done by the others: nobody waits on a
+    thread that is not running.
     """
-    nb = proj.shape[0] // n_steps
+    nb = inp.shape[0]
+    n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     size = _part_size(hidden, parts)
     done = claims.shape[1] - 1
+    rows = nb * n_steps
     for worker in numba.prange(parts):
         gates = part_gates[worker]
         full = part_full[worker]
+        u = part_u[worker]
+        if projected:
+            for k in range(parts):
+                p = (worker + k) % parts
+                if atomic_cas(claims[0], p, 0, 1) != 0:
+                    continue
+                n = min(size, hidden - p * size)
+                if n > 0:
+                    _project_part(proj, weights, w_offs[p], p * 4 * size, 4 * n, xbuf, rows,
+                                  n_in)
+                atomic_add(claims[0], done, 1)
+            _await_parts(claims[0], done, parts)
         for dt in range(n_steps):
             t = t0 + dt
             h_prev = h_even if t % 2 == 0 else h_odd
             h_next = h_odd if t % 2 == 0 else h_even
+            step = claims[1 + dt]
             for k in range(parts):
                 p = (worker + k) % parts
-                if atomic_cas(claims[dt], p, 0, 1) != 0:
+                if atomic_cas(step, p, 0, 1) != 0:
                     continue
                 j0 = p * size
                 n = min(size, hidden - j0)
-                if n > 0:
+                if n > 0 and projected:
                     _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
                                 h_prev, weights, w_offs[p], proj, dt, n_steps, p * 4 * size,
                                 h_next)
-                atomic_add(claims[dt], done, 1)
-            _await_parts(claims[dt], done, parts)
+                elif n > 0:
+                    _gather_inputs(u, inp, 0, nb, t, n_in)
+                    for s in range(nb):
+                        for j in range(U(hidden)):
+                            u[s, U(n_in) + j] = h_prev[s, j]
+                    _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
+                                u, weights, w_offs[p], proj, 0, 0, 0, h_next)
+                atomic_add(step, done, 1)
+            _await_parts(step, done, parts)
 
 
-@numba.njit(parallel=True, **JIT_OPTIONS)
+@numba.njit(**JIT_OPTIONS)
 def _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, w_offs,
-                      ubuf, proj, xbuf, part_gates, part_full):
+                      proj, xbuf, part_gates, part_full, part_u):
     """One LSTM layer without projection over all steps of ``nb <= STREAM_BLOCK`` streams,
     each step's units split over ``parts`` threads (see the module docstring)."""
     nb = inp.shape[0]
     steps = inp.shape[1]
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
-    h_off = meta[row + nw.L_H_OFF]
-    size = _part_size(hidden, parts)
     chunk = min(steps, proj.shape[0] // nb)
-    # h before and after each step; the stacked path only writes it.
+    width = max(16, parts + 1)
     h_even = np.empty((nb, hidden), np.float32)
     h_odd = np.empty((nb, hidden), np.float32)
-    h_next = h_odd
-    _gather_h(h_even, 0, arena, slots, 0, nb, h_off, hidden)
+    _gather_h(h_even, 0, arena, slots, 0, nb, meta[row + nw.L_H_OFF], hidden)
     if steps == 1 or chunk < 2:
-        for t in range(steps):
-            _gather_inputs(ubuf, inp, 0, nb, t, n_in)
-            _gather_h(ubuf, n_in, arena, slots, 0, nb, h_off, hidden)
-            for p in numba.prange(parts):
-                j0 = p * size
-                n = min(size, hidden - j0)
-                if n > 0:
-                    _units_step(out, params, meta, row, arena, slots, nb, t, part_gates[p],
-                                part_full[p], j0, n, ubuf, weights, w_offs[p], proj, 0, 0, 0,
-                                h_next)
+        _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_offs, 0,
+                     steps, False, proj, xbuf, h_even, h_odd, part_gates, part_full, part_u,
+                     np.zeros((1 + steps, width), np.int64))
         return
     for t0 in range(0, steps, chunk):
         n_steps = min(chunk, steps - t0)
-        rows = nb * n_steps
         for s in range(nb):
             for dt in range(n_steps):
                 for k in range(U(n_in)):
                     xbuf[s * n_steps + dt, k] = inp[s, t0 + dt, k]
-        for p in numba.prange(parts):
-            j0 = p * size
-            n = min(size, hidden - j0)
-            if n > 0:
-                cols = 4 * n
-                at = U(p * 4 * size)
-                bias = U(w_offs[p])
-                for r in range(rows):
-                    for j in range(U(cols)):
-                        proj[r, at + j] = weights[bias + j]
-                _accumulate(proj, p * 4 * size, weights, w_offs[p] + cols, cols, 0, xbuf, rows,
-                            n_in, cols)
-        _lstm_chunk_steps(out, params, meta, row, arena, slots, parts, weights, w_offs,
-                          proj[:rows], t0, n_steps, h_even, h_odd, part_gates, part_full,
-                          np.zeros((n_steps, max(16, parts + 1)), np.int64))
+        _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_offs, t0,
+                     n_steps, True, proj, xbuf, h_even, h_odd, part_gates, part_full, part_u,
+                     np.zeros((1 + n_steps, width), np.int64))
 
 
 @numba.njit(**JIT_OPTIONS)
 def _any_layer(inp, out, params, meta, layer, arena, slots, parts, weights, offsets,
-               min_hidden, scratch, proj, part_gates, part_full, part_extra):
+               min_hidden, scratch, proj, part_gates, part_full, part_extra, part_u):
     """Layer ``layer``: split when :func:`pack_split` made blocks for it and it has at least
     ``min_hidden`` units, the fused loops otherwise."""
     nb = inp.shape[0]
@@ -438,7 +455,7 @@ def _any_layer(inp, out, params, meta, layer, arena, slots, parts, weights, offs
                          offsets[layer], part_gates, part_extra)
     elif offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden:
         _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
-                          offsets[layer], scratch[3], proj, scratch[7], part_gates, part_full)
+                          offsets[layer], proj, scratch[7], part_gates, part_full, part_u)
     else:
         _layer(inp, out, params, meta, layer, arena, slots, 0, nb, scratch[0], scratch[1],
                scratch[2], scratch[3], scratch[6], scratch[7])
@@ -467,6 +484,7 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
     part_gates = np.empty((parts, nb, 4 * size), np.float32)
     part_full = np.empty((parts, nb, size), np.float32)
     part_extra = np.empty((parts, nb, 3 * size), np.float32)
+    part_u = np.empty((parts, nb, width + max(width, n_features)), np.float32)
     for layer in range(n_layers):
         if layer == n_layers - 1:
             target = y
@@ -476,9 +494,9 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
             target = seq_b
         if layer == 0:
             _any_layer(x, target, params, meta, layer, arena, slots, parts, weights, offsets,
-                       min_hidden, scratch, proj, part_gates, part_full, part_extra)
+                       min_hidden, scratch, proj, part_gates, part_full, part_extra, part_u)
         else:
             _any_layer(seq_a if layer % 2 == 1 else seq_b, target, params, meta, layer, arena,
                        slots, parts, weights, offsets, min_hidden, scratch, proj, part_gates,
-                       part_full, part_extra)
+                       part_full, part_extra, part_u)
     _head(y, params, meta, 0, nb, head_out, scratch[4], scratch[5])
