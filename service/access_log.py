@@ -8,25 +8,46 @@ streams the call named). Fields a request does not have are left out.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
+import orjson
+
 LOGGER = "statecast.access"
+
+
+class _StdoutLines(logging.StreamHandler):
+    """The default handler: bare lines on standard output."""
 
 
 def access_logger() -> logging.Logger:
     """The access logger, writing bare JSON lines to standard output (once per process)."""
     logger = logging.getLogger(LOGGER)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutLines(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
     return logger
+
+
+def write_access_line(logger: logging.Logger, line: str) -> None:
+    """Log ``line`` at INFO. While the logger has only its default handler, the line is
+    written to that handler's stream directly, skipping the record and formatter (~5 us
+    of a ~600 us request); any other handler (a file, a test's capture, a filter) gets a
+    normal ``logger.info``."""
+    handlers = logger.handlers
+    if (len(handlers) == 1 and type(handlers[0]) is _StdoutLines and not logger.filters
+            and not handlers[0].filters and logger.isEnabledFor(logging.INFO)):
+        handler = handlers[0]
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(line + "\n")
+            handler.stream.flush()
+        return
+    logger.info(line)
 
 
 def access_line(method: str, route: str, path: str, status: int, latency: float,
@@ -36,4 +57,4 @@ def access_line(method: str, route: str, path: str, status: int, latency: float,
                              "path": path, "status": status,
                              "latency_ms": round(latency * 1000, 3)}
     entry.update(annotations)
-    return json.dumps(entry, separators=(",", ":"))
+    return orjson.dumps(entry).decode()

@@ -13,7 +13,7 @@ import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from models import Registry, StatecastError
-from service.access_log import access_line, access_logger
+from service.access_log import access_line, access_logger, write_access_line
 from service.admin_api import admin
 from service.bundled import seed_registry
 from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
@@ -247,6 +247,6 @@ def _observe_requests(app: Flask, metrics: Metrics, log_access: bool) -> None:
             for key in ("version", "streams"):
                 if key in g:
                     annotations[key] = g.get(key)
-            logger.info(access_line(request.method, route, request.path,
-                                    response.status_code, latency, annotations))
+            write_access_line(logger, access_line(request.method, route, request.path,
+                                                  response.status_code, latency, annotations))
         return response

@@ -149,3 +149,23 @@ def test_access_log_can_be_turned_off(make_client, caplog):
     finally:
         logger.removeHandler(caplog.handler)
     assert not [r for r in caplog.records if r.name == LOGGER]
+
+
+def test_access_log_lines_reach_standard_output_directly(make_client):
+    """With only its default handler the logger's lines are written straight to its
+    stream (no log record): still one JSON line per request."""
+    import io
+
+    client = make_client()
+    handler = logging.getLogger(LOGGER).handlers[0]
+    captured = io.StringIO()
+    previous = handler.setStream(captured)
+    try:
+        client.post(URL.format("direct"), json={"window": [1.0]})
+        client.get("/healthz")
+    finally:
+        handler.setStream(previous)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert [line["route"] for line in lines] == [
+        "/v1/models/<model>/streams/<stream>/forecast", "/healthz"]
+    assert lines[0]["streams"] == 1 and lines[0]["status"] == 200
