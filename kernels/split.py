@@ -1,4 +1,4 @@
-"""One step on several cores: an LSTM or GRU layer's hidden units split between Numba's threads.
+"""One step on several cores: an LSTM or GRU layer's hidden units split between threads.
 
 A few streams of a wide model are bound by reading the weights, not by arithmetic: at
 hidden 256 a layer's ``w_hh`` is 1 MiB, more than one core's L2, so every step streams it
@@ -7,10 +7,12 @@ from L3. Split by hidden units, each thread reads only the gate columns of its o
 window) and finishes the cell update of those units; the threads meet once per step,
 because the next step needs every unit's ``h``.
 
-The arithmetic of each gate column is the one of the fused loops (:mod:`kernels.cells`),
-so results are bit-identical to them; only which thread computes a column changes. The
-threads share no column: the input projection of a chunk of steps is split the same way,
-and each step's ``h`` is gathered into a buffer the threads only read before they run.
+Each part's weights are a contiguous copy (:func:`pack_split`); the steps of a chunk run in
+one parallel region whose threads claim parts and meet on atomic counters
+(:mod:`kernels.atomics`) rather than one parallel loop per step. The arithmetic of each
+gate column is the one of the fused loops (:mod:`kernels.cells`), so results are
+bit-identical to them; only which thread computes a column changes. Threads share no
+column, and each step's ``h`` goes to the other of two buffers, which the next step reads.
 """
 
 from __future__ import annotations
