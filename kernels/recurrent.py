@@ -52,6 +52,12 @@ _running: set[int] = set()
 _last_overlap = -1e9
 #: Seconds without overlapping calls before a call splits again.
 OVERLAP_QUIET = 1.0
+#: Calls of a shape between tries of the path that has been slower (its time is followed
+#: too, so that the choice turns when the machine's load does), at first and at most.
+PROBE_EVERY = 16
+PROBE_MOST = 1024
+#: Weight of a call's time in the moving average of its path.
+_TIMING_WEIGHT = 0.25
 
 
 #: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
@@ -179,6 +185,94 @@ def head_from_outputs(net: nw.PackedNetwork, outputs: np.ndarray) -> np.ndarray:
     return head_out
 
 
+class _PathTimes:
+    """Moving averages of the seconds per step of the fused loops and of the split path
+    for one network and call shape, and when next to try the one that has been slower
+    (after ``PROBE_EVERY`` calls, then less often each time a try confirms it, and in
+    proportion to how much slower it was, down to one in ``PROBE_MOST``: under load a try
+    of the split path can cost as much as 40 calls)."""
+
+    __slots__ = ("calls", "interval", "next_probe", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0]  # fused, split
+        self.calls = 0
+        self.interval = PROBE_EVERY
+        self.next_probe = PROBE_EVERY
+
+    def choose(self) -> tuple[bool, bool]:
+        """``(split, probe)`` for the next call: each path once first, then the faster,
+        the other when a try is due."""
+        self.calls += 1
+        fused, split = self.seconds
+        if not fused:
+            return False, False
+        if not split:
+            return True, False
+        probe = self.calls >= self.next_probe
+        return (split < fused) != probe, probe
+
+    def record(self, split: bool, probe: bool, seconds: float) -> None:
+        """A call's seconds per step; a try replaces its path's stale average."""
+        path = 1 if split else 0
+        previous = self.seconds[path]
+        self.seconds[path] = seconds if probe or not previous else previous + (
+            _TIMING_WEIGHT * (seconds - previous))
+        if probe:
+            other = self.seconds[1 - path]
+            if self.seconds[path] >= other:
+                # Still slower: try it again later, the later the costlier the try was.
+                ratio = self.seconds[path] / other
+                self.interval = min(PROBE_MOST, max(2 * self.interval,
+                                                    int(PROBE_EVERY * ratio)))
+            else:
+                self.interval = PROBE_EVERY
+            self.next_probe = self.calls + self.interval
+
+
+def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
+                 y: np.ndarray, head_out: np.ndarray) -> None:
+    """One block of streams of a network with a layer the split path can take: the fused
+    loops or the split path, whichever has been faster for calls of this shape.
+
+    The split path spends every core on one call. It steps aside while calls overlap in
+    this process (threaded workers get more done on one core each) and, through the
+    timings, when other work keeps the cores busy (its threads then wait for each other:
+    measured 3x slower on average, some calls 25x). Both paths give the same results bit
+    for bit.
+    """
+    global _last_overlap
+    streams, steps = x.shape[0], x.shape[1]
+    me = threading.get_ident()
+    now = time.monotonic()
+    if _running:
+        _last_overlap = now
+    threads = numba.get_num_threads()
+    eligible = (now - _last_overlap > OVERLAP_QUIET and threads > 1
+                and net.widest_splittable >= split_min_hidden(streams, steps))
+    _running.add(me)
+    try:
+        if not eligible:
+            _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+            return
+        key = ("timing", streams, steps > 1)
+        timing = net.derived.get(key)
+        if timing is None:
+            timing = net.derived[key] = _PathTimes()
+        assert isinstance(timing, _PathTimes)
+        split, probe = timing.choose()
+        started = time.perf_counter()
+        if split:
+            weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
+            _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
+                           offsets, split_min_hidden(streams, steps))
+        else:
+            _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+        timing.record(split, probe, (time.perf_counter() - started) / steps)
+    finally:
+        _running.discard(me)
+
+
 def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
             y: np.ndarray, head_out: np.ndarray, *, check: bool = True) -> None:
     """Run a window through ``net``, updating the streams' states in the arena in place.
@@ -209,32 +303,11 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
     if x.shape[0] >= BLAS_MIN_STREAMS:
         forward_blas(x, net.params, net.meta, arena, slots, y, head_out)
         return
-    streams = x.shape[0]
-    if streams <= STREAM_BLOCK:
+    if x.shape[0] <= STREAM_BLOCK:
         if net.widest_splittable < SPLIT_MIN_HIDDEN:
             _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
-            return
-        # Split only while calls do not overlap in this process: the split path spends every
-        # core on one call, and calls running side by side (threaded workers) get more
-        # done each on one core. One overlap turns splitting off for OVERLAP_QUIET seconds.
-        global _last_overlap
-        me = threading.get_ident()
-        min_hidden = split_min_hidden(streams, x.shape[1])
-        now = time.monotonic()
-        if _running:
-            _last_overlap = now
-        alone = now - _last_overlap > OVERLAP_QUIET
-        _running.add(me)
-        try:
-            if (alone and net.widest_splittable >= min_hidden
-                    and (threads := numba.get_num_threads()) > 1):
-                weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
-                _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
-                               offsets, min_hidden)
-            else:
-                _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
-        finally:
-            _running.discard(me)
+        else:
+            _forward_few(net, x, arena, slots, y, head_out)
         return
     run = _forward_serial
     if numba.get_num_threads() > 1:
