@@ -118,16 +118,23 @@ def test_the_narrowest_split_layer_depends_on_the_call(streams, steps, hidden):
     assert recurrent.split_min_hidden(streams, steps) == hidden
 
 
-def test_calls_that_overlap_run_on_one_core_each(monkeypatch):
-    """Another call in flight: this one takes the fused loops, and so do calls for
-    OVERLAP_QUIET seconds after; then splitting resumes."""
-    rng = np.random.default_rng(2)
+def counting_split_calls(monkeypatch, seed):
+    """A 1-layer hidden-128 LSTM, and a list that grows by one at each split call (no
+    overlap seen yet)."""
+    rng = np.random.default_rng(seed)
     net = pack_network([random_layer(rng, "lstm", 4, 128, scale=0.1)])
     calls = []
     real = recurrent._forward_split
     monkeypatch.setattr(recurrent, "_forward_split",
                         lambda *args: calls.append(1) or real(*args))
     monkeypatch.setattr(recurrent, "_last_overlap", -1e9)
+    return net, calls
+
+
+def test_calls_that_overlap_run_on_one_core_each(monkeypatch):
+    """Another call in flight: this one takes the fused loops, and so do calls for
+    OVERLAP_QUIET seconds after; then splitting resumes."""
+    net, calls = counting_split_calls(monkeypatch, 2)
     x, arena, slots, y, head = buffers(net, 1, 3, 3)
     monkeypatch.setattr(recurrent, "_running", {-1})  # somebody else's call
     forward(net, x, arena, slots, y, head)
@@ -185,13 +192,7 @@ def test_the_faster_path_is_taken_and_the_other_only_tried_now_and_then(monkeypa
     """Timings say the split path is slow (say, other work on the cores): it is tried after
     PROBE_EVERY calls, then later and later as each try confirms it; results are the same
     either way."""
-    rng = np.random.default_rng(6)
-    net = pack_network([random_layer(rng, "lstm", 4, 128, scale=0.1)])
-    calls = []
-    real = recurrent._forward_split
-    monkeypatch.setattr(recurrent, "_forward_split",
-                        lambda *args: calls.append(1) or real(*args))
-    monkeypatch.setattr(recurrent, "_last_overlap", -1e9)
+    net, calls = counting_split_calls(monkeypatch, 6)
     timing = recurrent._PathTimes()
     timing.seconds = [1e-9, 10.0]  # fused: fast; split: very slow (its tries will show)
     net.derived[("timing", 1, True)] = timing
