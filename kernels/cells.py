@@ -25,6 +25,8 @@ from kernels.config import LEAF_OPTIONS
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 U = np.uint64
+#: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
+_PROJECTION_VALUES = 16384
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -108,6 +110,28 @@ def _gather_inputs(ubuf, inp, s0, nb, t, n):
         row = U(s0 + s)
         for k in range(U(n)):
             ubuf[s, k] = inp[row, step, k]
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gather_chunk(xbuf, inp, s0, nb, t0, n, n_in):
+    """``xbuf[s * n + dt] = inp[s0 + s, t0 + dt]``: the inputs of steps ``t0 .. t0+n`` of
+    the block's streams, stream by stream (the rows of a chunk's input projections)."""
+    for s in range(nb):
+        for dt in range(n):
+            r = s * n + dt
+            for k in range(U(n_in)):
+                xbuf[r, k] = inp[s0 + s, t0 + dt, k]
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _scratch_shape(meta, nb, steps, n_features):
+    """``(plane, chunk)`` for a block of ``nb`` streams: the width of each of its scratch
+    planes, and how many steps' input projections a plane of ``nb * chunk`` rows holds
+    (at most ``_PROJECTION_VALUES`` floats)."""
+    width = meta[nw.MAX_WIDTH]
+    plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE],
+                width + max(width, n_features))
+    return plane, min(steps, max(1, _PROJECTION_VALUES // (nb * plane)))
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -287,11 +311,7 @@ def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, 
     for t0 in range(0, steps, chunk):
         n = min(chunk, steps - t0)
         rows = nb * n
-        for s in range(nb):
-            for dt in range(n):
-                r = s * n + dt
-                for k in range(U(n_in)):
-                    xbuf[r, k] = inp[s0 + s, t0 + dt, k]
+        _gather_chunk(xbuf, inp, s0, nb, t0, n, n_in)
         _set_bias(proj, params, b_ih, b_hh, rows, n_gates)
         _accumulate(proj, 0, params, w_ih, n_gates, 0, xbuf, rows, n_in, n_gates)
         for dt in range(n):

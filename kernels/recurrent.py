@@ -23,7 +23,7 @@ import numpy as np
 
 from kernels import network as nw
 from kernels.batched import BLAS_MIN_STREAMS, forward_blas
-from kernels.cells import _head, _layer
+from kernels.cells import _head, _layer, _scratch_shape
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK, renamed
 from kernels.split import _forward_split, split_weights
 
@@ -60,10 +60,6 @@ PROBE_MOST = 1024
 _TIMING_WEIGHT = 0.25
 
 
-#: Floats per scratch plane for the input projections of a chunk of steps (64 KiB).
-_PROJECTION_VALUES = 16384
-
-
 def _forward_impl(x, params, meta, arena, slots, y, head_out):
     n_streams = x.shape[0]
     steps = x.shape[1]
@@ -79,11 +75,8 @@ def _forward_impl(x, params, meta, arena, slots, y, head_out):
         nb = min(STREAM_BLOCK, n_streams - s0)
         # One allocation per block; its planes are the scratch buffers. (Integer-indexing
         # a plane is pointer arithmetic, where reshaping a slice is a runtime call.)
-        plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE],
-                    width + max(width, n_features))
-        # Input projections of several steps at once (LSTM): rows for a chunk of steps,
-        # at most _PROJECTION_VALUES floats a plane.
-        chunk = min(steps, max(1, _PROJECTION_VALUES // (nb * plane)))
+        # Input projections of several steps at once (LSTM): rows for a chunk of steps.
+        plane, chunk = _scratch_shape(meta, nb, steps, n_features)
         scratch = np.empty((8, nb * chunk, plane), np.float32)
         gates = scratch[0]
         extra = scratch[1]
@@ -231,9 +224,11 @@ class _PathTimes:
 
 
 def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
-                 y: np.ndarray, head_out: np.ndarray) -> None:
-    """One block of streams of a network with a layer the split path can take: the fused
-    loops or the split path, whichever has been faster for calls of this shape.
+                 y: np.ndarray, head_out: np.ndarray, min_hidden: int) -> None:
+    """One block of streams of a network with a layer of ``min_hidden`` units or more (wide
+    enough for the split path at this call's shape): the fused loops or the split path,
+    whichever has been faster for calls of this shape. (Calls with no such layer do not
+    come here, and so are not seen as overlapping others.)
 
     The split path spends every core on one call. It steps aside while calls overlap in
     this process (threaded workers get more done on one core each) and, through the
@@ -248,8 +243,7 @@ def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots:
     if _running:
         _last_overlap = now
     threads = numba.get_num_threads()
-    eligible = (now - _last_overlap > OVERLAP_QUIET and threads > 1
-                and net.widest_splittable >= split_min_hidden(streams, steps))
+    eligible = now - _last_overlap > OVERLAP_QUIET and threads > 1
     _running.add(me)
     try:
         if not eligible:
@@ -265,7 +259,7 @@ def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots:
         if split:
             weights, offsets = split_weights(net, threads, SPLIT_MIN_HIDDEN)
             _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
-                           offsets, split_min_hidden(streams, steps))
+                           offsets, min_hidden)
         else:
             _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
         timing.record(split, probe, (time.perf_counter() - started) / steps)
@@ -304,10 +298,12 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
         forward_blas(x, net.params, net.meta, arena, slots, y, head_out)
         return
     if x.shape[0] <= STREAM_BLOCK:
-        if net.widest_splittable < SPLIT_MIN_HIDDEN:
+        min_hidden = split_min_hidden(x.shape[0], x.shape[1])
+        if net.widest_splittable < min_hidden:
+            # No layer this call could split: no timing or overlap bookkeeping (~1 us).
             _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
         else:
-            _forward_few(net, x, arena, slots, y, head_out)
+            _forward_few(net, x, arena, slots, y, head_out, min_hidden)
         return
     run = _forward_serial
     if numba.get_num_threads() > 1:

@@ -25,14 +25,21 @@ import numpy as np
 from kernels import network as nw
 from kernels.activations import _activate
 from kernels.atomics import atomic_add, atomic_cas, atomic_load, yield_cpu
-from kernels.cells import U, _accumulate, _clip, _gather_h, _gather_inputs, _head, _layer
+from kernels.cells import (
+    U,
+    _accumulate,
+    _clip,
+    _gather_chunk,
+    _gather_h,
+    _gather_inputs,
+    _head,
+    _layer,
+    _scratch_shape,
+)
 from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
 
 _ONE = np.float32(1.0)
 
-#: Floats per scratch plane for the input projections of a chunk of steps, as in
-#: :mod:`kernels.recurrent`.
-_PROJECTION_VALUES = 16384
 #: A thread waiting for the others' parts of a step spins this many times (~0.1 ms: an
 #: atomic load of an unchanged line is an L1 hit), then yields its core at each check:
 #: with more runnable threads than cores (threaded workers, other processes) the thread it
@@ -435,10 +442,7 @@ def _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
         return
     for t0 in range(0, steps, chunk):
         n_steps = min(chunk, steps - t0)
-        for s in range(nb):
-            for dt in range(n_steps):
-                for k in range(U(n_in)):
-                    xbuf[s * n_steps + dt, k] = inp[s, t0 + dt, k]
+        _gather_chunk(xbuf, inp, 0, nb, t0, n_steps, n_in)
         _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_offs, t0,
                      n_steps, True, proj, xbuf, h_even, h_odd, part_gates, part_full, part_u,
                      np.zeros((1 + n_steps, width), np.int64))
@@ -477,9 +481,7 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
     n_features = x.shape[2]
     seq_a = np.empty((nb if n_layers > 1 else 0, steps, width), np.float32)
     seq_b = np.empty((nb if n_layers > 2 else 0, steps, width), np.float32)
-    plane = max(meta[nw.MAX_GATES], meta[nw.MAX_HIDDEN], meta[nw.MAX_DENSE],
-                width + max(width, n_features))
-    chunk = min(steps, max(1, _PROJECTION_VALUES // (nb * plane)))
+    plane, chunk = _scratch_shape(meta, nb, steps, n_features)
     scratch = np.empty((8, nb * chunk, plane), np.float32)
     size = _part_size(meta[nw.MAX_HIDDEN], parts)
     proj = np.empty((nb * chunk, parts * 4 * size), np.float32)
