@@ -35,23 +35,14 @@ def machine() -> str:
             f"numpy {np.__version__}, numba {numba.__version__} "
             f"({numba.config.THREADING_LAYER} layer, {numba.get_num_threads()} threads), "
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-            f"{blas_in_use()}")
+            f"{panel_geometry()}")
 
 
-def blas_in_use() -> str:
-    """The BLAS Numba calls (SciPy's) and the kernels it runs: ``OPENBLAS_CORETYPE``
-    decides between AVX2 (Haswell) and AVX-512 (SkylakeX) ones."""
-    from threadpoolctl import threadpool_info
+def panel_geometry() -> str:
+    """The tile the many-stream path's products use on this CPU (:mod:`kernels.panels`)."""
+    from kernels.panels import LANES, PANEL, TILE_ROWS
 
-    from kernels.batched import own_blas_threads
-
-    own_blas_threads()
-
-    for lib in threadpool_info():
-        if f"{os.sep}scipy.libs{os.sep}" in lib["filepath"]:
-            return (f"SciPy BLAS {lib['internal_api']} {lib['version']} "
-                    f"({lib.get('architecture')} kernels, {lib['num_threads']} thread(s))")
-    return "SciPy BLAS: not identified"
+    return f"panel products {TILE_ROWS} x {PANEL} ({LANES}-lane vectors)"
 
 
 class TorchStack:

@@ -4,19 +4,15 @@ Public entry points: :func:`pack_network` (weights -> one buffer), :func:`forwar
 window through it, state in place in an arena) and :func:`activate`.
 """
 
-from kernels.config import prefer_avx512_blas
-
-prefer_avx512_blas()
-
-from kernels.activations import ACTIVATIONS, activate  # noqa: E402
-from kernels.network import (  # noqa: E402
+from kernels.activations import ACTIVATIONS, activate
+from kernels.network import (
     DenseLayer,
     PackedNetwork,
     RecurrentLayer,
     activation,
     pack_network,
 )
-from kernels.recurrent import check_forward_args, forward  # noqa: E402
+from kernels.recurrent import check_forward_args, forward
 
 __all__ = [
     "ACTIVATIONS",

@@ -41,7 +41,9 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
     ``W`` being the ``[n_rows, w_stride]`` matrix stored at ``params[w_off:]``.
 
     Four weight rows at a time: each load and store of a ``dst`` vector serves four rows,
-    and the rows stay in L1 while every stream of the block uses them. (Reshaping a slice
+    and the rows stay in L1 while every stream of the block uses them. Each output is one
+    multiply-add chain over ``k`` in order, as in :mod:`kernels.panels`: with FMA
+    contraction every path computes a stream's gates bit for bit alike. (Reshaping a slice
     of ``params`` into a matrix view instead costs a runtime call per layer and call.)
     """
     whole = n_rows - n_rows % 4
@@ -60,8 +62,9 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
             u2 = u[0, k + 2]
             u3 = u[0, k + 3]
             for j in range(cols):
-                dst[0, at + j] += (params[r0 + j] * u0 + params[r1 + j] * u1
-                                   + params[r2 + j] * u2 + params[r3 + j] * u3)
+                dst[0, at + j] = (dst[0, at + j] + params[r0 + j] * u0
+                                  + params[r1 + j] * u1 + params[r2 + j] * u2
+                                  + params[r3 + j] * u3)
         for k in range(whole, n_rows):
             r0 = U(w_off + k * w_stride + w_col)
             u0 = u[0, k]
@@ -79,8 +82,9 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
             u2 = u[s, k + 2]
             u3 = u[s, k + 3]
             for j in range(cols):
-                dst[s, at + j] += (params[r0 + j] * u0 + params[r1 + j] * u1
-                                   + params[r2 + j] * u2 + params[r3 + j] * u3)
+                dst[s, at + j] = (dst[s, at + j] + params[r0 + j] * u0
+                                  + params[r1 + j] * u1 + params[r2 + j] * u2
+                                  + params[r3 + j] * u3)
     for k in range(whole, n_rows):
         r0 = U(w_off + k * w_stride + w_col)
         for s in range(nb):

@@ -6,7 +6,6 @@ arguments; only the compile flags live here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from types import FunctionType
 from typing import Any
@@ -51,26 +50,3 @@ def renamed(function: Callable[..., Any], suffix: str) -> FunctionType:
     copy.__qualname__ = function.__qualname__ + suffix
     copy.__doc__ = function.__doc__
     return copy
-
-
-#: OpenBLAS kernels that use AVX-512, and the CPU features they need.
-_AVX512_BLAS_CORE = "SkylakeX"
-_AVX512_FEATURES = ("avx512f", "avx512bw", "avx512dq", "avx512vl")
-
-
-def prefer_avx512_blas() -> None:
-    """Have the OpenBLAS that Numba calls use its AVX-512 kernels when the CPU has them.
-
-    OpenBLAS 0.3.30 does not recognise AMD Zen 4/5 as AVX-512 capable and picks its AVX2
-    (Haswell) kernels: about half the sgemm speed there (measured 115 vs 200 GFLOP/s on
-    one Zen 5 core). ``OPENBLAS_CORETYPE`` is read when the library loads, so this must
-    run before SciPy's BLAS is loaded; it changes nothing when the variable is already set
-    or the CPU lacks any of the features the kernels use.
-    """
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        return
-    from llvmlite import binding
-
-    features = binding.get_host_cpu_features()
-    if all(features.get(name, False) for name in _AVX512_FEATURES):
-        os.environ["OPENBLAS_CORETYPE"] = _AVX512_BLAS_CORE

@@ -5,12 +5,13 @@
 its new state there, in place: the service keeps every stream of a model version in one
 arena and runs any set of them without copies.
 
-Below ``BLAS_MIN_STREAMS`` streams the fused loops run: work is split into blocks of
-``STREAM_BLOCK`` streams; a block shares each weight-row load and is the unit handed to a
-thread. From ``BLAS_MIN_STREAMS`` streams on, :mod:`kernels.batched` computes the gates by
-BLAS matrix products. A stream's result never depends on the number of threads, and on
-the other streams of its call only through the path taken (float32 rounding, relative
-1e-6).
+From ``PANEL_MIN_STREAMS`` (two) streams on, :mod:`kernels.batched` computes the gates by
+matrix products against weights packed into panels (:mod:`kernels.panels`). One stream
+runs the fused loops, or spreads its steps over the threads (:mod:`kernels.split`) when a
+layer is wide enough and that has been faster. The fused loops also take blocks of
+``STREAM_BLOCK`` streams (sharing each weight-row load); only tests send them more than
+one stream now. A stream's result never depends on the number of threads, and on the
+other streams of its call only through the path taken (float32 rounding, relative 1e-6).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numba
 import numpy as np
 
 from kernels import network as nw
-from kernels.batched import BLAS_MIN_STREAMS, forward_blas
+from kernels.batched import PANEL_MIN_STREAMS, forward_panels
 from kernels.cells import _head, _layer, _scratch_shape
 from kernels.config import JIT_OPTIONS, STREAM_BLOCK, renamed
 from kernels.split import _forward_split, split_weights
@@ -294,8 +295,8 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
     """
     if check:
         check_forward_args(net, x, arena, slots, y, head_out)
-    if x.shape[0] >= BLAS_MIN_STREAMS:
-        forward_blas(x, net.params, net.meta, arena, slots, y, head_out)
+    if x.shape[0] >= PANEL_MIN_STREAMS:
+        forward_panels(x, net, arena, slots, y, head_out)
         return
     if x.shape[0] <= STREAM_BLOCK:
         min_hidden = split_min_hidden(x.shape[0], x.shape[1])

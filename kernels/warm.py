@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 
-from kernels.batched import _forward_blas_parallel, _forward_blas_serial, own_blas_threads
+from kernels.batched import _forward_panels_parallel, _forward_panels_serial
 from kernels.network import DenseLayer, RecurrentLayer, pack_network
+from kernels.panels import pack_panels
 from kernels.recurrent import _forward_parallel, _forward_serial, head_from_outputs
 from kernels.split import _forward_split, pack_split
 
@@ -37,9 +38,9 @@ def warm() -> float:
         kernel(x, net.params, net.meta, arena, slots, y, head)
     split, offsets = pack_split(net, 2, 1)
     _forward_split(x, net.params, net.meta, arena, slots, y, head, split, offsets, 1)
-    own_blas_threads()
-    for blas_kernel in (_forward_blas_serial, _forward_blas_parallel):
-        blas_kernel(x, net.params, net.meta, arena, slots, y, head, 16)
+    panels, panel_at = pack_panels(net)
+    for panel_kernel in (_forward_panels_serial, _forward_panels_parallel):
+        panel_kernel(x, net.params, net.meta, arena, slots, y, head, 16, panels, panel_at)
     head_from_outputs(net, y[:, -1].copy())
     return time.perf_counter() - started
 

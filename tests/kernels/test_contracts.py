@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kernels import check_forward_args, forward, pack_network
-from kernels.batched import BLAS_MIN_STREAMS
+from kernels.batched import PANEL_MIN_STREAMS
 from kernels.config import STREAM_BLOCK
 from tests.factories import random_dense, random_layer
 
@@ -26,9 +26,9 @@ def buffers(net, batch, steps, rng):
     return x, arena, slots, y, head
 
 
-@pytest.mark.parametrize("batch", [STREAM_BLOCK + 7, BLAS_MIN_STREAMS + 1, 300])
+@pytest.mark.parametrize("batch", [STREAM_BLOCK + 7, PANEL_MIN_STREAMS + 1, 300])
 def test_results_do_not_depend_on_the_thread_count(net, batch):
-    """Fused loops in parallel, the BLAS path with two blocks, and with several."""
+    """The panel path with two blocks and with several (and its tiles' row remainders)."""
     rng = np.random.default_rng(1)
     x, arena, slots, y, head = buffers(net, batch, 6, rng)
     results = []
@@ -45,17 +45,10 @@ def test_results_do_not_depend_on_the_thread_count(net, batch):
         np.testing.assert_array_equal(a, b)
 
 
-def assert_within_rounding(actual, expected):
-    """Equal to 1e-6 of the vector's magnitude: float32 rounding of the products, which
-    differ between the fused and the BLAS path (an element near zero can differ by more
-    than 1e-6 of itself)."""
-    scale = float(np.abs(expected).max())
-    assert float(np.abs(actual - expected).max()) <= 1e-6 * scale, (actual, expected)
-
-
 def test_a_stream_does_not_depend_on_the_other_streams_of_its_call(net):
-    """Alone it takes the fused loops, among 300 the BLAS path: the two differ by float32
-    rounding only."""
+    """Alone it takes the fused loops (or the split path), among 300 the panel path: every
+    path computes each gate as the same multiply-add chain, so the results are identical
+    (issue 4 asks for relative 1e-6; DESIGN.md's forecasts chain several steps)."""
     rng = np.random.default_rng(2)
     x, arena, slots, y, head = buffers(net, 300, 4, rng)
     full_arena = arena.copy()
@@ -66,9 +59,9 @@ def test_a_stream_does_not_depend_on_the_other_streams_of_its_call(net):
         h1 = np.empty((1, net.head_size), np.float32)
         forward(net, np.ascontiguousarray(x[index:index + 1]), alone,
                 np.zeros(1, np.int64), y1, h1)
-        assert_within_rounding(y1[0], y[index])
-        assert_within_rounding(alone[0], full_arena[index])
-        assert_within_rounding(h1[0], head[index])
+        np.testing.assert_array_equal(y1[0], y[index])
+        np.testing.assert_array_equal(alone[0], full_arena[index])
+        np.testing.assert_array_equal(h1[0], head[index])
 
 
 @pytest.mark.parametrize("change,error,match", [

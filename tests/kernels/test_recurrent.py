@@ -10,15 +10,15 @@ from tests.factories import random_dense, random_layer
 ATOL = RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True, params=["fused", "blas", "split"])
+@pytest.fixture(autouse=True, params=["fused", "panels", "split"])
 def path(request, monkeypatch):
-    """Every test runs through the fused loops, the BLAS path (which normally takes only
-    calls of ``BLAS_MIN_STREAMS`` streams or more) and the split path (normally wide LSTM
-    layers only; with more than one thread)."""
-    if request.param == "blas":
-        monkeypatch.setattr(recurrent, "BLAS_MIN_STREAMS", 1)
+    """Every test runs through the fused loops (which normally take one stream only), the
+    panel path (which normally takes ``PANEL_MIN_STREAMS`` streams or more) and the split
+    path (normally one stream of a wide LSTM layer; with more than one thread)."""
+    if request.param == "panels":
+        monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1)
     else:
-        monkeypatch.setattr(recurrent, "BLAS_MIN_STREAMS", 1 << 62)
+        monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1 << 62)
     if request.param == "split":
         monkeypatch.setattr(recurrent, "SPLIT_MIN_HIDDEN", 1)
         monkeypatch.setattr(recurrent, "split_min_hidden", lambda streams, steps: 1)

@@ -19,6 +19,13 @@ def buffers(net, batch, steps, seed):
     return x, arena, np.arange(batch, dtype=np.int64), y, head
 
 
+@pytest.fixture(autouse=True)
+def few_streams_not_panels(monkeypatch):
+    """Calls of several streams take the panel path (kernels.panels); the split path still
+    handles up to a block of streams, which these tests check."""
+    monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1 << 62)
+
+
 def fused(net, x, arena, slots, y, head):
     recurrent._forward_serial(x, net.params, net.meta, arena, slots, y, head)
 

@@ -1,0 +1,203 @@
+"""Gate products against weights packed once into column panels, for many streams at once.
+
+A step of a layer over a block of streams is a matrix product ``[streams, K] @ [K, gates]``
+with small ``streams`` and weights that never change. OpenBLAS (what ``np.dot`` calls in
+Numba) copies its right operand into its own panel layout on every call and is tuned for
+large products: on one Zen 5 core it reached 67-130 GFLOP/s on such shapes (``[32, 256] @
+[256, 1024]``: 95). Here the weights are copied into panels once per network
+(:func:`pack_panels`), and a register-tiled kernel, emitted as LLVM IR because Numba has no
+vector type, keeps a tile of ``TILE_ROWS x PANEL`` sums in vector registers while it walks
+down a panel: 190-223 GFLOP/s on the same shapes (measured, session 4 of issue 4).
+
+Each output is one fused multiply-add chain over ``k`` in order, started from its ``src``
+value (a bias or the input projection): a stream's result does not depend on which other
+streams share the tile, the block or the call.
+
+Panel layout, per recurrent layer (``panel_offsets[layer]`` is where it starts): three rows
+of ``padded`` floats (``b_ih``, ``b_hh`` or zeros, and their sum), then one panel per
+``PANEL`` gate columns, ``[inputs + R, PANEL]`` each: the rows of ``[w_ih; w_hh]`` (``R``
+= P or H), zero beyond the last gate column. ``padded`` is the gate count rounded up to a
+whole panel; buffers the kernels write gates into have rows that wide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import binding, ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from kernels import network as nw
+from kernels.config import LEAF_OPTIONS
+
+
+def _geometry() -> tuple[int, int]:
+    """``(lanes, vectors)``: float32 lanes of the host's vector registers and vectors per
+    tile row. AVX-512 has 32 registers (4 x 4 accumulators of 16 lanes fit); AVX2 has 16
+    (4 x 2 of 8 leave room for the weights and the broadcast)."""
+    if binding.get_host_cpu_features().get("avx512f", False):
+        return 16, 4
+    return 8, 2
+
+
+LANES, VECTORS = _geometry()
+#: Gate columns per panel, and output rows per tile.
+PANEL = LANES * VECTORS
+TILE_ROWS = 4
+
+
+def padded_width(columns: int) -> int:
+    """``columns`` rounded up to whole panels."""
+    return -(-columns // PANEL) * PANEL
+
+
+def _tile(typingctx: Any, rows: Any, a: Any, a_off: Any, lda: Any, w: Any, w_off: Any,
+          k_len: Any, src: Any, s_off: Any, lds: Any, dst: Any, d_off: Any, ldd: Any) -> Any:
+    """``dst[r, :PANEL] = src[r, :PANEL] + a[r, :k_len] @ w[:k_len, :PANEL]`` for ``r <
+    rows`` (a literal, 1 to ``TILE_ROWS``). Offsets are flat element offsets into the
+    C-contiguous arrays, ``lda``/``lds``/``ldd`` the row strides (``lds = 0``: every row
+    starts from the same ``src`` row); ``w`` holds ``k_len`` rows of ``PANEL`` floats."""
+    if not isinstance(rows, types.IntegerLiteral):
+        return None
+    n_rows = rows.literal_value
+    i64 = types.int64
+    signature = types.void(rows, a, i64, i64, w, i64, i64, src, i64, i64, dst, i64, i64)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        (_, a, a_off, lda, w, w_off, k_len, src, s_off, lds, dst, d_off, ldd) = args
+
+        def base(index: int, array: Any, offset: Any) -> Any:
+            data = context.make_array(sig.args[index])(context, builder, array).data
+            return builder.gep(data, [offset])
+
+        def const(value: int) -> Any:
+            return ir.Constant(ir.IntType(64), value)
+
+        vector = ir.VectorType(ir.FloatType(), LANES)
+        pointer = vector.as_pointer()
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
+
+        def vector_at(row_base: Any, v: int) -> Any:
+            return builder.bitcast(builder.gep(row_base, [const(v * LANES)]), pointer)
+
+        a_base, w_base = base(1, a, a_off), base(4, w, w_off)
+        s_base, d_base = base(7, src, s_off), base(10, dst, d_off)
+        # Accumulators live in allocas that LLVM promotes to registers.
+        sums = []
+        for r in range(n_rows):
+            s_row = builder.gep(s_base, [builder.mul(lds, const(r))])
+            for v in range(VECTORS):
+                slot = cgutils.alloca_once(builder, vector)
+                builder.store(builder.load(vector_at(s_row, v), align=4), slot)
+                sums.append(slot)
+        a_rows = [builder.gep(a_base, [builder.mul(lda, const(r))]) for r in range(n_rows)]
+        undefined = ir.Constant(vector, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        with cgutils.for_range(builder, k_len) as loop:
+            w_row = builder.gep(w_base, [builder.mul(loop.index, const(PANEL))])
+            weights = [builder.load(vector_at(w_row, v), align=4) for v in range(VECTORS)]
+            for r in range(n_rows):
+                value = builder.load(builder.gep(a_rows[r], [loop.index]))
+                broadcast = builder.shuffle_vector(
+                    builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0)),
+                    undefined, splat)
+                for v in range(VECTORS):
+                    slot = sums[r * VECTORS + v]
+                    builder.store(builder.call(fma, [broadcast, weights[v], builder.load(slot)]),
+                                  slot)
+        for r in range(n_rows):
+            d_row = builder.gep(d_base, [builder.mul(ldd, const(r))])
+            for v in range(VECTORS):
+                builder.store(builder.load(sums[r * VECTORS + v]), vector_at(d_row, v), align=4)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+#: Callable from kernels only.
+tile: Any = intrinsic(_tile)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def panel_product(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src, s_off, lds,
+                  dst, d_off, ldd):
+    """``dst[r, c] = src[r, c] + sum_k a[r, k] * W[k, c]`` for ``r < rows`` and ``c <
+    n_panels * PANEL``, ``W`` being ``k_len`` rows of a layer's panels: from ``w_off`` in the
+    first panel, the next panel ``w_stride`` floats on. Offsets and strides are in elements
+    (as for :func:`tile`)."""
+    whole = rows - rows % TILE_ROWS
+    left = rows - whole
+    for p in range(n_panels):
+        wp = w_off + p * w_stride
+        column = p * PANEL
+        for r in range(0, whole, TILE_ROWS):
+            tile(TILE_ROWS, a, a_off + r * lda, lda, w, wp, k_len, src, s_off + r * lds + column,
+                 lds, dst, d_off + r * ldd + column, ldd)
+        if left == 0:
+            continue
+        a_at = a_off + whole * lda
+        s_at = s_off + whole * lds + column
+        d_at = d_off + whole * ldd + column
+        if left == 1:
+            tile(1, a, a_at, lda, w, wp, k_len, src, s_at, lds, dst, d_at, ldd)
+        elif left == 2:
+            tile(2, a, a_at, lda, w, wp, k_len, src, s_at, lds, dst, d_at, ldd)
+        else:
+            tile(3, a, a_at, lda, w, wp, k_len, src, s_at, lds, dst, d_at, ldd)
+
+
+def _aligned_zeros(size: int) -> np.ndarray:
+    """float32 zeros starting on a 64-byte boundary (a vector load then never straddles two
+    cache lines)."""
+    raw = np.zeros(size + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + size]
+
+
+def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
+    """Every recurrent layer's biases and ``[w_ih; w_hh]`` in the panel layout (module
+    docstring). Returns ``(weights, offsets)``, ``offsets[layer]`` being where the layer's
+    block starts in ``weights``."""
+    meta, params = net.meta, net.params
+    n_layers = int(meta[nw.N_LAYERS])
+    offsets = np.zeros(n_layers, np.int64)
+    sizes: list[int] = []
+    for layer in range(n_layers):
+        row = nw.HEADER + layer * nw.LAYER_FIELDS
+        gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
+        n_u = int(meta[row + nw.L_IN] + meta[row + nw.L_OUT])
+        offsets[layer] = sum(sizes)
+        sizes.append(padded_width(gates) * (3 + n_u))
+    weights = _aligned_zeros(sum(sizes))
+    for layer in range(n_layers):
+        row = nw.HEADER + layer * nw.LAYER_FIELDS
+        gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
+        n_in, n_out = int(meta[row + nw.L_IN]), int(meta[row + nw.L_OUT])
+        padded = padded_width(gates)
+        block = weights[offsets[layer]:offsets[layer] + sizes[layer]]
+        biases = block[:3 * padded].reshape(3, padded)
+        biases[0, :gates] = params[meta[row + nw.L_B_IH]:][:gates]
+        if meta[row + nw.L_B_HH] >= 0:
+            biases[1, :gates] = params[meta[row + nw.L_B_HH]:][:gates]
+        biases[2, :gates] = biases[0, :gates] + biases[1, :gates]
+        stacked = np.zeros((n_in + n_out, padded), np.float32)
+        stacked[:n_in, :gates] = params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(
+            n_in, gates)
+        stacked[n_in:, :gates] = params[meta[row + nw.L_W_HH]:][:n_out * gates].reshape(
+            n_out, gates)
+        panels = block[3 * padded:].reshape(padded // PANEL, n_in + n_out, PANEL)
+        panels[:] = stacked.reshape(n_in + n_out, padded // PANEL, PANEL).transpose(1, 0, 2)
+    return weights, offsets
+
+
+def panel_weights(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pack_panels`, made once per network."""
+    found = net.derived.get("panels")
+    if found is None:
+        found = net.derived["panels"] = pack_panels(net)
+    return found  # type: ignore[return-value]

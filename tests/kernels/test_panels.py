@@ -1,0 +1,97 @@
+"""The panel products (kernels.panels) against float64 NumPy, and the panel layout."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernels import pack_network
+from kernels.panels import PANEL, pack_panels, padded_width, panel_product
+from tests.factories import random_layer
+
+
+def pack(weights):
+    """``[K, N]`` -> panels ``[N' / PANEL, K, PANEL]`` flattened, zero-padded to ``N'``."""
+    k, n = weights.shape
+    wide = np.zeros((k, padded_width(n)), np.float32)
+    wide[:, :n] = weights
+    return np.ascontiguousarray(wide.reshape(k, -1, PANEL).transpose(1, 0, 2)).ravel()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 9])
+@pytest.mark.parametrize("k,n", [(1, PANEL), (13, 2 * PANEL), (40, PANEL + 16)])
+def test_product_matches_numpy(rows, k, n):
+    rng = np.random.default_rng(rows * 100 + k)
+    a = rng.standard_normal((rows, k)).astype(np.float32)
+    weights = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(padded_width(n)).astype(np.float32)
+    out = np.full((rows, padded_width(n)), np.nan, np.float32)
+    panel_product(a, 0, k, rows, pack(weights), 0, k * PANEL, k, padded_width(n) // PANEL,
+                  bias, 0, 0, out, 0, padded_width(n))
+    expected = bias[:n] + a.astype(np.float64) @ weights
+    np.testing.assert_allclose(out[:, :n], expected, rtol=1e-5, atol=1e-5)
+    assert np.all(out[:, n:] == bias[n:])  # padding columns: the src value, no NaN
+
+
+def test_a_row_is_the_same_whatever_rows_share_its_tile():
+    """Each output is one multiply-add chain: bit-identical alone, in a full tile or in a
+    remainder tile, and starting from per-row ``src`` rows at any offset."""
+    rng = np.random.default_rng(3)
+    k, n = 37, 2 * PANEL
+    a = rng.standard_normal((11, k)).astype(np.float32)
+    packed = pack(rng.standard_normal((k, n)).astype(np.float32))
+    src = rng.standard_normal((11, n)).astype(np.float32)
+    together = np.empty((11, n), np.float32)
+    panel_product(a, 0, k, 11, packed, 0, k * PANEL, k, 2, src, 0, n, together, 0, n)
+    for row in range(11):
+        alone = np.empty((1, n), np.float32)
+        panel_product(a, row * k, k, 1, packed, 0, k * PANEL, k, 2, src, row * n, n, alone, 0,
+                      n)
+        np.testing.assert_array_equal(alone[0], together[row])
+
+
+def test_layout_holds_biases_and_stacked_weights():
+    rng = np.random.default_rng(4)
+    layer = random_layer(rng, "gru", 8, 10)
+    net = pack_network([random_layer(rng, "lstm", 5, 8), layer])
+    weights, offsets = pack_panels(net)
+    width = padded_width(30)
+    block = weights[offsets[1]:]
+    np.testing.assert_array_equal(block[:30], layer.b_ih)
+    np.testing.assert_array_equal(block[width:width + 30], layer.b_hh)
+    np.testing.assert_array_equal(block[2 * width:2 * width + 30], layer.b_ih + layer.b_hh)
+    panels = block[3 * width:3 * width + (8 + 10) * width].reshape(width // PANEL, 18, PANEL)
+    stacked = np.concatenate(panels, axis=1)[:, :30]
+    np.testing.assert_array_equal(stacked, np.concatenate([layer.w_ih, layer.w_hh]))
+    assert weights.ctypes.data % 64 == 0
+
+
+AVX2_CHECK = """
+import numpy as np
+from llvmlite import binding
+features = binding.get_host_cpu_features()
+features["avx512f"] = False
+binding.get_host_cpu_features = lambda: features
+from kernels import panels
+assert (panels.LANES, panels.VECTORS, panels.PANEL) == (8, 2, 16)
+rng = np.random.default_rng(0)
+a = rng.standard_normal((7, 19)).astype(np.float32)
+w = rng.standard_normal((19, 48)).astype(np.float32)
+bias = rng.standard_normal(48).astype(np.float32)
+packed = np.ascontiguousarray(w.reshape(19, 3, 16).transpose(1, 0, 2)).ravel()
+out = np.empty((7, 48), np.float32)
+panels.panel_product(a, 0, 19, 7, packed, 0, 19 * 16, 19, 3, bias, 0, 0, out, 0, 48)
+np.testing.assert_allclose(out, bias + a.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+"""
+
+
+def test_the_avx2_geometry_computes_the_same(tmp_path):
+    """CPUs without AVX-512 get 8-lane tiles, two vectors wide: checked in a fresh process
+    that is told the CPU lacks AVX-512 (the geometry is fixed when the module loads)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert done.returncode == 0, done.stderr
