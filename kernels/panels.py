@@ -55,20 +55,25 @@ def padded_width(columns: int) -> int:
     return -(-columns // PANEL) * PANEL
 
 
-def _tile(typingctx: Any, rows: Any, a: Any, a_off: Any, lda: Any, w: Any, w_off: Any,
-          k_len: Any, src: Any, s_off: Any, lds: Any, dst: Any, d_off: Any, ldd: Any) -> Any:
-    """``dst[r, :PANEL] = src[r, :PANEL] + a[r, :k_len] @ w[:k_len, :PANEL]`` for ``r <
-    rows`` (a literal, 1 to ``TILE_ROWS``). Offsets are flat element offsets into the
-    C-contiguous arrays, ``lda``/``lds``/``ldd`` the row strides (``lds = 0``: every row
-    starts from the same ``src`` row); ``w`` holds ``k_len`` rows of ``PANEL`` floats."""
-    if not isinstance(rows, types.IntegerLiteral):
+def _tile(typingctx: Any, rows: Any, group: Any, a: Any, a_off: Any, lda: Any, w: Any,
+          w_off: Any, w_stride: Any, k_len: Any, src: Any, s_off: Any, lds: Any, dst: Any,
+          d_off: Any, ldd: Any) -> Any:
+    """``dst[r, c] = src[r, c] + a[r, :k_len] @ W[:k_len, c]`` for ``r < rows`` and the
+    ``group * PANEL`` columns ``c`` of ``group`` adjacent panels (``rows`` and ``group``
+    literals, ``rows * group <= TILE_ROWS``: at most 16 vector sums). Offsets are flat
+    element offsets into the C-contiguous arrays, ``lda``/``lds``/``ldd`` the row strides
+    (``lds = 0``: every row starts from the same ``src`` row); the first panel's ``k_len``
+    rows of ``PANEL`` floats start at ``w_off``, the next ``w_stride`` floats on."""
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(group, types.IntegerLiteral)):
         return None
-    n_rows = rows.literal_value
+    n_rows, n_panels = rows.literal_value, group.literal_value
     i64 = types.int64
-    signature = types.void(rows, a, i64, i64, w, i64, i64, src, i64, i64, dst, i64, i64)
+    signature = types.void(rows, group, a, i64, i64, w, i64, i64, i64, src, i64, i64, dst,
+                           i64, i64)
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        (_, a, a_off, lda, w, w_off, k_len, src, s_off, lds, dst, d_off, ldd) = args
+        (_, _, a, a_off, lda, w, w_off, w_stride, k_len, src, s_off, lds, dst, d_off,
+         ldd) = args
 
         def base(index: int, array: Any, offset: Any) -> Any:
             data = context.make_array(sig.args[index])(context, builder, array).data
@@ -81,17 +86,20 @@ def _tile(typingctx: Any, rows: Any, a: Any, a_off: Any, lda: Any, w: Any, w_off
         pointer = vector.as_pointer()
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
+        width = VECTORS * n_panels
 
         def vector_at(row_base: Any, v: int) -> Any:
             return builder.bitcast(builder.gep(row_base, [const(v * LANES)]), pointer)
 
-        a_base, w_base = base(1, a, a_off), base(4, w, w_off)
-        s_base, d_base = base(7, src, s_off), base(10, dst, d_off)
+        a_base = base(2, a, a_off)
+        w_bases = [base(5, w, builder.add(w_off, builder.mul(w_stride, const(g))))
+                   for g in range(n_panels)]
+        s_base, d_base = base(9, src, s_off), base(12, dst, d_off)
         # Accumulators live in allocas that LLVM promotes to registers.
         sums = []
         for r in range(n_rows):
             s_row = builder.gep(s_base, [builder.mul(lds, const(r))])
-            for v in range(VECTORS):
+            for v in range(width):
                 slot = cgutils.alloca_once(builder, vector)
                 builder.store(builder.load(vector_at(s_row, v), align=4), slot)
                 sums.append(slot)
@@ -99,21 +107,24 @@ def _tile(typingctx: Any, rows: Any, a: Any, a_off: Any, lda: Any, w: Any, w_off
         undefined = ir.Constant(vector, ir.Undefined)
         splat = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
         with cgutils.for_range(builder, k_len) as loop:
-            w_row = builder.gep(w_base, [builder.mul(loop.index, const(PANEL))])
-            weights = [builder.load(vector_at(w_row, v), align=4) for v in range(VECTORS)]
+            offset = builder.mul(loop.index, const(PANEL))
+            weights = []
+            for g in range(n_panels):
+                w_row = builder.gep(w_bases[g], [offset])
+                weights += [builder.load(vector_at(w_row, v), align=4) for v in range(VECTORS)]
             for r in range(n_rows):
                 value = builder.load(builder.gep(a_rows[r], [loop.index]))
                 broadcast = builder.shuffle_vector(
                     builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0)),
                     undefined, splat)
-                for v in range(VECTORS):
-                    slot = sums[r * VECTORS + v]
+                for v in range(width):
+                    slot = sums[r * width + v]
                     builder.store(builder.call(fma, [broadcast, weights[v], builder.load(slot)]),
                                   slot)
         for r in range(n_rows):
             d_row = builder.gep(d_base, [builder.mul(ldd, const(r))])
-            for v in range(VECTORS):
-                builder.store(builder.load(sums[r * VECTORS + v]), vector_at(d_row, v), align=4)
+            for v in range(width):
+                builder.store(builder.load(sums[r * width + v]), vector_at(d_row, v), align=4)
         return context.get_dummy_value()
 
     return signature, codegen
@@ -124,6 +135,40 @@ tile: Any = intrinsic(_tile)
 
 
 @numba.njit(**LEAF_OPTIONS)
+def _row_panels(rows, a, a_off, lda, w, w_off, w_stride, k_len, n_panels, src, s_off, lds,
+                dst, d_off, ldd):
+    """:func:`panel_product` for 1 to 3 rows: tiles span several panels (1 row: four, 2
+    rows: two), so that every tile keeps 8-16 independent sums in flight (one row of one
+    panel is four chains of dependent multiply-adds, which the FMA latency would bound)."""
+    p = 0
+    if rows == 1:
+        while p + 4 <= n_panels:
+            tile(1, 4, a, a_off, lda, w, w_off + p * w_stride, w_stride, k_len, src,
+                 s_off + p * PANEL, lds, dst, d_off + p * PANEL, ldd)
+            p += 4
+        if p + 2 <= n_panels:
+            tile(1, 2, a, a_off, lda, w, w_off + p * w_stride, w_stride, k_len, src,
+                 s_off + p * PANEL, lds, dst, d_off + p * PANEL, ldd)
+            p += 2
+    elif rows == 2:
+        while p + 2 <= n_panels:
+            tile(2, 2, a, a_off, lda, w, w_off + p * w_stride, w_stride, k_len, src,
+                 s_off + p * PANEL, lds, dst, d_off + p * PANEL, ldd)
+            p += 2
+    while p < n_panels:
+        wp = w_off + p * w_stride
+        s_at = s_off + p * PANEL
+        d_at = d_off + p * PANEL
+        if rows == 1:
+            tile(1, 1, a, a_off, lda, w, wp, w_stride, k_len, src, s_at, lds, dst, d_at, ldd)
+        elif rows == 2:
+            tile(2, 1, a, a_off, lda, w, wp, w_stride, k_len, src, s_at, lds, dst, d_at, ldd)
+        else:
+            tile(3, 1, a, a_off, lda, w, wp, w_stride, k_len, src, s_at, lds, dst, d_at, ldd)
+        p += 1
+
+
+@numba.njit(**LEAF_OPTIONS)
 def panel_product(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src, s_off, lds,
                   dst, d_off, ldd):
     """``dst[r, c] = src[r, c] + sum_k a[r, k] * W[k, c]`` for ``r < rows`` and ``c <
@@ -131,24 +176,16 @@ def panel_product(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src,
     first panel, the next panel ``w_stride`` floats on. Offsets and strides are in elements
     (as for :func:`tile`)."""
     whole = rows - rows % TILE_ROWS
-    left = rows - whole
-    for p in range(n_panels):
-        wp = w_off + p * w_stride
-        column = p * PANEL
-        for r in range(0, whole, TILE_ROWS):
-            tile(TILE_ROWS, a, a_off + r * lda, lda, w, wp, k_len, src, s_off + r * lds + column,
-                 lds, dst, d_off + r * ldd + column, ldd)
-        if left == 0:
-            continue
-        a_at = a_off + whole * lda
-        s_at = s_off + whole * lds + column
-        d_at = d_off + whole * ldd + column
-        if left == 1:
-            tile(1, a, a_at, lda, w, wp, k_len, src, s_at, lds, dst, d_at, ldd)
-        elif left == 2:
-            tile(2, a, a_at, lda, w, wp, k_len, src, s_at, lds, dst, d_at, ldd)
-        else:
-            tile(3, a, a_at, lda, w, wp, k_len, src, s_at, lds, dst, d_at, ldd)
+    if whole > 0:
+        for p in range(n_panels):
+            wp = w_off + p * w_stride
+            column = p * PANEL
+            for r in range(0, whole, TILE_ROWS):
+                tile(TILE_ROWS, 1, a, a_off + r * lda, lda, w, wp, w_stride, k_len, src,
+                     s_off + r * lds + column, lds, dst, d_off + r * ldd + column, ldd)
+    if whole < rows:
+        _row_panels(rows - whole, a, a_off + whole * lda, lda, w, w_off, w_stride, k_len,
+                    n_panels, src, s_off + whole * lds, lds, dst, d_off + whole * ldd, ldd)
 
 
 def _aligned_zeros(size: int) -> np.ndarray:

@@ -224,11 +224,22 @@ class _PathTimes:
             self.next_probe = self.calls + self.interval
 
 
+def _one_core(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
+              y: np.ndarray, head_out: np.ndarray) -> None:
+    """A few streams on one core: several steps as panel products (one stream x 24 steps,
+    2 layers of 32-128 units: 1.4-2x faster than the fused loops, measured), one step in the
+    fused loops (fewer arguments and buffers: ~0.5 us less on a 3 us call)."""
+    if x.shape[1] > 1:
+        forward_panels(x, net, arena, slots, y, head_out)
+    else:
+        _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+
+
 def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
                  y: np.ndarray, head_out: np.ndarray, min_hidden: int) -> None:
     """One block of streams of a network with a layer of ``min_hidden`` units or more (wide
-    enough for the split path at this call's shape): the fused loops or the split path,
-    whichever has been faster for calls of this shape. (Calls with no such layer do not
+    enough for the split path at this call's shape): one core (:func:`_one_core`) or the
+    split path, whichever has been faster for calls of this shape. (Calls with no such layer do not
     come here, and so are not seen as overlapping others.)
 
     The split path spends every core on one call. It steps aside while calls overlap in
@@ -248,7 +259,7 @@ def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots:
     _running.add(me)
     try:
         if not eligible:
-            _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+            _one_core(net, x, arena, slots, y, head_out)
             return
         key = ("timing", streams, steps > 1)
         timing = net.derived.get(key)
@@ -262,7 +273,7 @@ def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots:
             _forward_split(x, net.params, net.meta, arena, slots, y, head_out, weights,
                            offsets, min_hidden)
         else:
-            _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+            _one_core(net, x, arena, slots, y, head_out)
         timing.record(split, probe, (time.perf_counter() - started) / steps)
     finally:
         _running.discard(me)
@@ -302,7 +313,7 @@ def forward(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots: np.n
         min_hidden = split_min_hidden(x.shape[0], x.shape[1])
         if net.widest_splittable < min_hidden:
             # No layer this call could split: no timing or overlap bookkeeping (~1 us).
-            _forward_serial(x, net.params, net.meta, arena, slots, y, head_out)
+            _one_core(net, x, arena, slots, y, head_out)
         else:
             _forward_few(net, x, arena, slots, y, head_out, min_hidden)
         return

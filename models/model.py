@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from kernels import DenseLayer, PackedNetwork, RecurrentLayer, activation, pack_network
-from kernels.batched import PANEL_MIN_STREAMS
 from kernels.recurrent import (
     _forward_serial,
     check_forward_args,
@@ -115,13 +114,10 @@ class Model:
         self._state_size, self._offsets = net.state_size, net.state_offsets
         self._initial_row = self._initial_state_row()
         self._slots = np.arange(1024, dtype=np.int64)
-        #: ``arange(b)`` for the batches the fused loops take, ready-made for the hot path.
-        self._small_slots = [self._slots[:b] for b in range(PANEL_MIN_STREAMS)]
-        # Wide LSTM layers spread one stream's steps over the threads (kernels.split):
-        # whether a call of [streams][several steps] may, decided once.
-        widest = self.network.widest_splittable
-        self._splits = [(widest >= split_min_hidden(b, 1), widest >= split_min_hidden(b, 2))
-                        for b in range(PANEL_MIN_STREAMS)]
+        # One stream, one step (the hot path) runs the fused loops directly, unless a layer
+        # is wide enough for the split path (kernels.split), which kernels.forward times.
+        self._one_step_direct = (self.network.widest_splittable < split_min_hidden(1, 1))
+        self._one_slot = self._slots[:1]
 
     def __repr__(self) -> str:
         return f"Model({self.name or '?'}@{self.version or '?'}, {len(self.spec.layers)} layers)"
@@ -270,9 +266,8 @@ class Model:
         y = np.empty((batch, steps, self._output_size), _FLOAT32)
         every = self._head_every_step
         head = np.empty((batch * steps if every else batch, self._head_size), _FLOAT32)
-        if batch < PANEL_MIN_STREAMS and not self._splits[batch][steps > 1]:
-            _forward_serial(x, self._params, self._meta, arena, self._small_slots[batch], y,
-                            head)
+        if batch == 1 and steps == 1 and self._one_step_direct:
+            _forward_serial(x, self._params, self._meta, arena, self._one_slot, y, head)
         else:
             slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
                 batch, dtype=np.int64)
@@ -303,7 +298,7 @@ class Model:
         if check:
             check_forward_args(self.network, x, arena, slots, y, head_out)
         streams = x.shape[0]
-        if streams < PANEL_MIN_STREAMS and not self._splits[streams][x.shape[1] > 1]:
+        if streams == 1 and x.shape[1] == 1 and self._one_step_direct:
             _forward_serial(x, self._params, self._meta, arena, slots, y, head_out)
         else:
             forward(self.network, x, arena, slots, y, head_out, check=False)

@@ -22,7 +22,7 @@ def pack(weights):
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 9])
-@pytest.mark.parametrize("k,n", [(1, PANEL), (13, 2 * PANEL), (40, PANEL + 16)])
+@pytest.mark.parametrize("k,n", [(1, PANEL), (13, 2 * PANEL), (40, PANEL + 16), (5, 7 * PANEL)])
 def test_product_matches_numpy(rows, k, n):
     rng = np.random.default_rng(rows * 100 + k)
     a = rng.standard_normal((rows, k)).astype(np.float32)

@@ -19,6 +19,9 @@ def path(request, monkeypatch):
         monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1)
     else:
         monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1 << 62)
+        # One stream's steps would take the panels too (recurrent._one_core).
+        monkeypatch.setattr(recurrent, "forward_panels", lambda x, net, *rest: (
+            recurrent._forward_serial(x, net.params, net.meta, *rest)))
     if request.param == "split":
         monkeypatch.setattr(recurrent, "SPLIT_MIN_HIDDEN", 1)
         monkeypatch.setattr(recurrent, "split_min_hidden", lambda streams, steps: 1)
