@@ -17,6 +17,7 @@ import numpy as np
 
 from kernels import network as nw
 from kernels.cells import (
+    U,
     _gather_h,
     _gather_inputs,
     _gru_layer,
@@ -33,53 +34,100 @@ def _padded(columns):
     return (columns + PANEL - 1) // PANEL * PANEL
 
 
+#: Floats of input projections computed at once for a chunk of steps (1 MiB).
+_PROJECTION_VALUES = 262144
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gather_steps(xs, inp, s0, nb, t0, n, n_in):
+    """``xs[dt * nb + s] = inp[s0 + s, t0 + dt]``: a chunk's inputs, step by step."""
+    for dt in range(n):
+        for s in range(nb):
+            for k in range(U(n_in)):
+                xs[dt * nb + s, k] = inp[s0 + s, t0 + dt, k]
+
+
 @numba.njit(**JIT_OPTIONS)
-def _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels, at):
-    """One LSTM layer over all steps of streams ``s0 .. s0+nb``: per step, the gates
-    ``b + [x_t, h] @ [w_ih; w_hh]`` in one panel product from the layer's panel block at
-    ``at``, then the cell update. ``scratch`` is ``[4, >= nb * max(padded 4H, inputs +
-    P)]``."""
+def _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels,
+                       at):
+    """One LSTM layer over all steps of streams ``s0 .. s0+nb`` by panel products from the
+    layer's block at ``at``, then the cell update. ``scratch`` is ``[4, >= nb *
+    max(padded 4H, inputs + P)]``.
+
+    Several steps, when a chunk's projections fit ``_PROJECTION_VALUES``: the inputs of a
+    chunk of steps first (``b + X @ w_ih``, one product), then ``h @ w_hh`` per step,
+    continuing each output's multiply-add chain: ``w_ih`` is read once per chunk, not once
+    per step (a third of a 2x256 model's weights, read from L3 by one stream's steps).
+    Otherwise one product ``b + [x_t, h] @ [w_ih; w_hh]`` per step. Both give the same
+    results.
+    """
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     n_out = meta[row + nw.L_OUT]
     n_u = n_in + n_out
     width = _padded(4 * hidden)
+    n_panels = width // PANEL
+    stride = n_u * PANEL
+    first = at + 3 * width
     gates = scratch[0, :nb * width].reshape((nb, width))
     full = scratch[1, :nb * hidden].reshape((nb, hidden))
     u = scratch[2, :nb * n_u].reshape((nb, n_u))
-    first = at + 3 * width
-    for t in range(inp.shape[1]):
-        _gather_inputs(u, inp, s0, nb, t, n_in)
-        _gather_h(u, n_in, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
-        panel_product(u, 0, n_u, nb, panels, first, n_u * PANEL, n_u, width // PANEL,
-                      panels, at + 2 * width, 0, gates, 0, width)
-        _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, u)
+    steps = inp.shape[1]
+    chunk = min(steps, _PROJECTION_VALUES // (nb * width))
+    if chunk < 2:
+        for t in range(steps):
+            _gather_inputs(u, inp, s0, nb, t, n_in)
+            _gather_h(u, n_in, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
+            panel_product(u, 0, n_u, nb, panels, first, stride, n_u, n_panels, panels,
+                          at + 2 * width, 0, gates, 0, width)
+            _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, u)
+        return
+    xs = np.empty((nb * chunk, n_in), np.float32)
+    proj = np.empty((nb * chunk, width), np.float32)
+    h = scratch[3, :nb * n_out].reshape((nb, n_out))
+    for t0 in range(0, steps, chunk):
+        n = min(chunk, steps - t0)
+        _gather_steps(xs, inp, s0, nb, t0, n, n_in)
+        panel_product(xs, 0, n_in, nb * n, panels, first, stride, n_in, n_panels, panels,
+                      at + 2 * width, 0, proj, 0, width)
+        for dt in range(n):
+            _gather_h(h, 0, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
+            panel_product(h, 0, n_out, nb, panels, first + n_in * PANEL, stride, n_out,
+                          n_panels, proj, dt * nb * width, width, gates, 0, width)
+            _lstm_update(out, params, meta, row, arena, slots, s0, nb, t0 + dt, gates, full,
+                         u)
 
 
 @numba.njit(**JIT_OPTIONS)
 def _gru_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels, at):
     """One GRU layer (reset after the product) over all steps of streams ``s0 .. s0+nb``:
-    per step ``b_ih + x_t @ w_ih`` and ``b_hh + h @ w_hh`` by panel products, then the
-    cell update. ``scratch`` is ``[5, >= nb * max(padded 3H, inputs)]``."""
+    ``b_ih + x_t @ w_ih`` (for a chunk of steps at once when it fits, as for the LSTM) and
+    per step ``b_hh + h @ w_hh`` by panel products, then the cell update. ``scratch`` is
+    ``[5, >= nb * max(padded 3H, inputs)]``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     width = _padded(3 * hidden)
     n_panels = width // PANEL
     stride = (n_in + hidden) * PANEL
     first = at + 3 * width
-    gates = scratch[0, :nb * width].reshape((nb, width))
     extra = scratch[1, :nb * width].reshape((nb, width))
     full = scratch[2, :nb * hidden].reshape((nb, hidden))
-    x = scratch[3, :nb * n_in].reshape((nb, n_in))
     h = scratch[4, :nb * hidden].reshape((nb, hidden))
-    for t in range(inp.shape[1]):
-        _gather_inputs(x, inp, s0, nb, t, n_in)
-        panel_product(x, 0, n_in, nb, panels, first, stride, n_in, n_panels, panels, at, 0,
-                      gates, 0, width)
-        _gather_h(h, 0, arena, slots, s0, nb, meta[row + nw.L_H_OFF], hidden)
-        panel_product(h, 0, hidden, nb, panels, first + n_in * PANEL, stride, hidden, n_panels,
-                      panels, at + width, 0, extra, 0, width)
-        _gru_update(out, params, meta, row, arena, slots, s0, nb, t, gates, extra, full, h)
+    steps = inp.shape[1]
+    chunk = max(1, min(steps, _PROJECTION_VALUES // (nb * width)))
+    xs = np.empty((nb * chunk, n_in), np.float32)
+    proj = np.empty((nb * chunk, width), np.float32)
+    for t0 in range(0, steps, chunk):
+        n = min(chunk, steps - t0)
+        _gather_steps(xs, inp, s0, nb, t0, n, n_in)
+        panel_product(xs, 0, n_in, nb * n, panels, first, stride, n_in, n_panels, panels, at,
+                      0, proj, 0, width)
+        for dt in range(n):
+            _gather_h(h, 0, arena, slots, s0, nb, meta[row + nw.L_H_OFF], hidden)
+            panel_product(h, 0, hidden, nb, panels, first + n_in * PANEL, stride, hidden,
+                          n_panels, panels, at + width, 0, extra, 0, width)
+            _gru_update(out, params, meta, row, arena, slots, s0, nb, t0 + dt,
+                        proj[dt * nb:(dt + 1) * nb], extra, full, h)
 
 
 @numba.njit(**JIT_OPTIONS)

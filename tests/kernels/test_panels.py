@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernels import pack_network
+from kernels import forward, pack_network
 from kernels.panels import PANEL, pack_panels, padded_width, panel_product
 from tests.factories import random_layer
 
@@ -95,3 +95,25 @@ def test_the_avx2_geometry_computes_the_same(tmp_path):
     done = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_projecting_a_chunk_of_steps_gives_the_per_step_products():
+    """One stream projects the inputs of many steps at once; 600 streams of 160 units (a
+    block of 256 streams: no room for two steps' projections) run one product per step.
+    Each output's chain of multiply-adds is the same: identical results."""
+    rng = np.random.default_rng(5)
+    net = pack_network([random_layer(rng, "lstm", 3, 160, scale=0.2),
+                        random_layer(rng, "gru", 160, 160, scale=0.2)])
+    x = rng.standard_normal((600, 5, 3)).astype(np.float32)
+    arena = (rng.standard_normal((600, net.state_size)) * 0.5).astype(np.float32)
+    y = np.empty((600, 5, net.output_size), np.float32)
+    head = np.empty((600, 0), np.float32)
+    state = arena.copy()
+    forward(net, x, state, np.arange(600, dtype=np.int64), y, head)
+    for index in (0, 599):
+        alone = arena[index:index + 1].copy()
+        y1 = np.empty((1, 5, net.output_size), np.float32)
+        forward(net, np.ascontiguousarray(x[index:index + 1]), alone, np.zeros(1, np.int64),
+                y1, np.empty((1, 0), np.float32))
+        np.testing.assert_array_equal(y1[0], y[index])
+        np.testing.assert_array_equal(alone[0], state[index])
