@@ -26,13 +26,7 @@ from kernels.cells import (
     _lstm_update,
 )
 from kernels.config import JIT_OPTIONS, LEAF_OPTIONS, renamed
-from kernels.panels import PANEL, TILE_ROWS, panel_product, panel_weights
-
-
-@numba.njit(**LEAF_OPTIONS)
-def _padded(columns):
-    return (columns + PANEL - 1) // PANEL * PANEL
-
+from kernels.panels import PANEL, TILE_ROWS, padded_width, panel_product, panel_weights
 
 #: Floats of input projections computed at once for a chunk of steps (1 MiB).
 _PROJECTION_VALUES = 262144
@@ -65,7 +59,7 @@ def _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratc
     hidden = meta[row + nw.L_HIDDEN]
     n_out = meta[row + nw.L_OUT]
     n_u = n_in + n_out
-    width = _padded(4 * hidden)
+    width = padded_width(4 * hidden)
     n_panels = width // PANEL
     stride = n_u * PANEL
     first = at + 3 * width
@@ -106,7 +100,7 @@ def _gru_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch
     ``[5, >= nb * max(padded 3H, inputs)]``."""
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
-    width = _padded(3 * hidden)
+    width = padded_width(3 * hidden)
     n_panels = width // PANEL
     stride = (n_in + hidden) * PANEL
     first = at + 3 * width
@@ -157,7 +151,8 @@ def _forward_panels_impl(x, params, meta, arena, slots, y, head_out, block, pane
     width = meta[nw.MAX_WIDTH]
     n_features = x.shape[2]
     n_blocks = (n_streams + block - 1) // block
-    plane = max(_padded(meta[nw.MAX_GATES]), meta[nw.MAX_DENSE], width + max(width, n_features))
+    plane = max(padded_width(meta[nw.MAX_GATES]), meta[nw.MAX_DENSE],
+                width + max(width, n_features))
     seq_a = np.empty((n_streams if n_layers > 1 else 0, steps, width), np.float32)
     seq_b = np.empty((n_streams if n_layers > 2 else 0, steps, width), np.float32)
     for index in numba.prange(n_blocks):

@@ -50,9 +50,10 @@ PANEL = LANES * VECTORS
 TILE_ROWS = 4
 
 
-def padded_width(columns: int) -> int:
-    """``columns`` rounded up to whole panels."""
-    return -(-columns // PANEL) * PANEL
+@numba.njit(**LEAF_OPTIONS)
+def padded_width(columns):
+    """``columns`` rounded up to whole panels (from Python and from kernels)."""
+    return (columns + PANEL - 1) // PANEL * PANEL
 
 
 def _tile(typingctx: Any, rows: Any, group: Any, a: Any, a_off: Any, lda: Any, w: Any,
@@ -188,12 +189,22 @@ def panel_product(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src,
                     n_panels, src, s_off + whole * lds, lds, dst, d_off + whole * ldd, ldd)
 
 
-def _aligned_zeros(size: int) -> np.ndarray:
-    """float32 zeros starting on a 64-byte boundary (a vector load then never straddles two
-    cache lines)."""
-    raw = np.zeros(size + 16, np.float32)
+def aligned(values: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``values`` starting on a 64-byte boundary (a vector load then never
+    straddles two cache lines)."""
+    raw = np.empty(values.size + 16, np.float32)
     skip = (-raw.ctypes.data % 64) // 4
-    return raw[skip:skip + size]
+    copy = raw[skip:skip + values.size]
+    copy[:] = values
+    return copy
+
+
+def as_panels(matrix: np.ndarray) -> np.ndarray:
+    """``matrix [K, N]`` as flat panels: ``[padded N / PANEL, K, PANEL]``, zero-padded."""
+    k, n = matrix.shape
+    wide = np.zeros((k, padded_width(n)), np.float32)
+    wide[:, :n] = matrix
+    return wide.reshape(k, -1, PANEL).transpose(1, 0, 2).reshape(-1)
 
 
 def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
@@ -203,33 +214,22 @@ def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
     meta, params = net.meta, net.params
     n_layers = int(meta[nw.N_LAYERS])
     offsets = np.zeros(n_layers, np.int64)
-    sizes: list[int] = []
-    for layer in range(n_layers):
-        row = nw.HEADER + layer * nw.LAYER_FIELDS
-        gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
-        n_u = int(meta[row + nw.L_IN] + meta[row + nw.L_OUT])
-        offsets[layer] = sum(sizes)
-        sizes.append(padded_width(gates) * (3 + n_u))
-    weights = _aligned_zeros(sum(sizes))
+    blocks = []
     for layer in range(n_layers):
         row = nw.HEADER + layer * nw.LAYER_FIELDS
         gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
         n_in, n_out = int(meta[row + nw.L_IN]), int(meta[row + nw.L_OUT])
-        padded = padded_width(gates)
-        block = weights[offsets[layer]:offsets[layer] + sizes[layer]]
-        biases = block[:3 * padded].reshape(3, padded)
+        biases = np.zeros((3, padded_width(gates)), np.float32)
         biases[0, :gates] = params[meta[row + nw.L_B_IH]:][:gates]
         if meta[row + nw.L_B_HH] >= 0:
             biases[1, :gates] = params[meta[row + nw.L_B_HH]:][:gates]
         biases[2, :gates] = biases[0, :gates] + biases[1, :gates]
-        stacked = np.zeros((n_in + n_out, padded), np.float32)
-        stacked[:n_in, :gates] = params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(
-            n_in, gates)
-        stacked[n_in:, :gates] = params[meta[row + nw.L_W_HH]:][:n_out * gates].reshape(
-            n_out, gates)
-        panels = block[3 * padded:].reshape(padded // PANEL, n_in + n_out, PANEL)
-        panels[:] = stacked.reshape(n_in + n_out, padded // PANEL, PANEL).transpose(1, 0, 2)
-    return weights, offsets
+        stacked = np.concatenate([
+            params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(n_in, gates),
+            params[meta[row + nw.L_W_HH]:][:n_out * gates].reshape(n_out, gates)])
+        offsets[layer] = sum(block.size for block in blocks)
+        blocks.append(np.concatenate([biases.reshape(-1), as_panels(stacked)]))
+    return aligned(np.concatenate(blocks)), offsets
 
 
 def panel_weights(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:

@@ -7,12 +7,13 @@ from L3. Split by hidden units, each thread reads only the gate columns of its o
 window) and finishes the cell update of those units; the threads meet once per step,
 because the next step needs every unit's ``h``.
 
-Each part's weights are a contiguous copy (:func:`pack_split`); the steps of a chunk run in
-one parallel region whose threads claim parts and meet on atomic counters
-(:mod:`kernels.atomics`) rather than one parallel loop per step. The arithmetic of each
-gate column is the one of the fused loops (:mod:`kernels.cells`), so results are
-bit-identical to them; only which thread computes a column changes. Threads share no
-column, and each step's ``h`` goes to the other of two buffers, which the next step reads.
+Each part's weights are a contiguous copy in panels (:func:`pack_split`, products by
+:func:`kernels.panels.panel_product`); the steps of a chunk run in one parallel region
+whose threads claim parts and meet on atomic counters (:mod:`kernels.atomics`) rather than
+one parallel loop per step. Each gate column is the same chain of multiply-adds as in the
+other paths, so results are bit-identical to them; only which thread computes a column
+changes. Threads share no column, and each step's ``h`` goes to the other of two buffers,
+which the next step reads.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from kernels.activations import _activate
 from kernels.atomics import atomic_add, atomic_cas, atomic_load, yield_cpu
 from kernels.cells import (
     U,
-    _accumulate,
     _clip,
     _gather_chunk,
     _gather_h,
@@ -37,6 +37,7 @@ from kernels.cells import (
     _scratch_shape,
 )
 from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
+from kernels.panels import PANEL, aligned, as_panels, padded_width, panel_product
 
 _ONE = np.float32(1.0)
 
@@ -138,13 +139,14 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
     units or more.
 
     Returns ``(weights, offsets)``: ``offsets[layer, part]`` is where in ``weights`` the
-    block of that part starts (-1 for a layer that is not split). LSTM: the summed biases
-    ``b_ih + b_hh`` ``[4n]``, then the rows of ``[w_ih; w_hh]`` ``[inputs + H, 4n]``,
-    holding the columns of the part's ``n`` units gate by gate (i, f, g, o). GRU: ``b_ih``
-    and ``b_hh`` ``[3n]`` each, then the rows of ``w_ih`` and of ``w_hh`` (r, z, n). A block is
-    contiguous: sliced out of the shared matrix, a part's columns are short pieces of rows
-    a power of two apart, which fall into a fraction of the cache's sets and do not stay
-    in L2.
+    block of that part starts (-1 for a layer that is not split). A part's ``n`` units own
+    ``c = 4n`` (LSTM: i, f, g, o) or ``3n`` (GRU: r, z, n) gate columns, gate by gate, and
+    ``c'`` is ``c`` rounded up to whole panels. LSTM: the summed biases ``b_ih + b_hh``
+    ``[c']``, then the rows of ``[w_ih; w_hh]`` ``[inputs + H, c]`` as panels
+    (:func:`kernels.panels.as_panels`). GRU: ``b_ih`` and ``b_hh`` ``[c']`` each, then the
+    same panels. A block is contiguous: sliced out of the shared matrix, a part's columns
+    are short pieces of rows a power of two apart, which fall into a fraction of the
+    cache's sets and do not stay in L2.
     """
     meta, params = net.meta, net.params
     n_layers = int(meta[nw.N_LAYERS])
@@ -170,12 +172,13 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
         if meta[row + nw.L_B_HH] >= 0:
             bias = bias + params[meta[row + nw.L_B_HH]:][:gates]
         for part, columns in _parts_columns(hidden, 4, parts):
-            block = np.concatenate([bias[columns][None, :], weights[:, columns]])
+            row_of_bias = np.zeros(padded_width(columns.size), np.float32)
+            row_of_bias[:columns.size] = bias[columns]
+            block = np.concatenate([row_of_bias, as_panels(weights[:, columns])])
             offsets[layer, part] = size_so_far
-            blocks.append(block.astype(np.float32).reshape(-1))
+            blocks.append(block)
             size_so_far += block.size
-    flat = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return np.ascontiguousarray(flat, dtype=np.float32), offsets
+    return aligned(np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), offsets
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -214,8 +217,11 @@ def _pack_gru(net: nw.PackedNetwork, row: int, layer: int, parts: int, offsets: 
     b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
             else np.zeros(gates, np.float32))
     for part, columns in _parts_columns(hidden, 3, parts):
-        block = np.concatenate([b_ih[columns], b_hh[columns], w_ih[:, columns].reshape(-1),
-                                w_hh[:, columns].reshape(-1)]).astype(np.float32)
+        biases = np.zeros((2, padded_width(columns.size)), np.float32)
+        biases[0, :columns.size] = b_ih[columns]
+        biases[1, :columns.size] = b_hh[columns]
+        block = np.concatenate([biases.reshape(-1),
+                                as_panels(np.concatenate([w_ih[:, columns], w_hh[:, columns]]))])
         offsets[layer, part] = size_so_far
         blocks.append(block)
         size_so_far += block.size
@@ -287,7 +293,6 @@ def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, 
         for t in range(steps):
             h_prev = h_even if t % 2 == 0 else h_odd
             h_next = h_odd if t % 2 == 0 else h_even
-            x_t = xs[t]
             for k in range(parts):
                 p = (worker + k) % parts
                 if atomic_cas(claims[t], p, 0, 1) != 0:
@@ -295,15 +300,14 @@ def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, 
                 j0 = p * size
                 n = min(size, hidden - j0)
                 if n > 0:
-                    cols = 3 * n
+                    width = padded_width(3 * n)
                     at = w_offs[p]
-                    for s in range(nb):
-                        for j in range(U(cols)):
-                            gx[s, j] = weights[U(at) + j]
-                            gh[s, j] = weights[U(at + cols) + j]
-                    _accumulate(gx, 0, weights, at + 2 * cols, cols, 0, x_t, nb, n_in, cols)
-                    _accumulate(gh, 0, weights, at + 2 * cols + n_in * cols, cols, 0, h_prev,
-                                nb, hidden, cols)
+                    stride = (n_in + hidden) * PANEL
+                    panel_product(xs, t * nb * n_in, n_in, nb, weights, at + 2 * width, stride,
+                                  n_in, width // PANEL, weights, at, 0, gx, 0, gx.shape[1])
+                    panel_product(h_prev, 0, hidden, nb, weights,
+                                  at + 2 * width + n_in * PANEL, stride, hidden,
+                                  width // PANEL, weights, at + width, 0, gh, 0, gh.shape[1])
                     _gru_update_units(out, params, meta, row, arena, slots, nb, t, gx, gh,
                                       h_prev, j0, n, h_next)
                 atomic_add(claims[t], done, 1)
@@ -322,35 +326,29 @@ def _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
     """
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
-    cols = 4 * n
-    bias = U(w_off)
+    width = padded_width(4 * n)
+    stride = (n_in + hidden) * PANEL
     if proj_stride > 0:
-        src = U(proj_col)
-        for s in range(nb):
-            r = proj_row + s * proj_stride
-            for j in range(U(cols)):
-                gates[s, j] = proj[r, src + j]
-        _accumulate(gates, 0, weights, w_off + (1 + n_in) * cols, cols, 0, ubuf, nb, hidden,
-                    cols)
+        columns = proj.shape[1]
+        panel_product(ubuf, 0, ubuf.shape[1], nb, weights, w_off + width + n_in * PANEL,
+                      stride, hidden, width // PANEL, proj, proj_row * columns + proj_col,
+                      proj_stride * columns, gates, 0, gates.shape[1])
     else:
-        for s in range(nb):
-            for j in range(U(cols)):
-                gates[s, j] = weights[bias + j]
-        _accumulate(gates, 0, weights, w_off + cols, cols, 0, ubuf, nb, n_in + hidden, cols)
+        panel_product(ubuf, 0, ubuf.shape[1], nb, weights, w_off + width, stride,
+                      n_in + hidden, width // PANEL, weights, w_off, 0, gates, 0,
+                      gates.shape[1])
     _lstm_update_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
                        h_next)
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _project_part(proj, weights, w_off, col, cols, xbuf, rows, n_in):
-    """``proj[:rows, col:col + cols] = bias + xbuf[:rows] @ w_ih`` of the part whose block
-    starts at ``w_off``."""
-    at = U(col)
-    bias = U(w_off)
-    for r in range(rows):
-        for j in range(U(cols)):
-            proj[r, at + j] = weights[bias + j]
-    _accumulate(proj, col, weights, w_off + cols, cols, 0, xbuf, rows, n_in, cols)
+def _project_part(proj, weights, w_off, col, cols, xbuf, rows, n_in, hidden):
+    """``proj[:rows, col:col + cols'] = bias + xbuf[:rows] @ w_ih`` of the part whose block
+    starts at ``w_off`` (``cols'``: ``cols`` rounded up to whole panels)."""
+    width = padded_width(cols)
+    panel_product(xbuf, 0, xbuf.shape[1], rows, weights, w_off + width,
+                  (n_in + hidden) * PANEL, n_in, width // PANEL, weights, w_off, 0, proj, col,
+                  proj.shape[1])
 
 
 @numba.njit(parallel=True, **JIT_OPTIONS)
@@ -391,8 +389,8 @@ def _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_of
                     continue
                 n = min(size, hidden - p * size)
                 if n > 0:
-                    _project_part(proj, weights, w_offs[p], p * 4 * size, 4 * n, xbuf, rows,
-                                  n_in)
+                    _project_part(proj, weights, w_offs[p], p * padded_width(4 * size), 4 * n,
+                                  xbuf, rows, n_in, hidden)
                 atomic_add(claims[0], done, 1)
             _await_parts(claims[0], done, parts)
         for dt in range(n_steps):
@@ -408,7 +406,8 @@ def _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_of
                 n = min(size, hidden - j0)
                 if n > 0 and projected:
                     _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
-                                h_prev, weights, w_offs[p], proj, dt, n_steps, p * 4 * size,
+                                h_prev, weights, w_offs[p], proj, dt, n_steps,
+                                p * padded_width(4 * size),
                                 h_next)
                 elif n > 0:
                     _gather_inputs(u, inp, 0, nb, t, n_in)
@@ -484,10 +483,10 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
     plane, chunk = _scratch_shape(meta, nb, steps, n_features)
     scratch = np.empty((8, nb * chunk, plane), np.float32)
     size = _part_size(meta[nw.MAX_HIDDEN], parts)
-    proj = np.empty((nb * chunk, parts * 4 * size), np.float32)
-    part_gates = np.empty((parts, nb, 4 * size), np.float32)
+    proj = np.empty((nb * chunk, parts * padded_width(4 * size)), np.float32)
+    part_gates = np.empty((parts, nb, padded_width(4 * size)), np.float32)
     part_full = np.empty((parts, nb, size), np.float32)
-    part_extra = np.empty((parts, nb, 3 * size), np.float32)
+    part_extra = np.empty((parts, nb, padded_width(3 * size)), np.float32)
     part_u = np.empty((parts, nb, width + max(width, n_features)), np.float32)
     for layer in range(n_layers):
         if layer == n_layers - 1:
