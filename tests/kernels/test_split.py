@@ -232,3 +232,17 @@ def test_path_times_switch_when_the_other_path_turns_faster():
     timing.record(False, True, 1e-3)
     assert timing.interval == recurrent.PROBE_EVERY
     assert timing.choose()[0] is False
+
+
+def test_one_very_slow_call_does_not_turn_the_choice():
+    """A split call whose partner thread lost its core for a scheduler tick is 10-30x its
+    usual time: it counts as ``_OUTLIER`` times the average, so the split path stays
+    chosen when it was more than that much faster, and is tried again soon otherwise."""
+    timing = recurrent._PathTimes()
+    timing.choose()
+    timing.record(False, False, 4.0)
+    timing.choose()
+    timing.record(True, False, 1.0)
+    timing.record(True, False, 30.0)  # one outlier among 1.0s
+    assert timing.seconds[1] <= 1.0 + recurrent._TIMING_WEIGHT * (recurrent._OUTLIER - 1.0)
+    assert timing.choose()[0] is True
