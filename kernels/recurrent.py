@@ -59,9 +59,10 @@ PROBE_EVERY = 16
 PROBE_MOST = 1024
 #: Weight of a call's time in the moving average of its path.
 _TIMING_WEIGHT = 0.25
-#: A call slower than this many times its path's average counts as that many times: a
-#: split call whose partner thread lost its core for a scheduler tick took 2.5-3 ms among
-#: 100-300 us ones (measured), and taken whole it turned the choice for hundreds of calls.
+#: A call slower than this many times its path's average (the other's, for its first)
+#: counts as that many times: a split call whose partner thread lost its core for a
+#: scheduler tick took 2.5-3 ms among 100-300 us ones (measured), and taken whole it
+#: turned the choice for hundreds of calls (a slow first call: for the whole benchmark).
 _OUTLIER = 3.0
 
 
@@ -190,16 +191,17 @@ class _PathTimes:
     proportion to how much slower it was, down to one in ``PROBE_MOST``: under load a try
     of the split path can cost as much as 40 calls)."""
 
-    __slots__ = ("calls", "interval", "next_probe", "seconds")
+    __slots__ = ("calls", "interval", "next_probe", "seconds", "warm")
 
     def __init__(self) -> None:
         self.seconds = [0.0, 0.0]  # fused, split
+        self.warm = [False, False]
         self.calls = 0
         self.interval = PROBE_EVERY
         self.next_probe = PROBE_EVERY
 
     def choose(self) -> tuple[bool, bool]:
-        """``(split, probe)`` for the next call: each path once first, then the faster,
+        """``(split, probe)`` for the next call: each path twice first, then the faster,
         the other when a try is due."""
         self.calls += 1
         fused, split = self.seconds
@@ -211,11 +213,18 @@ class _PathTimes:
         return (split < fused) != probe, probe
 
     def record(self, split: bool, probe: bool, seconds: float) -> None:
-        """A call's seconds per step; a try replaces its path's stale average."""
+        """A call's seconds per step; a try replaces its path's stale average. A path's
+        first call is not counted: it packs that path's weights (and may compile), 1-400
+        ms where later calls take 0.1 ms (measured)."""
         path = 1 if split else 0
+        if not self.warm[path]:
+            self.warm[path] = True
+            return
         previous = self.seconds[path]
-        if previous:
-            seconds = min(seconds, _OUTLIER * previous)
+        # A path's first counted call is measured against the other path's average.
+        usual = previous or self.seconds[1 - path]
+        if usual:
+            seconds = min(seconds, _OUTLIER * usual)
         self.seconds[path] = seconds if probe or not previous else previous + (
             _TIMING_WEIGHT * (seconds - previous))
         if probe:

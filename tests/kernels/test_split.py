@@ -150,7 +150,8 @@ def test_calls_that_overlap_run_on_one_core_each(monkeypatch):
     forward(net, x, arena, slots, y, head)
     assert calls == []  # still within the quiet period
     monkeypatch.setattr(recurrent, "OVERLAP_QUIET", 0.0)
-    forward(net, x, arena, slots, y, head)  # the fused loops, timed first
+    forward(net, x, arena, slots, y, head)  # one core: its first call, not counted
+    forward(net, x, arena, slots, y, head)  # one core, timed
     forward(net, x, arena, slots, y, head)
     assert calls == ([1] if numba.get_num_threads() > 1 else [])
     assert recurrent._running == set()
@@ -216,11 +217,34 @@ def test_the_faster_path_is_taken_and_the_other_only_tried_now_and_then(monkeypa
         assert timing.interval >= 2 * recurrent.PROBE_EVERY
 
 
-def test_path_times_switch_when_the_other_path_turns_faster():
+def warmed_times():
+    """Path times past each path's first (uncounted) call."""
     timing = recurrent._PathTimes()
-    assert timing.choose() == (False, False)  # fused first
+    timing.choose()
+    timing.record(False, False, 0.4)  # packing and compiling: not counted
+    timing.choose()
     timing.record(False, False, 2.0)
-    assert timing.choose() == (True, False)  # then split
+    timing.choose()
+    timing.record(True, False, 0.3)  # not counted
+    return timing
+
+
+def test_each_path_s_first_call_is_not_counted():
+    timing = recurrent._PathTimes()
+    assert timing.choose() == (False, False)
+    timing.record(False, False, 5.0)
+    assert timing.choose() == (False, False)  # again: the first one packed weights
+    timing.record(False, False, 2.0)
+    assert timing.choose() == (True, False)
+    timing.record(True, False, 9.0)
+    assert timing.choose() == (True, False)
+    timing.record(True, False, 1.0)
+    assert timing.seconds == [2.0, 1.0]
+
+
+def test_path_times_switch_when_the_other_path_turns_faster():
+    timing = warmed_times()
+    assert timing.choose() == (True, False)  # split, counted this time
     timing.record(True, False, 1.0)
     while True:
         split, probe = timing.choose()
@@ -238,11 +262,17 @@ def test_one_very_slow_call_does_not_turn_the_choice():
     """A split call whose partner thread lost its core for a scheduler tick is 10-30x its
     usual time: it counts as ``_OUTLIER`` times the average, so the split path stays
     chosen when it was more than that much faster, and is tried again soon otherwise."""
-    timing = recurrent._PathTimes()
-    timing.choose()
-    timing.record(False, False, 4.0)
+    timing = warmed_times()
+    timing.seconds[0] = 4.0
     timing.choose()
     timing.record(True, False, 1.0)
     timing.record(True, False, 30.0)  # one outlier among 1.0s
     assert timing.seconds[1] <= 1.0 + recurrent._TIMING_WEIGHT * (recurrent._OUTLIER - 1.0)
     assert timing.choose()[0] is True
+
+
+def test_a_slow_first_counted_call_is_measured_against_the_other_path():
+    timing = warmed_times()
+    timing.choose()
+    timing.record(True, False, 100.0)  # fused: 2.0
+    assert timing.seconds[1] == recurrent._OUTLIER * 2.0
