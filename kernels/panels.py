@@ -214,7 +214,7 @@ def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
     meta, params = net.meta, net.params
     n_layers = int(meta[nw.N_LAYERS])
     offsets = np.zeros(n_layers, np.int64)
-    blocks = []
+    blocks: list[np.ndarray] = []
     for layer in range(n_layers):
         row = nw.HEADER + layer * nw.LAYER_FIELDS
         gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
