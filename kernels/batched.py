@@ -1,4 +1,5 @@
-"""The forward pass for many streams: gate pre-activations by matrix products.
+"""The forward pass by matrix products: calls of two streams or more, and one stream's
+windows of several steps.
 
 For a block of streams, one step of a layer is a matrix product ``[x_t, h] @ [W_ih; W_hh]``
 (``streams x (inputs + hidden)`` by ``(inputs + hidden) x gates``) followed by the cell
@@ -125,8 +126,8 @@ def _gru_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch
 
 
 @numba.njit(**JIT_OPTIONS)
-def _layer_panels(inp, out, params, meta, layer, arena, slots, s0, nb, scratch, plane, panels,
-                panel_at):
+def _layer_panels(inp, out, params, meta, layer, arena, slots, s0, nb, scratch, plane,
+                  panels, panel_at):
     row = nw.HEADER + layer * nw.LAYER_FIELDS
     if meta[row + nw.L_CELL] == nw.LSTM:
         _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels,
@@ -161,15 +162,15 @@ def _forward_panels_impl(x, params, meta, arena, slots, y, head_out, block, pane
         scratch = np.empty((5, nb * plane), np.float32)
         if n_layers == 1:
             _layer_panels(x, y, params, meta, 0, arena, slots, s0, nb, scratch, plane, panels,
-                        panel_at)
+                          panel_at)
         else:
-            _layer_panels(x, seq_a, params, meta, 0, arena, slots, s0, nb, scratch, plane, panels,
-                        panel_at)
+            _layer_panels(x, seq_a, params, meta, 0, arena, slots, s0, nb, scratch, plane,
+                          panels, panel_at)
             src, dst = seq_a, seq_b
             for layer in range(1, n_layers):
                 target = y if layer == n_layers - 1 else dst
-                _layer_panels(src, target, params, meta, layer, arena, slots, s0, nb, scratch,
-                            plane, panels, panel_at)
+                _layer_panels(src, target, params, meta, layer, arena, slots, s0, nb,
+                              scratch, plane, panels, panel_at)
                 src, dst = dst, src
         _head(y, params, meta, s0, nb, head_out,
               scratch[0, :nb * plane].reshape((nb, plane)),
@@ -183,7 +184,8 @@ _forward_panels_parallel = numba.njit(parallel=True, **JIT_OPTIONS)(
 #: From this many streams a call takes this path: measured on 2-layer LSTMs of hidden
 #: 32-256, two streams ran 1.1-2.9x faster here than in the fused loops (one core each),
 #: and from four streams 1.4-4x faster than the fused loops or the split path on both
-#: cores. One stream keeps the fused loops (equal speed) and the split path.
+#: cores. One stream takes this path for several steps (:func:`kernels.recurrent._one_core`),
+#: the fused loops for one, and the split path when that has been faster.
 PANEL_MIN_STREAMS = 2
 _MAX_BLOCK = 256
 

@@ -1,11 +1,11 @@
-"""Building blocks shared by both forward paths: matrix-vector accumulation over a block of
+"""Building blocks shared by the forward paths: matrix-vector accumulation over a block of
 streams, the LSTM and GRU cell updates once the gate pre-activations are known, and the
 dense head.
 
 The fused path (:mod:`kernels.recurrent`) computes gate pre-activations with
-:func:`_accumulate`, the BLAS path (:mod:`kernels.batched`) with matrix products; both
-finish a step with the same cell update, so the two differ only in the rounding of the
-products.
+:func:`_accumulate`, the panel path (:mod:`kernels.batched`) with
+:func:`kernels.panels.panel_product`; both compute each gate as the same chain of
+multiply-adds and finish a step with the same cell update, so their results are identical.
 
 The kernels index whole buffers (``buf[s, at + j]``, ``params[offset + j]``) instead of
 taking slices: inside a kernel every slice costs an atomic reference-count update, and

@@ -1,4 +1,4 @@
-"""Gate products against weights packed once into column panels, for many streams at once.
+"""Gate products against weights packed once into column panels.
 
 A step of a layer over a block of streams is a matrix product ``[streams, K] @ [K, gates]``
 with small ``streams`` and weights that never change. OpenBLAS (what ``np.dot`` calls in
@@ -7,7 +7,10 @@ large products: on one Zen 5 core it reached 67-130 GFLOP/s on such shapes (``[3
 [256, 1024]``: 95). Here the weights are copied into panels once per network
 (:func:`pack_panels`), and a register-tiled kernel, emitted as LLVM IR because Numba has no
 vector type, keeps a tile of ``TILE_ROWS x PANEL`` sums in vector registers while it walks
-down a panel: 190-223 GFLOP/s on the same shapes (measured, session 4 of issue 4).
+down a panel: 190-223 GFLOP/s on the same shapes (measured, session 4 of issue 4). Tiles of
+fewer rows span several panels, so that one stream (a matrix-vector product) also keeps 16
+sums in flight; the split path (:mod:`kernels.split`) packs each thread's columns the same
+way.
 
 Each output is one fused multiply-add chain over ``k`` in order, started from its ``src``
 value (a bias or the input projection): a stream's result does not depend on which other
