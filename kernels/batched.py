@@ -188,17 +188,23 @@ _forward_panels_parallel = numba.njit(parallel=True, **JIT_OPTIONS)(
 #: the fused loops for one, and the split path when that has been faster.
 PANEL_MIN_STREAMS = 2
 _MAX_BLOCK = 256
+#: Blocks of a network whose widest layer has at most this many gate columns hold at most
+#: half as many streams: at 1024 x 24 blocks of 128 streams ran 2x32 in 3.2 ms where blocks
+#: of 256 took 4.1 (1x32 1.39 vs 1.42, 2x64 equal; 1x256 5% slower with 128: measured).
+_NARROW_GATES = 256
 
 
-def panel_block(n_streams: int) -> int:
+def panel_block(n_streams: int, gates: int) -> int:
     """Streams per block: half the call (one block per core on two cores), a multiple of
-    the tile's rows, at most 256 (beyond, a block's gates no longer fit in L2).
+    the tile's rows, at most 256 (128 for networks of at most ``_NARROW_GATES`` gate
+    columns; beyond, a block's gates no longer fit in L2).
 
     Blocks only divide the work: each output is the same multiply-add chain whichever block
     and tile its stream is in, so results do not depend on the blocking or the threads.
     """
+    most = _MAX_BLOCK // 2 if gates <= _NARROW_GATES else _MAX_BLOCK
     half = (n_streams + 1) // 2
-    return int(min(_MAX_BLOCK, -(-half // TILE_ROWS) * TILE_ROWS))
+    return int(min(most, -(-half // TILE_ROWS) * TILE_ROWS))
 
 
 def forward_panels(x: np.ndarray, net: nw.PackedNetwork, arena: np.ndarray,
@@ -206,7 +212,7 @@ def forward_panels(x: np.ndarray, net: nw.PackedNetwork, arena: np.ndarray,
     """The many-stream path of :func:`kernels.recurrent.forward` (arguments already
     checked)."""
     panels, panel_at = panel_weights(net)
-    block = panel_block(x.shape[0])
+    block = panel_block(x.shape[0], int(net.meta[nw.MAX_GATES]))
     run = _forward_panels_serial
     if x.shape[0] > block and numba.get_num_threads() > 1:
         run = _forward_panels_parallel
