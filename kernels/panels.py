@@ -210,6 +210,15 @@ def as_panels(matrix: np.ndarray) -> np.ndarray:
     return wide.reshape(k, -1, PANEL).transpose(1, 0, 2).reshape(-1)
 
 
+def with_bias_rows(biases: list[np.ndarray], matrix: np.ndarray) -> np.ndarray:
+    """A block of the panel layout: each of ``biases`` (``[N]``) zero-padded to whole
+    panels, then ``matrix [K, N]`` as panels (:func:`as_panels`)."""
+    rows = np.zeros((len(biases), padded_width(matrix.shape[1])), np.float32)
+    for row, bias in zip(rows, biases, strict=True):
+        row[:bias.size] = bias
+    return np.concatenate([rows.reshape(-1), as_panels(matrix)])
+
+
 def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
     """Every recurrent layer's biases and ``[w_ih; w_hh]`` in the panel layout (module
     docstring). Returns ``(weights, offsets)``, ``offsets[layer]`` being where the layer's
@@ -222,16 +231,14 @@ def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
         row = nw.HEADER + layer * nw.LAYER_FIELDS
         gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
         n_in, n_out = int(meta[row + nw.L_IN]), int(meta[row + nw.L_OUT])
-        biases = np.zeros((3, padded_width(gates)), np.float32)
-        biases[0, :gates] = params[meta[row + nw.L_B_IH]:][:gates]
-        if meta[row + nw.L_B_HH] >= 0:
-            biases[1, :gates] = params[meta[row + nw.L_B_HH]:][:gates]
-        biases[2, :gates] = biases[0, :gates] + biases[1, :gates]
+        b_ih = params[meta[row + nw.L_B_IH]:][:gates]
+        b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
+                else np.zeros(gates, np.float32))
         stacked = np.concatenate([
             params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(n_in, gates),
             params[meta[row + nw.L_W_HH]:][:n_out * gates].reshape(n_out, gates)])
         offsets[layer] = sum(block.size for block in blocks)
-        blocks.append(np.concatenate([biases.reshape(-1), as_panels(stacked)]))
+        blocks.append(with_bias_rows([b_ih, b_hh, b_ih + b_hh], stacked))
     return aligned(np.concatenate(blocks)), offsets
 
 

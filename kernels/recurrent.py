@@ -7,11 +7,12 @@ arena and runs any set of them without copies.
 
 From ``PANEL_MIN_STREAMS`` (two) streams on, :mod:`kernels.batched` computes the gates by
 matrix products against weights packed into panels (:mod:`kernels.panels`). One stream
-runs the fused loops, or spreads its steps over the threads (:mod:`kernels.split`) when a
-layer is wide enough and that has been faster. The fused loops also take blocks of
-``STREAM_BLOCK`` streams (sharing each weight-row load); only tests send them more than
-one stream now. A stream's result never depends on the number of threads, and on the
-other streams of its call only through the path taken (float32 rounding, relative 1e-6).
+takes the same path for several steps and the fused loops for one (:func:`_one_core`),
+or spreads its steps over the threads (:mod:`kernels.split`) when a layer is wide enough
+and that has been faster. The fused loops also take blocks of ``STREAM_BLOCK`` streams
+(sharing each weight-row load); only tests send them more than one stream now. Every path
+computes each gate as the same chain of multiply-adds, so a stream's results do not
+depend on the path, the other streams of its call or the number of threads.
 """
 
 from __future__ import annotations
@@ -254,8 +255,8 @@ def _forward_few(net: nw.PackedNetwork, x: np.ndarray, arena: np.ndarray, slots:
                  y: np.ndarray, head_out: np.ndarray, min_hidden: int) -> None:
     """One block of streams of a network with a layer of ``min_hidden`` units or more (wide
     enough for the split path at this call's shape): one core (:func:`_one_core`) or the
-    split path, whichever has been faster for calls of this shape. (Calls with no such layer do not
-    come here, and so are not seen as overlapping others.)
+    split path, whichever has been faster for calls of this shape. (Calls with no such
+    layer do not come here, and so are not seen as overlapping others.)
 
     The split path spends every core on one call. It steps aside while calls overlap in
     this process (threaded workers get more done on one core each) and, through the

@@ -37,7 +37,7 @@ from kernels.cells import (
     _scratch_shape,
 )
 from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
-from kernels.panels import PANEL, aligned, as_panels, padded_width, panel_product
+from kernels.panels import PANEL, aligned, padded_width, panel_product, with_bias_rows
 
 _ONE = np.float32(1.0)
 
@@ -143,7 +143,7 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
     ``c = 4n`` (LSTM: i, f, g, o) or ``3n`` (GRU: r, z, n) gate columns, gate by gate, and
     ``c'`` is ``c`` rounded up to whole panels. LSTM: the summed biases ``b_ih + b_hh``
     ``[c']``, then the rows of ``[w_ih; w_hh]`` ``[inputs + H, c]`` as panels
-    (:func:`kernels.panels.as_panels`). GRU: ``b_ih`` and ``b_hh`` ``[c']`` each, then the
+    (:func:`kernels.panels.with_bias_rows`). GRU: ``b_ih`` and ``b_hh`` ``[c']`` each, then the
     same panels. A block is contiguous: sliced out of the shared matrix, a part's columns
     are short pieces of rows a power of two apart, which fall into a fraction of the
     cache's sets and do not stay in L2.
@@ -172,9 +172,7 @@ def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
         if meta[row + nw.L_B_HH] >= 0:
             bias = bias + params[meta[row + nw.L_B_HH]:][:gates]
         for part, columns in _parts_columns(hidden, 4, parts):
-            row_of_bias = np.zeros(padded_width(columns.size), np.float32)
-            row_of_bias[:columns.size] = bias[columns]
-            block = np.concatenate([row_of_bias, as_panels(weights[:, columns])])
+            block = with_bias_rows([bias[columns]], weights[:, columns])
             offsets[layer, part] = size_so_far
             blocks.append(block)
             size_so_far += block.size
@@ -217,11 +215,8 @@ def _pack_gru(net: nw.PackedNetwork, row: int, layer: int, parts: int, offsets: 
     b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
             else np.zeros(gates, np.float32))
     for part, columns in _parts_columns(hidden, 3, parts):
-        biases = np.zeros((2, padded_width(columns.size)), np.float32)
-        biases[0, :columns.size] = b_ih[columns]
-        biases[1, :columns.size] = b_hh[columns]
-        block = np.concatenate([biases.reshape(-1),
-                                as_panels(np.concatenate([w_ih[:, columns], w_hh[:, columns]]))])
+        block = with_bias_rows([b_ih[columns], b_hh[columns]],
+                               np.concatenate([w_ih[:, columns], w_hh[:, columns]]))
         offsets[layer, part] = size_so_far
         blocks.append(block)
         size_so_far += block.size
@@ -376,6 +371,7 @@ def _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_of
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     size = _part_size(hidden, parts)
+    part_columns = padded_width(4 * size)  # of proj, per part
     done = claims.shape[1] - 1
     rows = nb * n_steps
     for worker in numba.prange(parts):
@@ -389,8 +385,8 @@ def _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_of
                     continue
                 n = min(size, hidden - p * size)
                 if n > 0:
-                    _project_part(proj, weights, w_offs[p], p * padded_width(4 * size), 4 * n,
-                                  xbuf, rows, n_in, hidden)
+                    _project_part(proj, weights, w_offs[p], p * part_columns, 4 * n, xbuf,
+                                  rows, n_in, hidden)
                 atomic_add(claims[0], done, 1)
             _await_parts(claims[0], done, parts)
         for dt in range(n_steps):
@@ -407,8 +403,7 @@ def _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_of
                 if n > 0 and projected:
                     _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
                                 h_prev, weights, w_offs[p], proj, dt, n_steps,
-                                p * padded_width(4 * size),
-                                h_next)
+                                p * part_columns, h_next)
                 elif n > 0:
                     _gather_inputs(u, inp, 0, nb, t, n_in)
                     for s in range(nb):

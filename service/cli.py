@@ -74,6 +74,8 @@ def _import(args: argparse.Namespace) -> int:
     print(f"published {args.name}@{version} to {registry.root}: {spec.input_size} features "
           f"-> {layers}" + (f" -> head {[d.out_features for d in spec.head]}" if spec.head
                             else "") + f"; {spec.forecast_mode}, horizon {spec.horizon}")
+    if imported.source.get("outputs"):
+        print(f"graph outputs: {imported.source['outputs']}")
     return 0
 
 

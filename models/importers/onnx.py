@@ -18,7 +18,18 @@ import numpy as np
 
 from models.errors import ImportFailed
 from models.importers.common import ForecastOptions, Imported, build_spec
-from models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+from models.importers.onnx_check import verify
+from models.importers.onnx_graph import (
+    Constants,
+    Graph,
+    Head,
+    Traced,
+    attributes,
+    parse_head,
+    state_output_check,
+)
+from models.model import Model
+from models.spec import ActivationSpec, RecurrentLayerSpec
 
 #: ONNX activation -> (statecast name, default alpha, default beta, uses alpha, uses beta).
 _ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
@@ -34,56 +45,8 @@ _ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {
     "ScaledTanh": ("scaled_tanh", 1.0, 1.0),
     "Affine": ("affine", 1.0, 0.0),
 }
-_HEAD_ACTIVATIONS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
-                     "Softsign": "softsign", "Softplus": "softplus"}
-_PASS_THROUGH = {"Squeeze", "Unsqueeze", "Transpose", "Reshape", "Flatten", "Identity"}
 _LSTM_ORDER = (0, 2, 3, 1)  # statecast i, f, g, o from ONNX i, o, f, c
 _GRU_ORDER = (1, 0, 2)  # statecast r, z, n from ONNX z, r, h
-
-
-def _attributes(node: Any) -> dict[str, Any]:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-class _Constants:
-    """Values of tensors that depend only on initializers and constants."""
-
-    def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
-        self.values: dict[str, np.ndarray] = {
-            init.name: numpy_helper.to_array(init) for init in graph.initializer}
-        self.producers = {out: node for node in graph.node for out in node.output}
-        self.inputs = {i.name for i in graph.input} - set(self.values)
-
-    def get(self, name: str) -> np.ndarray | None:
-        if not name:
-            return None
-        if name in self.values:
-            return self.values[name]
-        if name in self.inputs or name not in self.producers:
-            return None
-        node = self.producers[name]
-        feeds = {}
-        for source in node.input:
-            if not source:
-                continue
-            value = self.get(source)
-            if value is None:
-                return None
-            feeds[source] = value
-        from onnx.reference import ReferenceEvaluator
-
-        try:
-            results = ReferenceEvaluator(node).run(None, feeds)
-        except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError) as error:
-            raise ImportFailed(f"cannot evaluate constant node {node.name or node.op_type!r}:"
-                               f" {error}") from None
-        for output, value in zip(node.output, results, strict=False):
-            self.values[output] = np.asarray(value)
-        return self.values.get(name)
 
 
 def _activations(node: Any, attrs: dict[str, Any], count: int, defaults: list[str]
@@ -110,9 +73,9 @@ def _blocks(matrix: np.ndarray, order: tuple[int, ...], hidden: int) -> np.ndarr
     return np.concatenate([matrix[k * hidden:(k + 1) * hidden] for k in order])
 
 
-def _recurrent(node: Any, constants: _Constants, index: int
+def _recurrent(node: Any, constants: Constants, index: int
                ) -> tuple[RecurrentLayerSpec, dict[str, np.ndarray]]:
-    attrs = _attributes(node)
+    attrs = attributes(node)
     where = f"node {node.name or node.op_type!r}"
     direction = attrs.get("direction", b"forward")
     direction = direction.decode() if isinstance(direction, bytes) else direction
@@ -171,74 +134,39 @@ def _recurrent(node: Any, constants: _Constants, index: int
     return spec, tensors
 
 
-def _head(graph: Any, start: str, constants: _Constants
-          ) -> tuple[list[DenseLayerSpec], list[tuple[np.ndarray, np.ndarray]], bool]:
-    """Dense layers after the last recurrent node; True when they act on the last step."""
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for source in node.input:
-            consumers.setdefault(source, []).append(node)
-    outputs = {o.name for o in graph.output}
-    layers: list[DenseLayerSpec] = []
-    weights: list[tuple[np.ndarray, np.ndarray]] = []
-    last_step = False
-    current = start
-    while current not in outputs:
-        users = consumers.get(current, [])
-        if len(users) != 1:
-            break
-        node = users[0]
-        attrs = _attributes(node)
-        if node.op_type in _PASS_THROUGH:
-            pass
-        elif node.op_type in ("Gather", "Slice"):
-            index = constants.get(node.input[1])
-            if node.op_type == "Gather" and index is not None and int(np.ravel(index)[0]) == -1:
-                last_step = True
-            elif node.op_type == "Slice" and index is not None and int(np.ravel(index)[0]) == -1:
-                last_step = True
-            else:
-                raise ImportFailed(f"node {node.name!r}: a {node.op_type} that does not pick "
-                                   "the last step is not supported in the head")
-        elif node.op_type in ("Gemm", "MatMul"):
-            matrix = constants.get(node.input[1])
-            if matrix is None:
-                raise ImportFailed(f"node {node.name!r}: the head's weights must be constants")
-            matrix = np.asarray(matrix, np.float32)
-            if node.op_type == "Gemm":
-                if attrs.get("transA", 0):
-                    raise ImportFailed(f"node {node.name!r}: Gemm with transA is not supported")
-                matrix = matrix.T if attrs.get("transB", 0) else matrix
-                matrix = matrix * float(attrs.get("alpha", 1.0))
-                bias_value = constants.get(node.input[2]) if len(node.input) > 2 else None
-                bias = (np.zeros(matrix.shape[1], np.float32) if bias_value is None else
-                        np.asarray(bias_value, np.float32).reshape(-1)
-                        * float(attrs.get("beta", 1.0)))
-            else:
-                bias = np.zeros(matrix.shape[1], np.float32)
-            layers.append(DenseLayerSpec(int(matrix.shape[0]), int(matrix.shape[1])))
-            weights.append((np.ascontiguousarray(matrix), np.broadcast_to(
-                bias, (matrix.shape[1],)).astype(np.float32)))
-        elif node.op_type == "Add" and layers:
-            other = node.input[1] if node.input[0] == current else node.input[0]
-            value = constants.get(other)
-            if value is None:
-                raise ImportFailed(f"node {node.name!r}: Add of a non-constant in the head")
-            matrix, bias = weights[-1]
-            weights[-1] = (matrix, bias + np.asarray(value, np.float32).reshape(-1))
-        elif node.op_type in _HEAD_ACTIVATIONS and layers:
-            dense = layers[-1]
-            layers[-1] = DenseLayerSpec(dense.in_features, dense.out_features,
-                                        ActivationSpec.of(_HEAD_ACTIVATIONS[node.op_type]))
-        else:
-            raise ImportFailed(f"node {node.name!r} ({node.op_type}) after the recurrent "
-                               "layers is not supported in a head")
-        current = node.output[0]
-    return layers, weights, last_step
+def _forecast_output(graph: Graph, traced: list[Traced]) -> Traced | None:
+    """The one traced output that applies dense layers (the forecast), or None; every
+    other output must be the recurrent state as it is."""
+    heads = [one for one in traced if one.applies_dense]
+    if len(heads) > 1:
+        raise ImportFailed(f"graph outputs {[one.output for one in heads]} each apply dense "
+                           "layers; statecast serves one forecast per model: export the "
+                           "forecast and the recurrent state only")
+    for one in traced:
+        if not one.applies_dense:
+            state_output_check(one)
+    return heads[0] if heads else None
+
+
+def _describe_outputs(traced: list[Traced], forecast: Traced | None) -> str:
+    parts = []
+    for one in traced:
+        what = ("the forecast" if one is forecast else
+                f"recurrent state ({one.source.kind} of layer {one.source.layer}), kept per "
+                "stream")
+        parts.append(f"{one.output!r}: {what}")
+    if forecast is None:
+        parts.append("no dense head: the model emits the last layer's hidden state, which "
+                     "the service does not serve as a forecast")
+    return "; ".join(parts)
 
 
 def import_onnx(path: str | Path, options: ForecastOptions | None = None) -> Imported:
-    """Import an ONNX model file (needs the ``onnx`` extra)."""
+    """Import an ONNX model file (needs the ``onnx`` extra).
+
+    ``source["forecast_output"]`` names the graph output that became the forecast and
+    ``source["outputs"]`` says what every output is.
+    """
     try:
         import onnx
     except ImportError:
@@ -247,18 +175,18 @@ def import_onnx(path: str | Path, options: ForecastOptions | None = None) -> Imp
 
     path = Path(path)
     try:
-        model = onnx.load(str(path))
+        model_proto = onnx.load(str(path))
     except (DecodeError, OSError, ValueError) as error:
         raise ImportFailed(f"{path.name} is not an ONNX model: {error}") from None
-    graph = model.graph
-    refused = [n for n in graph.node if n.op_type in ("RNN", "Scan", "Loop")]
+    graph_proto = model_proto.graph
+    refused = [n for n in graph_proto.node if n.op_type in ("RNN", "Scan", "Loop", "If")]
     if refused:
         raise ImportFailed(f"node {refused[0].name!r} ({refused[0].op_type}) is not supported: "
                            "statecast imports LSTM and GRU nodes")
-    recurrent = [n for n in graph.node if n.op_type in ("LSTM", "GRU")]
+    recurrent = [n for n in graph_proto.node if n.op_type in ("LSTM", "GRU")]
     if not recurrent:
         raise ImportFailed(f"{path.name} has no LSTM or GRU node")
-    constants = _Constants(graph)
+    constants = Constants(graph_proto)
     specs, tensors, initial = [], {}, False
     for index, node in enumerate(recurrent):
         layer_spec, parts = _recurrent(node, constants, index)
@@ -276,12 +204,22 @@ def import_onnx(path: str | Path, options: ForecastOptions | None = None) -> Imp
             if layer_spec.cell == "lstm":
                 tensors.setdefault(f"initial.{index}.c",
                                    np.zeros(layer_spec.hidden_size, np.float32))
-    head, head_weights, last_step = _head(graph, recurrent[-1].output[0], constants)
-    for index, (matrix, bias) in enumerate(head_weights):
+    graph = Graph(graph_proto, recurrent, constants)
+    x_name, batch_first = graph.input_layout()
+    graph.check_links()
+    traced = graph.traced_outputs()
+    forecast = _forecast_output(graph, traced)
+    head = parse_head(forecast, constants, len(recurrent)) if forecast else Head()
+    for index, (matrix, bias) in enumerate(head.weights):
         tensors[f"head.{index}.weight"] = matrix
         tensors[f"head.{index}.bias"] = bias
-    spec = build_spec(specs, head, options or ForecastOptions(),
-                      head_every_step=bool(head) and not last_step, initial_state=initial)
+    spec = build_spec(specs, head.layers, options or ForecastOptions(),
+                      head_every_step=bool(head.layers) and not head.last_step,
+                      initial_state=initial)
+    verify(model_proto, graph, x_name, batch_first, traced, forecast, Model(spec, tensors))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Imported(spec, tensors, {"framework": "onnx", "file": path.name, "sha256": digest,
-                                    "opset": int(model.opset_import[0].version)})
+    return Imported(spec, tensors, {
+        "framework": "onnx", "file": path.name, "sha256": digest,
+        "opset": int(model_proto.opset_import[0].version),
+        "forecast_output": forecast.output if forecast else None,
+        "outputs": _describe_outputs(traced, forecast)})
