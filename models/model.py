@@ -136,9 +136,11 @@ class Model:
                 hidden_activation=_kernel_activation(layer.hidden_activation),
                 reset_after=layer.reset_after, input_forget=layer.input_forget,
                 clip=layer.clip))
-        head = [DenseLayer(self.tensors[f"head.{i}.weight"], self.tensors[f"head.{i}.bias"],
-                           _kernel_activation(d.activation))
-                for i, d in enumerate(self.spec.head)]
+        # A head over the last steps also reads future covariates: models.windowed runs it.
+        head = [] if self.spec.head_steps else [
+            DenseLayer(self.tensors[f"head.{i}.weight"], self.tensors[f"head.{i}.bias"],
+                       _kernel_activation(d.activation))
+            for i, d in enumerate(self.spec.head)]
         return pack_network(layers, head, self.spec.head_every_step)
 
     def _initial_state_row(self) -> np.ndarray:

@@ -199,6 +199,81 @@ class ScalingSpec:
             raise InvalidSpec(f"bad scaling {data!r}: {error}") from None
 
 
+WINDOW_SCALERS = ("identity", "standard", "robust", "minmax", "minmax1", "invariant")
+OUTPUT_KINDS = ("point", "gaussian", "quantile")
+
+
+@dataclass(frozen=True)
+class WindowScalerSpec:
+    """Statistics recomputed from every input window, as forecasting libraries normalise
+    each window (NeuralForecast's ``scaler_type``): each scaled feature by its own
+    statistics over the window's observed rows; forecasts back with the target's.
+
+    ``features`` are the indices of the scaled input features (the others, e.g. static
+    ones, pass as they are); ``eps`` is added to every scale.
+    """
+
+    kind: str
+    features: tuple[int, ...]
+    eps: float = 1e-6
+
+    def validate(self, n_inputs: int) -> None:
+        _require(self.kind in WINDOW_SCALERS, f"window scaler must be one of "
+                 f"{WINDOW_SCALERS}, got {self.kind!r}")
+        _require(all(0 <= i < n_inputs for i in self.features) and 0 in self.features,
+                 "window scaler features must be input indices including the target (0)")
+        _require(math.isfinite(self.eps) and self.eps >= 0, "window scaler eps must be >= 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "features": list(self.features), "eps": self.eps}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WindowScalerSpec:
+        try:
+            return cls(str(data["kind"]), tuple(int(i) for i in data["features"]),
+                       float(data.get("eps", 1e-6)))
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidSpec(f"bad window scaler {data!r}: {error}") from None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the head emits per target and step: one point value (``point``), or the
+    parameters of a distribution (``gaussian``: mu then sigma before softplus;
+    ``quantile``: one value per quantile). ``point_index`` is the parameter that is the
+    point forecast (mu, the median); -1 means the mean of all of them.
+    """
+
+    kind: str = "point"
+    params: int = 1
+    point_index: int = 0
+    quantiles: tuple[float, ...] = ()
+
+    def validate(self) -> None:
+        _require(self.kind in OUTPUT_KINDS, f"output kind must be one of {OUTPUT_KINDS}")
+        _require(self.params >= 1 and -1 <= self.point_index < self.params,
+                 "output point_index must pick one of the parameters, or -1 (their mean)")
+        _require(self.kind != "quantile" or len(self.quantiles) == self.params,
+                 "a quantile output needs one quantile per parameter")
+        _require(self.kind != "gaussian" or self.params == 2, "a gaussian output has 2 params")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "params": self.params, "point_index": self.point_index,
+                "quantiles": list(self.quantiles)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutputSpec:
+        try:
+            return cls(str(data.get("kind", "point")), int(data.get("params", 1)),
+                       int(data.get("point_index", 0)),
+                       tuple(float(q) for q in data.get("quantiles", ())))
+        except (TypeError, ValueError) as error:
+            raise InvalidSpec(f"bad output spec {data!r}: {error}") from None
+
+
+POINT = OutputSpec()
+
+
 def parse_state_mode(value: str) -> int | None:
     """Return W for ``"window:W"``, None for ``"carry"``; raise InvalidSpec otherwise."""
     if value == "carry":
@@ -225,6 +300,11 @@ class ModelSpec:
     retain: int = 0
     scaling: ScalingSpec | None = None
     initial_state: bool = False
+    head_steps: int = 0
+    future_features: tuple[str, ...] = ()
+    covariate_lead: bool = False
+    window_scaler: WindowScalerSpec | None = None
+    output: OutputSpec = POINT
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -249,6 +329,21 @@ class ModelSpec:
         """W of a ``window:W`` model, None for ``carry``."""
         return parse_state_mode(self.state_mode)
 
+    @property
+    def forecasts_from_window(self) -> bool:
+        """True for models whose forecast needs the window itself, not only the state after
+        it (:mod:`models.windowed`): a head over the last steps, statistics of the window,
+        covariates that lead the target, a distribution head."""
+        return bool(self.head_steps or self.window_scaler is not None or self.covariate_lead
+                    or self.output != POINT)
+
+    @property
+    def head_inputs(self) -> int:
+        """Width of what the head reads per step: the last layer's output, then (for a head
+        over the last steps) the future covariates of that forecast step."""
+        extra = len(self.future_features) if self.head_steps else 0
+        return self.layers[-1].output_size + extra
+
     def with_changes(self, **changes: Any) -> ModelSpec:
         """A copy with fields replaced (validated again)."""
         return replace(self, **changes)
@@ -263,6 +358,8 @@ class ModelSpec:
             _require(layer.input_size == width,
                      f"layer {index} takes {layer.input_size} inputs but receives {width}")
             width = layer.output_size
+        if self.head:
+            width = self.head_inputs
         for index, dense in enumerate(self.head):
             _require(dense.in_features == width, f"head layer {index} takes "
                      f"{dense.in_features} inputs but receives {width}")
@@ -276,14 +373,25 @@ class ModelSpec:
         _require(self.forecast_mode in FORECAST_MODES,
                  f"forecast_mode must be one of {FORECAST_MODES}, got {self.forecast_mode!r}")
         _require(self.horizon >= 1, "horizon must be >= 1")
-        if self.forecast_mode == "direct":
-            _require(self.output_size == self.horizon * len(self.targets),
+        self.output.validate()
+        per_target = self.output.params
+        if self.forecast_mode == "direct" and self.head_steps:
+            _require(self.horizon == self.head_steps and bool(self.head)
+                     and not self.head_every_step,
+                     "a head over the last steps has one step per horizon step")
+            _require(self.output_size == len(self.targets) * per_target,
+                     f"a head over the last steps emits targets x params values per step: "
+                     f"{self.output_size} outputs for {len(self.targets)} target(s)")
+        elif self.forecast_mode == "direct":
+            _require(self.output_size == self.horizon * len(self.targets) * per_target,
                      f"a direct model emits horizon x targets values: {self.output_size} "
-                     f"outputs but horizon {self.horizon} x {len(self.targets)} target(s)")
+                     f"outputs but horizon {self.horizon} x {len(self.targets)} target(s)"
+                     + (f" x {per_target} params" if per_target > 1 else ""))
         else:
-            _require(self.output_size == len(self.targets),
+            _require(self.output_size == len(self.targets) * per_target,
                      f"a recursive model emits one value per target: {self.output_size} "
-                     f"outputs for {len(self.targets)} target(s)")
+                     f"outputs for {len(self.targets)} target(s)"
+                     + (f" x {per_target} params" if per_target > 1 else ""))
             missing = [t for t in self.targets if t not in self.features]
             _require(not missing, f"a recursive model feeds its targets back as inputs, but "
                      f"{missing} are not among the features {list(self.features)}")
@@ -291,6 +399,18 @@ class ModelSpec:
         _require(self.retain >= (window or 1), f"retain must be >= {window or 1}")
         if self.scaling is not None:
             self.scaling.validate(self.input_size, len(self.targets))
+        unknown = [name for name in self.future_features if name not in self.features
+                   or name in self.targets]
+        _require(not unknown, f"future features {unknown} must be covariates among the features")
+        _require(not self.covariate_lead or self.forecast_mode == "recursive",
+                 "covariates lead the target only in recursive models")
+        if self.window_scaler is not None:
+            self.window_scaler.validate(self.input_size)
+        _require(not self.forecasts_from_window or window is not None,
+                 "heads over the last steps, window scalers, leading covariates and "
+                 "distribution heads need a window:W model")
+        _require(self.head_steps <= (window or 0) or not self.head_steps,
+                 "a head over the last steps reads at most the window's steps")
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every weight tensor of this spec (canonical layout)."""
@@ -327,6 +447,11 @@ class ModelSpec:
             "scaling": self.scaling.to_json() if self.scaling else None,
             "initial_state": self.initial_state,
         }
+        if self.forecasts_from_window:
+            data.update(head_steps=self.head_steps, future_features=list(self.future_features),
+                        covariate_lead=self.covariate_lead, output=self.output.to_json(),
+                        window_scaler=self.window_scaler.to_json() if self.window_scaler
+                        else None)
         if self.extra:
             data["extra"] = self.extra
         return data
@@ -350,6 +475,12 @@ class ModelSpec:
                 retain=int(data.get("retain", 0)),
                 scaling=ScalingSpec.from_json(scaling) if scaling else None,
                 initial_state=bool(data.get("initial_state", False)),
+                head_steps=int(data.get("head_steps", 0)),
+                future_features=tuple(str(f) for f in data.get("future_features", ())),
+                covariate_lead=bool(data.get("covariate_lead", False)),
+                window_scaler=(WindowScalerSpec.from_json(data["window_scaler"])
+                               if data.get("window_scaler") else None),
+                output=OutputSpec.from_json(data.get("output") or {}),
                 extra=dict(data.get("extra", {})))
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, InvalidSpec):
