@@ -65,7 +65,7 @@ def window_statistics(scaler: WindowScalerSpec, windows: np.ndarray, observed: n
     shift, scale = np.zeros((count, features)), np.ones((count, features))
     columns = list(scaler.features)
     for b in range(count):
-        rows = windows[b, windows.shape[1] - int(observed[b]):, columns].astype(np.float64)
+        rows = windows[b, windows.shape[1] - int(observed[b]):][:, columns].astype(np.float64)
         shift[b, columns], scale[b, columns] = _stats_one(scaler.kind, scaler.eps, rows)
     return shift, scale
 
