@@ -16,6 +16,7 @@ import numpy as np
 from models.artifact import read_artifact
 from models.errors import ArtifactError
 from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
+from models.importers.libraries import import_library_file
 from models.importers.onnx import import_onnx
 from models.names import check_name
 from service.errors import RequestError, StreamNotFound, VersionInUse
@@ -24,7 +25,7 @@ from service.requests import check_stream_id
 from service.schemas import AdminSeedBody, AdminVersionBody, validated
 from service.stores import StateStore, StreamRecord
 
-UPLOAD_SUFFIXES = (".pt", ".pth", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
+UPLOAD_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -81,6 +82,9 @@ class Administration:
     @staticmethod
     def _import(path: Path, suffix: str, form: dict[str, str], scaler: bytes | None,
                 folder: Path) -> Any:
+        library = import_library_file(path)
+        if library is not None:
+            return library
         scaler_data = None
         if scaler is not None:
             (folder / "scaler.json").write_bytes(scaler)

@@ -15,7 +15,14 @@ import numpy as np
 
 from models import Model, Registry, StatecastError
 from models.errors import ImportFailed, InvalidInput
-from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
+from models.importers import (
+    ForecastOptions,
+    Imported,
+    import_keras,
+    import_pytorch,
+    load_scaler,
+)
+from models.importers.libraries import import_library_file
 from models.importers.onnx import import_onnx
 from service.administration import bound_streams
 from service.bundled import seed_registry
@@ -45,24 +52,9 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 def _import(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    file_format = args.format or SUFFIXES.get(path.suffix)
-    if file_format not in ("torch", "safetensors", "keras", "onnx"):
-        raise ImportFailed(f"cannot tell the format of {path.name}: give --format torch, "
-                           "safetensors, keras or onnx")
-    options = ForecastOptions(
-        mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
-        features=_names(args.features), state_mode=args.state_mode,
-        scaler=load_scaler(args.scaler) if args.scaler else None)
-    if file_format == "keras":
-        imported = import_keras(path, options)
-    elif file_format == "onnx":
-        imported = import_onnx(path, options)
-    else:
-        imported = import_pytorch(
-            path, options, cell=args.cell, rnn_prefix=args.rnn_prefix,
-            head_prefix=args.head_prefix,
-            head_activations=list(_names(args.head_activations) or []) or None,
-            head_every_step=args.head_every_step)
+    imported = None if args.format else import_library_file(path)
+    if imported is None:
+        imported = _import_framework_file(args, path)
     registry = _registry(args.registry)
     aliases = ("latest", *(_names(args.alias) or ()))
     version = registry.publish(args.name, imported.spec, imported.tensors, imported.source,
@@ -73,10 +65,32 @@ def _import(args: argparse.Namespace) -> int:
                        for layer in spec.layers)
     print(f"published {args.name}@{version} to {registry.root}: {spec.input_size} features "
           f"-> {layers}" + (f" -> head {[d.out_features for d in spec.head]}" if spec.head
-                            else "") + f"; {spec.forecast_mode}, horizon {spec.horizon}")
+                            else "") + f"; {spec.forecast_mode}, horizon {spec.horizon}, "
+          f"{spec.state_mode}")
     if imported.source.get("outputs"):
-        print(f"graph outputs: {imported.source['outputs']}")
+        print(f"forecast: {imported.source['outputs']}")
     return 0
+
+
+def _import_framework_file(args: argparse.Namespace, path: Path) -> Imported:
+    """A PyTorch, Keras or ONNX file, with the forecast options the flags give."""
+    file_format = args.format or SUFFIXES.get(path.suffix)
+    if file_format not in ("torch", "safetensors", "keras", "onnx"):
+        raise ImportFailed(f"cannot tell the format of {path.name}: give --format torch, "
+                           "safetensors, keras or onnx")
+    options = ForecastOptions(
+        mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
+        features=_names(args.features), state_mode=args.state_mode,
+        scaler=load_scaler(args.scaler) if args.scaler else None)
+    if file_format == "keras":
+        return import_keras(path, options)
+    if file_format == "onnx":
+        return import_onnx(path, options)
+    return import_pytorch(
+        path, options, cell=args.cell, rnn_prefix=args.rnn_prefix,
+        head_prefix=args.head_prefix,
+        head_activations=list(_names(args.head_activations) or []) or None,
+        head_every_step=args.head_every_step)
 
 
 def _initial_state(model: Model, inputs: Any) -> Any:

@@ -89,7 +89,7 @@ def load_checkpoint(path: Path) -> Any:
                            "'statecast[torch]'") from None
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        pairs = [(stand_in_for(name), name) for name in names]
+        pairs: list[Any] = [(stand_in_for(name), name) for name in names]
         with torch.serialization.safe_globals(pairs):
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, TypeError,

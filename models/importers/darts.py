@@ -136,6 +136,10 @@ def import_darts(path: str | Path) -> Imported:
             checkpoint.get("hyper_parameters"), dict) or "state_dict" not in checkpoint:
         raise ImportFailed(f"{ckpt_path.name} is not a Lightning checkpoint")
     hp = checkpoint["hyper_parameters"]
+    if "h" in hp and "input_chunk_length" not in hp:
+        raise ImportFailed(f"{ckpt_path.name} is a NeuralForecast checkpoint from before 3.3: "
+                           "convert it with python -m neuralforecast.migrate, or save the "
+                           "model with NeuralForecast 3.3, and import the .safetensors file")
     if "input_chunk_length" not in hp or "hidden_dim" not in hp:
         raise ImportFailed(f"{ckpt_path.name} is not a Darts RNNModel/BlockRNNModel "
                            "checkpoint (no input_chunk_length/hidden_dim)")
@@ -183,8 +187,9 @@ def import_darts(path: str | Path) -> Imported:
         head = [DenseLayerSpec(int(state["V.weight"].shape[1]), int(state["V.weight"].shape[0]))]
         tensors["head.0.weight"] = np.ascontiguousarray(state["V.weight"].T)
         tensors["head.0.bias"] = state.get("V.bias", np.zeros(head[0].out_features, np.float32))
-        spec_args = dict(head=tuple(head), head_every_step=True, forecast_mode="recursive",
-                         horizon=1, future_features=future, covariate_lead=bool(future))
+        spec_args: dict[str, Any] = dict(
+            head=tuple(head), head_every_step=True, forecast_mode="recursive", horizon=1,
+            future_features=future, covariate_lead=bool(future))
     else:
         head, head_tensors = _fc_head(state, hp.get("activation"))
         tensors.update(head_tensors)

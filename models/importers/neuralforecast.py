@@ -55,7 +55,7 @@ def read_nf_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]] | N
             metadata = handle.metadata() or {}
             if "hyper_parameters" not in metadata or "model_class" not in metadata:
                 return None
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise ImportFailed(f"{path}: {error}") from None
     return tensors, metadata
