@@ -75,6 +75,12 @@ class MissingFuture(RequestError):
     code = "missing_future"
 
 
+class InsufficientHistory(RequestError):
+    """A model that forecasts from a fixed window has fewer observations than the window."""
+
+    code = "insufficient_history"
+
+
 class BatchTooLarge(RequestError):
     code = "batch_too_large"
 

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from models import Model, ModelError, StatecastError
+from models.windowed import forecast_windows
 from service.errors import (
     BatchTooLarge,
     CapacityExceeded,
     Contention,
     GapInStream,
+    InsufficientHistory,
     ModelNotSupported,
     OverlapMismatch,
     RequestError,
@@ -78,6 +80,8 @@ def _advance(model: Model, works: list[_Work]) -> list[np.ndarray]:
     keep their state."""
     window = model.spec.window
     states = [work.plan.state for work in works]
+    if model.spec.forecasts_from_window:  # forecast from the window itself (_window_forecasts)
+        return states
     inputs: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for index, work in enumerate(works):
         if not len(work.new):
@@ -135,6 +139,29 @@ def _forecast(model: Model, state: np.ndarray, horizon: int, future: np.ndarray 
     return predictions
 
 
+def _window_of(work: _Work) -> np.ndarray:
+    """The last W raw observations of a window model's stream after this call."""
+    window = work.plan.model.spec.window or 0
+    return np.concatenate([work.plan.tail, work.new])[-window:]
+
+
+def _window_forecasts(model: Model, works: list[_Work]) -> list[list[Any]]:
+    """For a model that forecasts from its window (:mod:`models.windowed`), every work's
+    forecast as JSON lists, one call per horizon."""
+    results: list[list[Any]] = [[] for _ in works]
+    by_horizon: dict[int, list[int]] = {}
+    for index, work in enumerate(works):
+        by_horizon.setdefault(work.request.horizon, []).append(index)
+    for horizon, members in by_horizon.items():
+        windows = np.stack([_window_of(works[i]) for i in members])
+        futures = [works[i].request.future for i in members]
+        future = None if futures[0] is None else np.stack(futures)  # type: ignore[arg-type]
+        block = forecast_windows(model, windows, future, horizon)
+        for row, index in enumerate(members):
+            results[index] = block[row].astype(float).tolist()
+    return results
+
+
 def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Plan:
     """A plan that starts a stream over from the model's initial state."""
     return _Plan(model, version, record, origin=0, step=0, state=model.new_arena(1)[0],
@@ -149,7 +176,7 @@ def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int
     code as one at a time; float32 rounding may differ with the batch); None for each
     stream of a recursive model."""
     spec = model.spec
-    if spec.forecast_mode != "direct" or not states:
+    if spec.forecast_mode != "direct" or not states or spec.forecasts_from_window:
         return [None] * len(states)
     heads = model.head_from_state(np.stack(states).astype(np.float32, copy=False))
     block = model.unscale_targets(heads.reshape(len(states), spec.horizon, len(spec.targets)))
@@ -185,9 +212,10 @@ def _item_error(stream: Any, error: StatecastError) -> dict[str, Any]:
 
 
 def check_servable(model: Model) -> None:
-    """Refuse models that cannot forecast: without a head. (A head applied at every step
-    forecasts from the last step.)"""
-    if not model.spec.head:
+    """Refuse models that cannot forecast: without a head (a head applied at every step
+    forecasts from the last step), unless they forecast from their window (a recursive
+    model whose projected hidden state is the forecast)."""
+    if not model.spec.head and not model.spec.forecasts_from_window:
         raise ModelNotSupported(
             f"model {model.name}@{model.version} has no head to forecast with")
 
@@ -289,7 +317,9 @@ class ForecastService:
             work = self._prepare(plan, stream, request)
             with self.metrics.timing_kernel(plan.model.name):
                 state = _advance(plan.model, [work])[0]
-                response, new_record = self._finish(work, state)
+                forecast = (_window_forecasts(plan.model, [work])[0]
+                            if plan.model.spec.forecasts_from_window else None)
+                response, new_record = self._finish(work, state, forecast)
             if new_record is None or not request.commit:
                 return response
             if self.store.compare_and_set(new_record, plan.expected_revision):
@@ -347,8 +377,12 @@ class ForecastService:
                 writes, written = [], []
                 with self.metrics.timing_kernel(model.name):
                     states = _advance(model, [w for _, w in model_works])
-                    forecasts = _direct_forecasts(model, states,
-                                                  [w.request.horizon for _, w in model_works])
+                    forecasts: list[list[Any] | None]
+                    if model.spec.forecasts_from_window:
+                        forecasts = list(_window_forecasts(model, [w for _, w in model_works]))
+                    else:
+                        forecasts = _direct_forecasts(
+                            model, states, [w.request.horizon for _, w in model_works])
                     finished = [self._finish(work, state, forecast) for (_, work), state, forecast
                                 in zip(model_works, states, forecasts, strict=True)]
                 for (index, work), (response, record) in zip(model_works, finished,
@@ -387,8 +421,11 @@ class ForecastService:
             works.append(self._prepare(_fresh_plan(model, version, None), "", request))
         with self.metrics.timing_kernel(name):
             states = _advance(model, works)
-            forecasts = [_forecast(model, state, work.request.horizon, work.request.future)
-                         for work, state in zip(works, states, strict=True)]
+            if model.spec.forecasts_from_window:
+                forecasts = [np.asarray(f, np.float32) for f in _window_forecasts(model, works)]
+            else:
+                forecasts = [_forecast(model, state, work.request.horizon, work.request.future)
+                             for work, state in zip(works, states, strict=True)]
         return name, version, forecasts
 
     def _prepare(self, plan: _Plan, stream: str, request: ForecastRequest) -> _Work:
@@ -403,7 +440,16 @@ class ForecastService:
                               f"this window starts at {start}", expected_start=step)
         skipped = min(step - start, len(window))
         self._check_overlap(plan.tail, step, start, window[:skipped], stream)
-        return _Work(plan, stream, request, origin, step, skipped, window[skipped:])
+        work = _Work(plan, stream, request, origin, step, skipped, window[skipped:])
+        spec = plan.model.spec
+        if spec.forecasts_from_window:
+            have = len(plan.tail) + len(work.new)
+            if have < (spec.window or 0):
+                raise InsufficientHistory(
+                    f"{plan.model.name} forecasts from its last {spec.window} observations; "
+                    f"stream {stream!r} would have {have}: send at least {spec.window} rows "
+                    "(nothing was stored)", needed=spec.window, have=have)
+        return work
 
     def _finish(self, work: _Work, state: np.ndarray, forecast: list[Any] | None = None
                 ) -> tuple[dict[str, Any], StreamRecord | None]:

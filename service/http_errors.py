@@ -33,6 +33,7 @@ STATUS: dict[str, int] = {
     "window_too_long": 422,
     "batch_too_large": 422,
     "missing_future": 422,
+    "insufficient_history": 422,
     "horizon_too_long": 422,
     "model_not_supported": 422,
     "import_failed": 422,

@@ -40,7 +40,7 @@ from service.errors import (
 )
 from service.forecasting import check_servable
 from service.http_errors import HEADERS, STATUS
-from service.requests import check_stream_id, covariates_of, parse_json
+from service.requests import check_stream_id, future_features_of, parse_json
 from service.schemas import InferRequest, RequestedOutput, validated_open
 
 v2 = Blueprint("v2", __name__)
@@ -115,8 +115,8 @@ def model_metadata(model: str, version: str | None = None) -> Response:
     spec = loaded.spec
     horizon = spec.horizon if spec.forecast_mode == "direct" else -1
     inputs = [{"name": "window", "datatype": "FP32", "shape": [-1, -1, spec.input_size]}]
-    covariates = covariates_of(spec)
-    if spec.forecast_mode == "recursive" and covariates:
+    covariates = future_features_of(spec)
+    if covariates:
         inputs.append({"name": "future", "datatype": "FP32",
                        "shape": [-1, -1, len(covariates)]})
     return jsonify({"name": loaded.name, "versions": _state().registry.versions(loaded.name),

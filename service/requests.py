@@ -94,10 +94,19 @@ def covariates_of(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(name for name in spec.features if name not in spec.targets)
 
 
+def future_features_of(spec: ModelSpec) -> tuple[str, ...]:
+    """The features whose values for each forecast step a call sends in ``future``: a
+    window model's declared future covariates, every covariate of another recursive
+    model, none otherwise."""
+    if spec.forecasts_from_window:
+        return spec.future_features
+    return covariates_of(spec) if spec.forecast_mode == "recursive" else ()
+
+
 def _future(raw: Any, spec: ModelSpec, horizon: int, max_horizon: int
             ) -> np.ndarray | None:
-    covariates = covariates_of(spec)
-    if spec.forecast_mode != "recursive" or not covariates:
+    covariates = future_features_of(spec)
+    if not covariates:
         if raw is not None:
             raise RequestError("this model takes no future covariates (drop \"future\")")
         return None
