@@ -219,7 +219,7 @@ def _batch(args: argparse.Namespace) -> int:
         plan = Backtest(args.n_windows, args.step_size or args.horizon or 1)
     columns = Columns(args.id_col, args.time_col, args.target_col)
     spec = JobSpec(args.model, str(registry.root), args.horizon, args.freq, columns, args.fill,
-                   plan)
+                   plan, args.future)
     with tqdm(unit="series", disable=args.quiet, file=sys.stderr) as bar:
 
         def counted(series: int) -> None:  # the job counts the series once, for both
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--id-col", default="unique_id")
     batch.add_argument("--time-col", default="ds")
     batch.add_argument("--target-col", default="y")
+    batch.add_argument("--future", help="future covariates of every forecast step (Nixtla's "
+                       "X_df): .parquet or .csv with the id and time columns and the "
+                       "covariates")
     batch.add_argument("--fill", choices=("ffill", "zero", "interpolate"),
                        help="fill missing values per series (default: refuse them)")
     batch.add_argument("--chunk-size", type=int, default=10_000,

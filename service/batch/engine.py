@@ -15,20 +15,47 @@ from collections import defaultdict
 import numpy as np
 
 from models import Model
+from models.windowed import forecast_windows
 from service.batch.frames import BatchInputError
-from service.requests import MAX_RECURSIVE_HORIZON, covariates_of
+from service.requests import MAX_RECURSIVE_HORIZON, future_features_of
 
 
-def check_horizon(model: Model, h: int) -> None:
-    """Refuse horizons the model cannot forecast, and recursive models that need future
-    covariates (the batch input has none)."""
+def check_horizon(model: Model, h: int, has_future: bool = False) -> None:
+    """Refuse horizons the model cannot forecast, and models that need future covariates
+    when no future frame is given (or that cannot take one)."""
     spec = model.spec
     limit = spec.horizon if spec.forecast_mode == "direct" else MAX_RECURSIVE_HORIZON
     if not 1 <= h <= limit:
         raise BatchInputError(f"horizon {h} must be 1-{limit} for {model.name}")
-    if spec.forecast_mode == "recursive" and covariates_of(spec):
-        raise BatchInputError(f"{model.name} needs future values of {covariates_of(spec)} to"
-                              " forecast; batch jobs take none yet: use the /v1 API")
+    needed = future_features_of(spec)
+    if needed and not has_future:
+        raise BatchInputError(f"{model.name} needs the future values of {list(needed)} for "
+                              "each forecast step: pass --future FILE (unique_id, ds and "
+                              "those columns)")
+    if needed and not spec.forecasts_from_window:
+        raise BatchInputError(f"{model.name} needs future covariates; batch jobs feed them "
+                              "to window models only: use the /v1 API")
+    if has_future and not needed:
+        raise BatchInputError(f"{model.name} takes no future covariates: drop --future")
+
+
+def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
+                     future: np.ndarray | None) -> np.ndarray:
+    """``float32 [series, h, targets]`` of a model that forecasts from its window: each
+    series' last W observations (a shorter series is left-padded with zeros, outside the
+    window statistics, where the model normalises each window as NeuralForecast does)."""
+    spec = model.spec
+    window = spec.window or 0
+    windows = np.zeros((len(histories), window, spec.input_size), np.float32)
+    observed = np.empty(len(histories), np.int64)
+    for index, history in enumerate(histories):
+        used = min(len(history), window)
+        if used < window and spec.window_scaler is None:
+            raise BatchInputError(f"{model.name} reads the last {window} observations; a "
+                                  f"series has {len(history)}")
+        windows[index, window - used:] = history[len(history) - used:]
+        observed[index] = used
+    return forecast_windows(model, windows, future, h, observed)
 
 
 def _advance(model: Model, arena: np.ndarray, raw: np.ndarray) -> None:

@@ -48,14 +48,49 @@ class Series:
     actual: np.ndarray
 
 
-def feature_columns(model: Model, columns: Columns) -> list[str]:
+def by_position(model: Model) -> bool:
+    """True for models whose covariate names were not saved (Darts): their covariates are
+    the input's columns after the id, time and target columns, in order."""
+    return model.spec.extra.get("covariates") == "by_position"
+
+
+def feature_columns(model: Model, columns: Columns, available: list[str] | None = None
+                    ) -> list[str]:
     """The input column of each model feature: the target column for the model's (single)
-    target, a column of the feature's own name for every covariate."""
+    target, a column of the feature's own name for every covariate (or, for a model whose
+    covariates go by position, the ``available`` columns after id, time and target)."""
     targets = model.spec.targets
     if len(targets) != 1:
         raise BatchInputError(f"batch jobs forecast one target; {model.name} has "
                               f"{len(targets)} ({', '.join(targets)})")
+    covariates = [name for name in model.spec.features if name != targets[0]]
+    if by_position(model) and covariates and available is not None:
+        rest = [c for c in available if c not in (columns.id, columns.time, columns.target)]
+        if len(rest) != len(covariates):
+            raise BatchInputError(f"{model.name} takes {len(covariates)} covariate column(s) "
+                                  f"after {columns.id}, {columns.time}, {columns.target} (by "
+                                  f"position); the input has {len(rest)}: {rest}")
+        named = dict(zip(covariates, rest, strict=True))
+        return [columns.target if name == targets[0] else named[name]
+                for name in model.spec.features]
     return [columns.target if name == targets[0] else name for name in model.spec.features]
+
+
+def future_columns(model: Model, columns: Columns, available: list[str]) -> list[str]:
+    """The column of each future feature in a future frame (Nixtla's ``X_df``): by name,
+    or by position after id and time for a model whose covariates go by position."""
+    wanted = list(model.spec.future_features)
+    if by_position(model):
+        rest = [c for c in available if c not in (columns.id, columns.time)]
+        if len(rest) != len(wanted):
+            raise BatchInputError(f"the future frame needs {len(wanted)} covariate column(s) "
+                                  f"after {columns.id} and {columns.time} (by position); it "
+                                  f"has {len(rest)}: {rest}")
+        return rest
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise BatchInputError(f"the future frame lacks columns {missing} (it has {available})")
+    return wanted
 
 
 def _fill(frame: pd.DataFrame, names: list[str], fill: str | None, columns: Columns
@@ -86,7 +121,7 @@ def _fill(frame: pd.DataFrame, names: list[str], fill: str | None, columns: Colu
 def series_of(frame: pd.DataFrame, model: Model, columns: Columns, fill: str | None = None
               ) -> list[Series]:
     """The series of a long frame (sorted by id and time here; any input order)."""
-    names = feature_columns(model, columns)
+    names = feature_columns(model, columns, list(frame.columns))
     needed = [columns.id, columns.time, *dict.fromkeys(names)]
     absent = [name for name in needed if name not in frame.columns]
     if absent:

@@ -19,12 +19,19 @@ import numpy as np
 import pandas as pd
 
 from models import Model, Registry
-from service.batch.engine import backtest, check_horizon, final_states, forecasts_from_states
+from service.batch.engine import (
+    backtest,
+    check_horizon,
+    final_states,
+    forecasts_from_states,
+    window_forecasts,
+)
 from service.batch.frames import (
     BatchInputError,
     Columns,
     Series,
     frequency,
+    future_columns,
     future_times_of,
     series_of,
 )
@@ -51,6 +58,8 @@ class JobSpec:
     columns: Columns = field(default_factory=Columns)
     fill: str | None = None
     backtest: Backtest | None = None
+    #: Nixtla's ``X_df``: id, time and the future covariates of every forecast step.
+    future: str | None = None
 
 
 _MODELS: dict[tuple[str, str], Model] = {}
@@ -64,20 +73,60 @@ def load_model(registry: str, reference: str) -> Model:
     return _MODELS[key]
 
 
-def _horizon(model: Model, h: int | None) -> int:
+def _horizon(model: Model, h: int | None, has_future: bool = False) -> int:
     h = model.spec.horizon if h is None else h
-    check_horizon(model, h)
+    check_horizon(model, h, has_future)
     return h
 
 
-def _forecast_series(model: Model, series: list[Series], h: int, freq: Any
+def _future_values(model: Model, series: list[Series], times: np.ndarray,
+                   future: pd.DataFrame, columns: Columns) -> np.ndarray:
+    """``float32 [series, h, future features]`` from a future frame, row by row of the
+    forecast times; a missing row or value is refused naming it."""
+    names = future_columns(model, columns, list(future.columns))
+    frame = future
+    time = frame[columns.time]
+    if not (pd.api.types.is_integer_dtype(time) or pd.api.types.is_datetime64_any_dtype(time)):
+        try:
+            frame = frame.assign(**{columns.time: pd.to_datetime(time)})
+        except (ValueError, TypeError):
+            raise BatchInputError(f"future column {columns.time!r} must hold integers or "
+                                  "datetimes") from None
+    h = times.shape[1]
+    wanted = pd.DataFrame({columns.id: np.repeat([one.id for one in series], h),
+                           columns.time: times.ravel()})
+    if frame.duplicated([columns.id, columns.time]).any():
+        raise BatchInputError("the future frame has duplicate (id, time) rows")
+    if len(wanted) and pd.api.types.is_datetime64_any_dtype(wanted[columns.time]):
+        frame = frame.assign(**{columns.time: pd.to_datetime(frame[columns.time]).astype(
+            wanted[columns.time].dtype)})
+    merged = wanted.merge(frame[[columns.id, columns.time, *names]],
+                          on=[columns.id, columns.time], how="left")
+    missing = merged[names].isna().any(axis=1)
+    if missing.any():
+        first = merged.loc[missing, [columns.id, columns.time]].head(3).values.tolist()
+        raise BatchInputError(f"the future frame lacks {int(missing.sum())} forecast step "
+                              f"row(s) or values, e.g. {first}: it needs every series' next "
+                              f"{h} times")
+    return merged[names].to_numpy(np.float32).reshape(len(series), h, len(names))
+
+
+def _forecast_series(model: Model, series: list[Series], h: int, freq: Any,
+                     future: pd.DataFrame | None = None, columns: Columns | None = None
                      ) -> tuple[pd.DataFrame, np.ndarray]:
-    states = final_states(model, [one.values for one in series])
-    predictions = forecasts_from_states(model, states, h)[:, :, 0]
     lasts = np.array([one.ds[-1] for one in series]) if series else np.empty(0, np.int64)
+    times = future_times_of(lasts, h, freq)
+    histories = [one.values for one in series]
+    states = final_states(model, histories)
+    if model.spec.forecasts_from_window:
+        values = (_future_values(model, series, times, future, columns or Columns())
+                  if future is not None else None)
+        predictions = window_forecasts(model, histories, h, values)[:, :, 0]
+    else:
+        predictions = forecasts_from_states(model, states, h)[:, :, 0]
     frame = pd.DataFrame({
         "unique_id": np.repeat([one.id for one in series], h),
-        "ds": future_times_of(lasts, h, freq).ravel(),
+        "ds": times.ravel(),
         model.name: predictions.ravel()})
     return frame, states
 
@@ -104,18 +153,25 @@ def _backtest_series(model: Model, series: list[Series], h: int, plan: Backtest
         ["unique_id", "cutoff", "ds"], kind="stable").reset_index(drop=True)
 
 
-def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None
+def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
+                   future: pd.DataFrame | None = None
                    ) -> tuple[pd.DataFrame, list[Series], np.ndarray | None]:
     """One chunk of whole series: the output rows, the series and (for a forecast) their
-    final states. ``freq`` overrides the spec's (the job infers it once)."""
+    final states. ``freq`` overrides the spec's (the job infers it once); ``future``, the
+    future covariates, else read from ``spec.future`` for the chunk's series."""
     model = load_model(spec.registry, spec.model)
-    h = _horizon(model, spec.h)
+    h = _horizon(model, spec.h, spec.future is not None or future is not None)
     series = series_of(frame, model, spec.columns, spec.fill)
     if spec.backtest is not None:
+        if model.spec.forecasts_from_window:
+            raise BatchInputError(f"backtests of {model.name} (a model that forecasts from "
+                                  "its window) are not supported yet")
         return _backtest_series(model, series, h, spec.backtest), series, None
+    if future is None and spec.future is not None:
+        future = _read_chunk(spec.future, spec.columns.id, [one.id for one in series])
     output, states = _forecast_series(model, series, h,
                                       frequency(series, freq if freq is not None else
-                                                spec.freq))
+                                                spec.freq), future, spec.columns)
     return output, series, states
 
 
@@ -128,19 +184,22 @@ def forecast(df: pd.DataFrame, model: str, h: int | None = None, *,
              registry: str | Path = "./registry", freq: str | int | None = None,
              id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y",
              fill: str | None = None, n_windows: int | None = None,
-             step_size: int | None = None) -> pd.DataFrame:
+             step_size: int | None = None, X_df: pd.DataFrame | None = None
+             ) -> pd.DataFrame:
     """Forecast every series of a long-format frame with a registry's model.
 
     Returns ``id_col``, ``time_col`` and a column named after the model (``h`` rows per
     series, times continuing each series at ``freq``, inferred when not given); with
     ``n_windows`` a backtest instead: also ``cutoff`` and the actual ``target_col``.
+    ``X_df`` holds the future covariates of every forecast step (``id_col``, ``time_col``
+    and the covariate columns), for models that read them.
     """
     columns = Columns(id_col, time_col, target_col)
     plan = None
     if n_windows is not None:
         plan = Backtest(n_windows, step_size if step_size is not None else (h or 1))
     spec = JobSpec(model, str(registry), h, freq, columns, fill, plan)
-    output, _, _ = forecast_chunk(df, spec)
+    output, _, _ = forecast_chunk(df, spec, future=X_df)
     return _rename(output, columns)
 
 
@@ -306,7 +365,11 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
     if to_store is not None and spec.backtest is not None:
         raise BatchInputError("--to-store hands off final states: not with --backtest")
     model = load_model(spec.registry, spec.model)
-    h = _horizon(model, spec.h)
+    h = _horizon(model, spec.h, spec.future is not None)
+    if spec.future is not None:
+        if not Path(spec.future).exists():
+            raise BatchInputError(f"no future file {spec.future}")
+        spec = replace(spec, future=str(Path(spec.future).resolve()))
     spec = replace(spec, model=f"{model.name}@{model.version}", h=h)
     chunks = _id_chunks(_dataset(input_path), spec.columns, max(1, chunk_size))
     if on_total is not None:
