@@ -22,6 +22,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	# The container's install script (service/deploy/install.sh), run in this virtualenv.
 	PATH="$(CURDIR)/$(BIN):$$PATH" sh service/deploy/install.sh torch,onnx,keras,redis,dask,plot,dev
+	# Darts and NeuralForecast (the parity tests' oracles) pull Lightning and more: after
+	# torch, and then a check that pip kept the CPU build.
+	$(BIN)/pip install --quiet -e ".[libraries]"
+	$(BIN)/python -c "import torch; v = torch.__version__; assert v.startswith('2.13.0'), v"
 	touch $@
 
 venv: $(BIN)/.installed

@@ -1,0 +1,198 @@
+"""Darts and NeuralForecast models served like any model: imported with no flags by
+``statecast import``, a new stream fed a series' last rows (and the future covariates)
+answers the library's own forecast through /v1 (single and batch) and /v2, and
+``statecast batch --future`` writes it; a stream without enough history is refused before
+anything is stored."""
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("darts")
+pytest.importorskip("neuralforecast")
+statsmodels_api = pytest.importorskip("statsmodels.api")
+
+from service.app import create_app  # noqa: E402
+from service.cli import main  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SERIES = ("realinv", "realcons")
+CUT, H = 190, 4
+RTOL = 1e-4
+
+
+def macro():
+    return statsmodels_api.datasets.macrodata.load_pandas().data
+
+
+def quiet():
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two NeuralForecast models (direct LSTM with historic and future exogenous inputs,
+    recurrent GRU) and two Darts models (RNNModel with future covariates, BlockRNNModel
+    with past and future covariates), saved, with each library's own forecasts."""
+    quiet()
+    from darts import TimeSeries
+    from darts.models import BlockRNNModel, RNNModel
+    from neuralforecast import NeuralForecast
+    from neuralforecast.models import GRU, LSTM
+
+    folder = tmp_path_factory.mktemp("libraries")
+    data = macro()
+    frame = pd.concat([pd.DataFrame({"unique_id": name, "ds": np.arange(len(data)),
+                                     "y": data[name].to_numpy(), "unemp": data["unemp"],
+                                     "infl": data["infl"]}) for name in SERIES])
+    trainer = dict(max_steps=5, enable_progress_bar=False, enable_model_summary=False,
+                   logger=False, accelerator="cpu")
+    nf = NeuralForecast(models=[
+        LSTM(h=H, input_size=12, encoder_hidden_size=8, decoder_hidden_size=8,
+             scaler_type="robust", hist_exog_list=["unemp"], futr_exog_list=["infl"],
+             **trainer),
+        GRU(h=H, input_size=10, encoder_hidden_size=8, decoder_hidden_size=8,
+            recurrent=True, scaler_type="standard", futr_exog_list=["infl"], alias="GRUrec",
+            **trainer)], freq=1)
+    nf.fit(frame[frame.ds < CUT])
+    future = frame[(frame.ds >= CUT) & (frame.ds < CUT + H)][["unique_id", "ds", "infl"]]
+    expected = nf.predict(futr_df=future)
+    nf.save(str(folder / "nf"), overwrite=True)
+    y = ((data["realinv"] - data["realinv"].mean()) / data["realinv"].std()).to_numpy(
+        np.float32)
+    covariates = data[["unemp", "infl"]].to_numpy(np.float32)
+    series = TimeSeries.from_values(y)
+    kw = dict(n_epochs=1, random_state=0, pl_trainer_kwargs={
+        "accelerator": "cpu", "enable_progress_bar": False, "logger": False,
+        "enable_model_summary": False})
+    rnn = RNNModel(input_chunk_length=12, model="LSTM", hidden_dim=8, n_rnn_layers=2,
+                   training_length=20, **kw)
+    rnn.fit(series[:150], future_covariates=TimeSeries.from_values(covariates))
+    rnn.save(str(folder / "rnn.pt"))
+    block = BlockRNNModel(input_chunk_length=12, output_chunk_length=H, model="GRU",
+                          hidden_dim=8, hidden_fc_sizes=[6], **kw)
+    block.fit(series[:150], past_covariates=TimeSeries.from_values(covariates[:, :1]),
+              future_covariates=TimeSeries.from_values(covariates[:, 1:]))
+    block.save(str(folder / "block.pt"))
+    darts_expected = {
+        "drnn": rnn.predict(H, series=series[:150], future_covariates=TimeSeries.from_values(
+            covariates)).values()[:, 0],
+        "dblock": block.predict(H, series=series[:150],
+                                past_covariates=TimeSeries.from_values(covariates[:, :1]),
+                                future_covariates=TimeSeries.from_values(covariates[:, 1:])
+                                ).values()[:, 0]}
+    registry = folder / "registry"
+    for name, path in (("nflstm", folder / "nf" / "LSTM_0.safetensors"),
+                       ("nfgru", folder / "nf" / "GRUrec_0.safetensors"),
+                       ("drnn", folder / "rnn.pt"), ("dblock", folder / "block.pt.ckpt")):
+        assert main(["import", str(path), "--name", name, "--registry", str(registry)]) == 0
+    return {"folder": folder, "registry": registry, "frame": frame, "future": future,
+            "nf": expected, "darts": darts_expected, "y": y, "covariates": covariates}
+
+
+@pytest.fixture()
+def client(trained, tmp_path):
+    app = create_app(Settings(registry=trained["registry"], store=f"sqlite:{tmp_path / 's.db'}",
+                              max_window=500))
+    yield app.test_client()
+    app.extensions["statecast"].close()
+
+
+NF_CASES = {"nflstm": ("LSTM", ["y", "unemp", "infl"], 12),
+            "nfgru": ("GRUrec", ["y", "infl"], 11)}
+
+
+def nf_body(trained, model, series):
+    _, columns, window = NF_CASES[model]
+    frame = trained["frame"]
+    rows = frame[(frame.unique_id == series) & (frame.ds < CUT)][columns].to_numpy()[-window:]
+    future = trained["future"]
+    return {"start": 0, "window": rows.tolist(), "horizon": H,
+            "future": future[future.unique_id == series][["infl"]].to_numpy().tolist()}
+
+
+def nf_expected(trained, model, series):
+    column = NF_CASES[model][0]
+    expected = trained["nf"]
+    return expected[expected.unique_id == series][column].to_numpy()
+
+
+@pytest.mark.parametrize("model", sorted(NF_CASES))
+def test_neuralforecast_models_answer_the_library_forecast_on_v1(client, trained, model):
+    for series in SERIES:
+        response = client.post(f"/v1/models/{model}/streams/{series}/forecast",
+                               json=nf_body(trained, model, series))
+        assert response.status_code == 200, response.get_json()
+        forecast = np.asarray(response.get_json()["forecast"])[:, 0]
+        np.testing.assert_allclose(forecast, nf_expected(trained, model, series), rtol=RTOL)
+    batch = client.post(f"/v1/models/{model}/forecast", json={"items": [
+        {"stream": f"batch-{series}", **nf_body(trained, model, series)} for series in SERIES]})
+    for item, series in zip(batch.get_json()["items"], SERIES, strict=True):
+        np.testing.assert_allclose(np.asarray(item["forecast"])[:, 0],
+                                   nf_expected(trained, model, series), rtol=RTOL)
+
+
+def test_v2_infer_takes_window_and_future_tensors(client, trained):
+    body = nf_body(trained, "nflstm", "realinv")
+    window, future = np.asarray(body["window"]), np.asarray(body["future"])
+    response = client.post("/v2/models/nflstm/infer", json={"inputs": [
+        {"name": "window", "datatype": "FP32", "shape": [1, *window.shape],
+         "data": window.ravel().tolist()},
+        {"name": "future", "datatype": "FP32", "shape": [1, *future.shape],
+         "data": future.ravel().tolist()}]})
+    assert response.status_code == 200, response.get_json()
+    forecast = np.asarray(response.get_json()["outputs"][0]["data"])
+    np.testing.assert_allclose(forecast, nf_expected(trained, "nflstm", "realinv"), rtol=RTOL)
+
+
+def test_darts_models_pair_rows_as_darts_does(client, trained):
+    y, covariates = trained["y"], trained["covariates"]
+    rows = np.c_[y[138:150], covariates[138:150]].tolist()
+    for model, future in (("drnn", covariates[150:150 + H]),
+                          ("dblock", covariates[150:150 + H, 1:])):
+        response = client.post(f"/v1/models/{model}/streams/s/forecast", json={
+            "start": 0, "window": rows, "horizon": H, "future": future.tolist()})
+        assert response.status_code == 200, response.get_json()
+        np.testing.assert_allclose(np.asarray(response.get_json()["forecast"])[:, 0],
+                                   trained["darts"][model], rtol=RTOL, atol=1e-6)
+
+
+def test_too_little_history_is_refused_and_stores_nothing(client, trained):
+    body = nf_body(trained, "nflstm", "realinv")
+    body["window"] = body["window"][-5:]
+    response = client.post("/v1/models/nflstm/streams/short/forecast", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "insufficient_history"
+    assert client.get("/v1/models/nflstm/streams/short").status_code == 404
+    missing = nf_body(trained, "nflstm", "realinv")
+    del missing["future"]
+    response = client.post("/v1/models/nflstm/streams/nofuture/forecast", json=missing)
+    assert response.get_json()["error"]["code"] == "missing_future"
+
+
+def test_the_batch_job_reads_future_covariates(trained, tmp_path):
+    frame, future = trained["frame"], trained["future"]
+    history = tmp_path / "history.csv"
+    frame[frame.ds < CUT].to_csv(history, index=False)
+    future_path = tmp_path / "future.csv"
+    future.to_csv(future_path, index=False)
+    out = tmp_path / "out.csv"
+    assert main(["batch", "--registry", str(trained["registry"]), "--model", "nflstm",
+                 "--input", str(history), "--output", str(out), "--h", str(H), "--future",
+                 str(future_path), "--quiet"]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["unique_id", "ds", "nflstm"]
+    for series in SERIES:
+        np.testing.assert_allclose(written[written.unique_id == series]["nflstm"].to_numpy(),
+                                   nf_expected(trained, "nflstm", series), rtol=RTOL)
+    future.iloc[:-1].to_csv(future_path, index=False)
+    assert main(["batch", "--registry", str(trained["registry"]), "--model", "nflstm",
+                 "--input", str(history), "--output", str(tmp_path / "x.csv"), "--h", str(H),
+                 "--future", str(future_path), "--quiet"]) != 0
+    assert not (tmp_path / "x.csv").exists()
