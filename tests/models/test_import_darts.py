@@ -64,7 +64,6 @@ def assert_matches(ours: np.ndarray, expected: np.ndarray) -> float:
     """Equal within RTOL of the forecast's magnitude; returns the relative difference."""
     expected = np.asarray(expected, np.float64)
     scale = float(np.abs(expected).max())
-    print("RELDIFF", float(np.abs(ours - expected).max() / scale), scale, np.ravel(expected)[:3])
     np.testing.assert_allclose(ours, expected, rtol=RTOL, atol=RTOL * scale)
     return float(np.abs(ours - expected).max() / scale)
 
