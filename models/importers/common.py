@@ -11,7 +11,44 @@ from typing import Any
 import numpy as np
 
 from models.errors import ImportFailed, InvalidSpec
-from models.spec import DenseLayerSpec, ModelSpec, RecurrentLayerSpec, ScalingSpec
+from models.spec import (
+    ActivationSpec,
+    DenseLayerSpec,
+    ModelSpec,
+    RecurrentLayerSpec,
+    ScalingSpec,
+)
+
+#: ``torch.nn`` activation class names -> (statecast's name, alpha), for libraries' heads.
+TORCH_ACTIVATIONS = {"ReLU": ("relu", None), "Sigmoid": ("sigmoid", None),
+                     "Tanh": ("tanh", None), "LeakyReLU": ("leaky_relu", 0.01),
+                     "ELU": ("elu", 1.0), "Softplus": ("softplus", None),
+                     "Softsign": ("softsign", None)}
+
+
+def torch_activation(name: str, what: str) -> ActivationSpec:
+    """A ``torch.nn`` activation class name as a spec, or refused naming ``what``."""
+    if name not in TORCH_ACTIVATIONS:
+        raise ImportFailed(f"{what} {name!r} is not supported; supported: "
+                           f"{sorted(TORCH_ACTIVATIONS)}")
+    ours, alpha = TORCH_ACTIVATIONS[name]
+    return ActivationSpec.of(ours, alpha)
+
+
+def linear_stack(state: dict[str, np.ndarray], modules: list[str], between: ActivationSpec
+                 ) -> tuple[list[DenseLayerSpec], dict[str, np.ndarray]]:
+    """Torch ``Linear`` modules (``<module>.weight [out, in]``, ``.bias``) applied in order,
+    ``between`` after each but the last: head layers and their canonical tensors."""
+    layers, tensors = [], {}
+    for index, module in enumerate(modules):
+        weight = state[f"{module}.weight"]
+        bias = state.get(f"{module}.bias", np.zeros(weight.shape[0], np.float32))
+        last = index == len(modules) - 1
+        layers.append(DenseLayerSpec(int(weight.shape[1]), int(weight.shape[0]),
+                                     ActivationSpec.of("linear") if last else between))
+        tensors[f"head.{index}.weight"] = np.ascontiguousarray(weight.T)
+        tensors[f"head.{index}.bias"] = bias
+    return layers, tensors
 
 
 @dataclass(frozen=True)

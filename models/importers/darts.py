@@ -30,14 +30,9 @@ import numpy as np
 
 from models.errors import ImportFailed
 from models.importers.checkpoint import StandIn, class_name, load_checkpoint
-from models.importers.common import Imported
+from models.importers.common import Imported, linear_stack, torch_activation
 from models.importers.pytorch import _layer_keys, _recurrent_layers, _to_numpy
 from models.spec import ActivationSpec, DenseLayerSpec, ModelSpec, OutputSpec
-
-#: torch.nn activation classes Darts' fc block may use -> statecast's.
-_ACTIVATIONS = {"ReLU": ("relu", None), "Sigmoid": ("sigmoid", None), "Tanh": ("tanh", None),
-                "LeakyReLU": ("leaky_relu", 0.01), "ELU": ("elu", 1.0),
-                "Softplus": ("softplus", None), "Softsign": ("softsign", None)}
 
 
 def is_darts_file(path: Path) -> bool:
@@ -106,23 +101,9 @@ def _fc_head(state: dict[str, np.ndarray], activation: Any
     modules = sorted({int(key.split(".")[1]) for key in state if key.startswith("fc.")})
     if not modules:
         raise ImportFailed("the BlockRNNModel checkpoint has no fc layers")
-    between = ActivationSpec.of("linear")
-    if activation:
-        if activation not in _ACTIVATIONS:
-            raise ImportFailed(f"fc activation {activation!r} is not supported; supported: "
-                               f"{sorted(_ACTIVATIONS)}")
-        name, alpha = _ACTIVATIONS[activation]
-        between = ActivationSpec.of(name, alpha)
-    layers, tensors = [], {}
-    for index, module in enumerate(modules):
-        weight = state[f"fc.{module}.weight"]
-        bias = state.get(f"fc.{module}.bias", np.zeros(weight.shape[0], np.float32))
-        last = index == len(modules) - 1
-        layers.append(DenseLayerSpec(int(weight.shape[1]), int(weight.shape[0]),
-                                     ActivationSpec.of("linear") if last else between))
-        tensors[f"head.{index}.weight"] = np.ascontiguousarray(weight.T)
-        tensors[f"head.{index}.bias"] = bias
-    return layers, tensors
+    between = (torch_activation(str(activation), "fc activation") if activation
+               else ActivationSpec.of("linear"))
+    return linear_stack(state, [f"fc.{module}" for module in modules], between)
 
 
 def import_darts(path: str | Path) -> Imported:

@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 
 from models.errors import ImportFailed
-from models.importers.common import Imported
+from models.importers.common import Imported, linear_stack, torch_activation
 from models.importers.pytorch import _layer_keys, _recurrent_layers, _to_numpy
 from models.spec import (
     WINDOW_SCALERS,
-    ActivationSpec,
     DenseLayerSpec,
     ModelSpec,
     OutputSpec,
@@ -41,8 +40,6 @@ from models.spec import (
 _MODELS = {"LSTM": "lstm", "GRU": "gru"}
 _POINT_LOSSES = {"MAE", "MSE", "RMSE", "MAPE", "SMAPE", "MASE", "RMSSE", "HuberLoss",
                  "TukeyLoss", "QuantileLoss"}
-_DECODER_ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid",
-                        "Softplus": "softplus", "LeakyReLU": "leaky_relu", "ELU": "elu"}
 
 
 def read_nf_file(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
@@ -114,21 +111,9 @@ def _sizes(hp: dict[str, Any], recurrent: bool) -> tuple[int, int]:
 def _decoder(state: dict[str, np.ndarray], activation: str | None
              ) -> tuple[list[DenseLayerSpec], dict[str, np.ndarray]]:
     modules = sorted({int(k.split(".")[2]) for k in state if k.startswith("mlp_decoder.")})
-    name = activation or "ReLU"
-    if name not in _DECODER_ACTIVATIONS:
-        raise ImportFailed(f"decoder_activation {name!r} is not supported; supported: "
-                           f"{sorted(_DECODER_ACTIVATIONS)}")
-    between = ActivationSpec.of(_DECODER_ACTIVATIONS[name])
-    layers, tensors = [], {}
-    for index, module in enumerate(modules):
-        weight = state[f"mlp_decoder.layers.{module}.weight"]
-        bias = state[f"mlp_decoder.layers.{module}.bias"]
-        last = index == len(modules) - 1
-        layers.append(DenseLayerSpec(int(weight.shape[1]), int(weight.shape[0]),
-                                     ActivationSpec.of("linear") if last else between))
-        tensors[f"head.{index}.weight"] = np.ascontiguousarray(weight.T)
-        tensors[f"head.{index}.bias"] = bias
-    return layers, tensors
+    between = torch_activation(activation or "ReLU", "decoder_activation")
+    return linear_stack(state, [f"mlp_decoder.layers.{module}" for module in modules],
+                        between)
 
 
 def import_neuralforecast(path: str | Path) -> Imported:
