@@ -196,11 +196,12 @@ def forecast_windows(model: Model, windows: np.ndarray, future: np.ndarray | Non
     x32 = np.ascontiguousarray(x, np.float32)
     outputs, state, head = model.run(x32)
     if spec.forecast_mode == "direct":
-        if spec.head_steps:
-            last = outputs[:, steps - spec.head_steps:]
+        if spec.head_steps:  # each step's head reads only that step: the first `horizon`
+            first = steps - spec.head_steps
+            last = outputs[:, first:first + horizon]
             if future_scaled is not None:
-                last = np.concatenate([last, future_scaled[:, :spec.head_steps].astype(
-                    np.float32)], axis=-1)
+                last = np.concatenate([last, future_scaled[:, :horizon].astype(np.float32)],
+                                      axis=-1)
             per_step = _dense_head(model, last)
         else:
             assert head is not None

@@ -307,6 +307,16 @@ def test_block_rnn_model_several_series_each_as_darts(block_several_series):
         assert_matches(ours[stream], expected[stream])
 
 
+def test_block_rnn_model_fewer_steps_with_only_their_future_rows(block_several_series):
+    model, imported, past_cov, future_cov = block_several_series
+    _, expected = darts_predict(model, ENDS, TARGETS, past_cov, future_cov, 2)
+    # step k of a block model reads only output k and step k's covariates: the first two
+    # steps need no covariates beyond them
+    ours = our_forecast(imported, ENDS, TARGETS, past_cov, future_cov, 2, future_rows=2)
+    for stream in range(3):
+        assert_matches(ours[stream], expected[stream])
+
+
 @pytest.mark.parametrize("name", list(LIKELIHOODS))
 def test_block_rnn_model_likelihood_point_values(name, tmp_path_factory):
     likelihood, column, kind = LIKELIHOODS[name]
