@@ -201,6 +201,9 @@ class ScalingSpec:
 
 WINDOW_SCALERS = ("identity", "standard", "robust", "minmax", "minmax1", "invariant")
 OUTPUT_KINDS = ("point", "gaussian", "quantile")
+#: Activations a head over the last steps may apply (models.windowed runs it in NumPy).
+STEP_HEAD_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid", "softplus", "softsign",
+                         "leaky_relu", "elu")
 
 
 @dataclass(frozen=True)
@@ -411,6 +414,11 @@ class ModelSpec:
                  "distribution heads need a window:W model")
         _require(self.head_steps <= (window or 0) or not self.head_steps,
                  "a head over the last steps reads at most the window's steps")
+        unsupported = [d.activation.name for d in self.head
+                       if d.activation.name not in STEP_HEAD_ACTIVATIONS]
+        _require(not self.head_steps or not unsupported,
+                 f"a head over the last steps applies {STEP_HEAD_ACTIVATIONS}, not "
+                 f"{unsupported}")
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every weight tensor of this spec (canonical layout)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.errors import InvalidInput
-from models.model import Model
+from models.model import Model, State
 from models.spec import ModelSpec, WindowScalerSpec
 
 _MAD_FROM_STD = 0.6744897501960817
@@ -30,28 +30,31 @@ _MAD_FROM_STD = 0.6744897501960817
 def _lower_median(values: np.ndarray) -> np.ndarray:
     """Median along axis 1 that takes the lower middle value for an even count (torch's
     ``nanmedian``)."""
-    ordered = np.sort(values, axis=1)
-    return ordered[:, (values.shape[1] - 1) // 2]
+    return np.sort(values, axis=1)[:, (values.shape[1] - 1) // 2]
 
 
-def _stats_one(kind: str, eps: float, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(shift, scale)`` per column of ``rows [n, columns]`` (float64)."""
-    if kind == "identity" or rows.shape[0] == 0:
-        return np.zeros(rows.shape[1]), np.ones(rows.shape[1])
-    if kind in ("standard",):
-        mean = rows.mean(axis=0)
-        std = np.sqrt(((rows - mean) ** 2).mean(axis=0))
+def _population_std(values: np.ndarray) -> np.ndarray:
+    mean = values.mean(axis=1, keepdims=True)
+    return np.sqrt(((values - mean) ** 2).mean(axis=1))
+
+
+def _statistics(kind: str, eps: float, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, scale)`` ``[windows, columns]`` of ``rows [windows, n, columns]``
+    (float64), over axis 1."""
+    count, n, columns = rows.shape
+    if kind == "identity" or n == 0:
+        return np.zeros((count, columns)), np.ones((count, columns))
+    if kind == "standard":
+        std = _population_std(rows)
         std[std == 0] = 1.0
-        return mean, std + eps
+        return rows.mean(axis=1), std + eps
     if kind in ("robust", "invariant"):
-        median = _lower_median(rows.T[:, :, None])[:, 0]
-        mad = _lower_median(np.abs(rows - median).T[:, :, None])[:, 0]
-        mean = rows.mean(axis=0)
-        std = np.sqrt(((rows - mean) ** 2).mean(axis=0))
-        mad = np.where(mad == 0, _MAD_FROM_STD * std, mad)
+        median = _lower_median(rows)
+        mad = _lower_median(np.abs(rows - median[:, None]))
+        mad = np.where(mad == 0, _MAD_FROM_STD * _population_std(rows), mad)
         mad[mad == 0] = 1.0
         return median, mad + eps
-    low, high = rows.min(axis=0), rows.max(axis=0)  # minmax, minmax1
+    low, high = rows.min(axis=1), rows.max(axis=1)  # minmax, minmax1
     span = high - low
     span[span == 0] = 1.0
     return low, span + eps
@@ -60,13 +63,17 @@ def _stats_one(kind: str, eps: float, rows: np.ndarray) -> tuple[np.ndarray, np.
 def window_statistics(scaler: WindowScalerSpec, windows: np.ndarray, observed: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """``(shift, scale)``, each ``float64 [windows, features]``, of the scaled features
-    (identity elsewhere), over each window's last ``observed[b]`` rows."""
-    count, _, features = windows.shape
+    (identity elsewhere), over each window's last ``observed[b]`` rows: one computation
+    per distinct count of observed rows (usually one for all)."""
+    count, steps, features = windows.shape
     shift, scale = np.zeros((count, features)), np.ones((count, features))
-    columns = list(scaler.features)
-    for b in range(count):
-        rows = windows[b, windows.shape[1] - int(observed[b]):][:, columns].astype(np.float64)
-        shift[b, columns], scale[b, columns] = _stats_one(scaler.kind, scaler.eps, rows)
+    columns = np.asarray(scaler.features, np.intp)
+    for used in np.unique(observed):
+        members = np.flatnonzero(observed == used)
+        rows = windows[members, steps - int(used):][:, :, columns].astype(np.float64)
+        part_shift, part_scale = _statistics(scaler.kind, scaler.eps, rows)
+        shift[np.ix_(members, columns)] = part_shift
+        scale[np.ix_(members, columns)] = part_scale
     return shift, scale
 
 
@@ -89,6 +96,7 @@ def _inverse(kind: str, values: np.ndarray, shift: np.ndarray, scale: np.ndarray
     return values * scale + shift
 
 
+#: Every name of :data:`models.spec.STEP_HEAD_ACTIVATIONS`, in NumPy.
 _NUMPY_ACTIVATIONS = {
     "linear": lambda x, a, b: x,
     "relu": lambda x, a, b: np.maximum(x, 0),
@@ -99,8 +107,6 @@ _NUMPY_ACTIVATIONS = {
     "leaky_relu": lambda x, a, b: np.where(x >= 0, x, a * x),
     "elu": lambda x, a, b: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
 }
-#: Head activations a head over the last steps can apply (computed in NumPy).
-STEP_HEAD_ACTIVATIONS = frozenset(_NUMPY_ACTIVATIONS)
 
 
 def _dense_head(model: Model, inputs: np.ndarray) -> np.ndarray:
@@ -126,26 +132,17 @@ def _point(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
 
 def check_window_inputs(spec: ModelSpec, windows: np.ndarray, future: np.ndarray | None,
                         horizon: int) -> None:
-    """Shapes of :func:`forecast_windows`' arguments, refused with the fix named."""
+    """Shapes of :func:`forecast_windows`' arguments, refused with the fix named: ``future``
+    holds at least ``horizon`` steps' covariates when the model reads any."""
     window = spec.window or 0
     if windows.ndim != 3 or windows.shape[1] != window or windows.shape[2] != spec.input_size:
         raise InvalidInput(f"windows must be [streams, {window}, {spec.input_size}], got "
                            f"{windows.shape}")
-    needed = future_rows_needed(spec, horizon)
-    if spec.future_features and needed:
-        expected = (windows.shape[0], horizon, len(spec.future_features))
-        if future is None or future.shape[:1] + future.shape[2:] != (expected[0], expected[2]) \
-                or future.shape[1] < needed:
-            raise InvalidInput(f"future must be [streams, {horizon}, "
-                               f"{len(spec.future_features)}] (covariates "
-                               f"{list(spec.future_features)} of each forecast step)")
-
-
-def future_rows_needed(spec: ModelSpec, horizon: int) -> int:
-    """How many forecast steps' covariates the forecast reads."""
-    if not spec.future_features:
-        return 0
-    return horizon
+    width = len(spec.future_features)
+    if width and (future is None or future.ndim != 3 or future.shape[0] != windows.shape[0]
+                  or future.shape[2] != width or future.shape[1] < horizon):
+        raise InvalidInput(f"future must be [streams, {horizon}, {width}] (covariates "
+                           f"{list(spec.future_features)} of each forecast step)")
 
 
 def forecast_windows(model: Model, windows: np.ndarray, future: np.ndarray | None,
@@ -217,7 +214,7 @@ def forecast_windows(model: Model, windows: np.ndarray, future: np.ndarray | Non
     return model.unscale_targets(forecast32) if spec.scaling is not None else forecast32
 
 
-def _rollout(model: Model, state: object, outputs: np.ndarray, head: np.ndarray | None,
+def _rollout(model: Model, state: State, outputs: np.ndarray, head: np.ndarray | None,
              future_scaled: np.ndarray | None, horizon: int, targets: list[int],
              covariates: list[int], future_index: list[int]) -> np.ndarray:
     """A recursive model's scaled point forecasts ``[streams, horizon, targets]``, each fed
@@ -242,6 +239,6 @@ def _rollout(model: Model, state: object, outputs: np.ndarray, head: np.ndarray 
         step_input[:, 0, targets] = points[:, k]
         if future_scaled is not None and covariates:
             step_input[:, 0, future_index] = future_scaled[:, k + lead]
-        outputs, state, head = model.run(step_input, state)  # type: ignore[arg-type]
+        outputs, state, head = model.run(step_input, state)
         current = last_output(outputs, head)
     return points

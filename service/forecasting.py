@@ -145,10 +145,10 @@ def _window_of(work: _Work) -> np.ndarray:
     return np.concatenate([work.plan.tail, work.new])[-window:]
 
 
-def _window_forecasts(model: Model, works: list[_Work]) -> list[list[Any]]:
+def _window_forecasts(model: Model, works: list[_Work]) -> list[np.ndarray]:
     """For a model that forecasts from its window (:mod:`models.windowed`), every work's
-    forecast as JSON lists, one call per horizon."""
-    results: list[list[Any]] = [[] for _ in works]
+    forecast ``float32 [horizon, targets]``, one call per horizon."""
+    results: list[np.ndarray] = [np.empty(0, np.float32)] * len(works)
     by_horizon: dict[int, list[int]] = {}
     for index, work in enumerate(works):
         by_horizon.setdefault(work.request.horizon, []).append(index)
@@ -158,7 +158,7 @@ def _window_forecasts(model: Model, works: list[_Work]) -> list[list[Any]]:
         future = None if futures[0] is None else np.stack(futures)  # type: ignore[arg-type]
         block = forecast_windows(model, windows, future, horizon)
         for row, index in enumerate(members):
-            results[index] = block[row].astype(float).tolist()
+            results[index] = block[row]
     return results
 
 
@@ -176,12 +176,22 @@ def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int
     code as one at a time; float32 rounding may differ with the batch); None for each
     stream of a recursive model."""
     spec = model.spec
-    if spec.forecast_mode != "direct" or not states or spec.forecasts_from_window:
+    if spec.forecast_mode != "direct" or not states:
         return [None] * len(states)
     heads = model.head_from_state(np.stack(states).astype(np.float32, copy=False))
     block = model.unscale_targets(heads.reshape(len(states), spec.horizon, len(spec.targets)))
     rows = block.astype(float).tolist()  # one conversion for the group, not one per stream
     return [row[:horizon] for row, horizon in zip(rows, horizons, strict=True)]
+
+
+def _group_forecasts(model: Model, works: list[_Work], states: list[np.ndarray]
+                     ) -> list[list[Any] | None]:
+    """Every work's forecast as JSON lists, computed for the group at once where the model
+    allows (from the windows, or one head call over the states); None where
+    :meth:`ForecastService._finish` rolls a recursive model out one stream at a time."""
+    if model.spec.forecasts_from_window:
+        return [f.astype(float).tolist() for f in _window_forecasts(model, works)]
+    return _direct_forecasts(model, states, [work.request.horizon for work in works])
 
 
 def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
@@ -317,8 +327,7 @@ class ForecastService:
             work = self._prepare(plan, stream, request)
             with self.metrics.timing_kernel(plan.model.name):
                 state = _advance(plan.model, [work])[0]
-                forecast = (_window_forecasts(plan.model, [work])[0]
-                            if plan.model.spec.forecasts_from_window else None)
+                forecast = _group_forecasts(plan.model, [work], [state])[0]
                 response, new_record = self._finish(work, state, forecast)
             if new_record is None or not request.commit:
                 return response
@@ -377,12 +386,7 @@ class ForecastService:
                 writes, written = [], []
                 with self.metrics.timing_kernel(model.name):
                     states = _advance(model, [w for _, w in model_works])
-                    forecasts: list[list[Any] | None]
-                    if model.spec.forecasts_from_window:
-                        forecasts = list(_window_forecasts(model, [w for _, w in model_works]))
-                    else:
-                        forecasts = _direct_forecasts(
-                            model, states, [w.request.horizon for _, w in model_works])
+                    forecasts = _group_forecasts(model, [w for _, w in model_works], states)
                     finished = [self._finish(work, state, forecast) for (_, work), state, forecast
                                 in zip(model_works, states, forecasts, strict=True)]
                 for (index, work), (response, record) in zip(model_works, finished,
@@ -422,7 +426,7 @@ class ForecastService:
         with self.metrics.timing_kernel(name):
             states = _advance(model, works)
             if model.spec.forecasts_from_window:
-                forecasts = [np.asarray(f, np.float32) for f in _window_forecasts(model, works)]
+                forecasts = _window_forecasts(model, works)
             else:
                 forecasts = [_forecast(model, state, work.request.horizon, work.request.future)
                              for work, state in zip(works, states, strict=True)]

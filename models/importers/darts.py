@@ -36,8 +36,8 @@ from models.spec import ActivationSpec, DenseLayerSpec, ModelSpec, OutputSpec
 
 
 def is_darts_file(path: Path) -> bool:
-    """``model.pt`` with a ``model.pt.ckpt`` beside it, or a ``.ckpt`` whose
-    hyper-parameters have Darts' ``input_chunk_length``."""
+    """``model.pt`` with a ``model.pt.ckpt`` beside it, or any ``.ckpt`` (a Lightning
+    checkpoint: :func:`import_darts` refuses those that are not Darts', naming why)."""
     return path.suffix == ".ckpt" or Path(f"{path}.ckpt").is_file()
 
 
@@ -182,8 +182,6 @@ def import_darts(path: str | Path) -> Imported:
             spec_args = dict(head=tuple(head), forecast_mode="direct", horizon=horizon)
     try:
         spec = ModelSpec(**common, **spec_args)
-    except ImportFailed:
-        raise
     except ValueError as error:
         raise ImportFailed(f"the {kind} checkpoint does not fit together: {error}") from None
     digest = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()

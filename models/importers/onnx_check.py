@@ -117,15 +117,13 @@ def verify(model_proto: Any, graph: Graph, x_name: str, batch_first: bool,
         theirs = by_name[one.output]
         if one is forecast and head is not None:
             flat = theirs.reshape(-1)
-            candidates: list[np.ndarray]
-            if model.spec.head_every_step:
-                width = head.shape[-1]
-                candidates = [flat.reshape(batch, steps, width)
-                              if flat.size == head.size else flat,
-                              flat.reshape(steps, batch, width).transpose(1, 0, 2)
-                              if flat.size == head.size else flat]
-            else:
-                candidates = [flat.reshape(batch, -1) if flat.size == head.size else flat]
+            candidates: list[np.ndarray] = [flat]  # a size that differs cannot match
+            if flat.size == head.size and model.spec.head_every_step:
+                width = head.shape[-1]  # batch-first or time-major, as the graph lays it out
+                candidates = [flat.reshape(batch, steps, width),
+                              flat.reshape(steps, batch, width).transpose(1, 0, 2)]
+            elif flat.size == head.size:
+                candidates = [flat.reshape(batch, -1)]
             checks.append((one.output, head, candidates))
         elif not one.nodes and one.source.layer == last and one.source.kind == SEQUENCE:
             seq = theirs[:, :, 0] if layout else theirs[:, 0].transpose(1, 0, 2)

@@ -105,6 +105,15 @@ class Traced:
         return any(node.op_type in _DENSE for node in self.nodes)
 
 
+class _Untraceable(Exception):  # a signal inside the walk, never raised out of it
+    """A tensor that does not come from a recurrent output through single-input nodes;
+    ``node`` is where the walk stopped (None: at a graph input or initializer)."""
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.node = node
+
+
 class Graph:
     """An ONNX graph seen from its recurrent nodes (``recurrent``, in computing order)."""
 
@@ -180,8 +189,11 @@ class Graph:
             return None
         sources = []
         for name in self.dynamic_inputs(node):
-            traced = self._trace(name, allow_stacked=False)
-            if traced is None or any(n.op_type not in PASS_THROUGH for n in traced.nodes):
+            try:
+                traced = self._trace(name, allow_stacked=False)
+            except _Untraceable:
+                return None
+            if any(n.op_type not in PASS_THROUGH for n in traced.nodes):
                 return None
             sources.append(traced.source)
         for kind, stacked in ((LAST_H, STACKED_H), (LAST_C, STACKED_C)):
@@ -189,53 +201,38 @@ class Graph:
                 return Source(stacked, len(self.recurrent) - 1)
         return None
 
-    def _trace(self, name: str, allow_stacked: bool = True) -> Traced | None:
-        """Follow ``name`` back to a recurrent output through single-input nodes; None when
-        it does not come from one that way."""
+    def _trace(self, name: str, allow_stacked: bool = True) -> Traced:
+        """Follow ``name`` back to a recurrent output through single-input nodes (or to
+        every layer's stacked ``h_n``/``c_n``); raise :class:`_Untraceable` otherwise."""
         nodes: list[Any] = []
         while name not in self.outputs_of:
             node = self.producers.get(name)
             if node is None or node in self.recurrent:
-                return None
+                raise _Untraceable(nodes[-1] if nodes else None)
             dynamic = self.dynamic_inputs(node)
             if len(dynamic) != 1:
                 stacked = self._stacked(node) if allow_stacked else None
                 if stacked is None:
-                    return None
+                    raise _Untraceable(node)
                 return Traced(name, stacked, [*reversed(nodes)])
             nodes.append(node)
             name = dynamic[0]
         return Traced(name, self.outputs_of[name], [*reversed(nodes)])
-
-    def _blocking_node(self, output: str) -> Any:
-        """The node nearest the recurrent layers on ``output``'s path that takes several
-        computed inputs (why it cannot be traced)."""
-        name, last = output, None
-        while name and name not in self.outputs_of:
-            node = self.producers.get(name)
-            if node is None or node in self.recurrent:
-                return last
-            last = node
-            dynamic = self.dynamic_inputs(node)
-            if len(dynamic) != 1:
-                return node
-            name = dynamic[0]
-        return last
 
     def traced_outputs(self) -> list[Traced]:
         """Every graph output traced to the recurrent output it comes from; an output that
         does not come from one through nodes statecast understands is refused."""
         traced = []
         for output in self.graph.output:
-            found = self._trace(output.name)
-            if found is None:
-                blocking = self._blocking_node(output.name)
-                where = f" at {describe(blocking)}" if blocking is not None else ""
+            try:
+                found = self._trace(output.name)
+            except _Untraceable as stop:
+                where = f" at {describe(stop.node)}" if stop.node is not None else ""
                 raise ImportFailed(
                     f"graph output {output.name!r} is not computed from the last recurrent "
                     f"layer by nodes statecast reproduces{where}: it combines several "
                     "computed tensors (a skip connection, covariates joined after the "
-                    "recurrent layers...)")
+                    "recurrent layers...)") from None
             found.output = output.name
             traced.append(found)
         return traced

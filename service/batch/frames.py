@@ -118,6 +118,19 @@ def _fill(frame: pd.DataFrame, names: list[str], fill: str | None, columns: Colu
     return frame
 
 
+def with_times(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``frame`` with its time ``column`` as integers or datetimes (dates read as objects,
+    e.g. a CSV's date32 column, or text, are parsed), or refused."""
+    time = frame[column]
+    if pd.api.types.is_integer_dtype(time) or pd.api.types.is_datetime64_any_dtype(time):
+        return frame
+    try:
+        return frame.assign(**{column: pd.to_datetime(time)})
+    except (ValueError, TypeError):
+        raise BatchInputError(f"column {column!r} must hold integers or datetimes, got "
+                              f"{time.dtype}") from None
+
+
 def series_of(frame: pd.DataFrame, model: Model, columns: Columns, fill: str | None = None
               ) -> list[Series]:
     """The series of a long frame (sorted by id and time here; any input order)."""
@@ -131,13 +144,7 @@ def series_of(frame: pd.DataFrame, model: Model, columns: Columns, fill: str | N
         if not pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(
                 frame[name]):
             raise BatchInputError(f"column {name!r} must be numeric, got {frame[name].dtype}")
-    time = frame[columns.time]
-    if not (pd.api.types.is_integer_dtype(time) or pd.api.types.is_datetime64_any_dtype(time)):
-        try:  # dates read as objects (e.g. a CSV's date32 column), or text
-            frame = frame.assign(**{columns.time: pd.to_datetime(time)})
-        except (ValueError, TypeError):
-            raise BatchInputError(f"column {columns.time!r} must hold integers or datetimes, "
-                                  f"got {time.dtype}") from None
+    frame = with_times(frame, columns.time)
     if frame[columns.time].isna().any() or frame[columns.id].isna().any():
         raise BatchInputError(f"{columns.id!r} and {columns.time!r} must not be empty")
     duplicated = frame.duplicated([columns.id, columns.time])

@@ -34,6 +34,7 @@ from service.batch.frames import (
     future_columns,
     future_times_of,
     series_of,
+    with_times,
 )
 from service.requests import check_stream_id
 from service.stores import StateStore, StreamRecord, open_store
@@ -84,14 +85,7 @@ def _future_values(model: Model, series: list[Series], times: np.ndarray,
     """``float32 [series, h, future features]`` from a future frame, row by row of the
     forecast times; a missing row or value is refused naming it."""
     names = future_columns(model, columns, list(future.columns))
-    frame = future
-    time = frame[columns.time]
-    if not (pd.api.types.is_integer_dtype(time) or pd.api.types.is_datetime64_any_dtype(time)):
-        try:
-            frame = frame.assign(**{columns.time: pd.to_datetime(time)})
-        except (ValueError, TypeError):
-            raise BatchInputError(f"future column {columns.time!r} must hold integers or "
-                                  "datetimes") from None
+    frame = with_times(future, columns.time)
     h = times.shape[1]
     wanted = pd.DataFrame({columns.id: np.repeat([one.id for one in series], h),
                            columns.time: times.ravel()})
@@ -117,12 +111,14 @@ def _forecast_series(model: Model, series: list[Series], h: int, freq: Any,
     lasts = np.array([one.ds[-1] for one in series]) if series else np.empty(0, np.int64)
     times = future_times_of(lasts, h, freq)
     histories = [one.values for one in series]
-    states = final_states(model, histories)
     if model.spec.forecasts_from_window:
+        # As in the service: the forecast comes from the window, the state stays initial.
+        states = model.new_arena(len(series))
         values = (_future_values(model, series, times, future, columns or Columns())
                   if future is not None else None)
         predictions = window_forecasts(model, histories, h, values)[:, :, 0]
     else:
+        states = final_states(model, histories)
         predictions = forecasts_from_states(model, states, h)[:, :, 0]
     frame = pd.DataFrame({
         "unique_id": np.repeat([one.id for one in series], h),

@@ -112,28 +112,40 @@ def our_forecast(imported, ends, targets, past_cov, future_cov, n, future_rows=N
     return forecast_windows(model, np.stack(windows).astype(np.float32), future, n)
 
 
-def darts_predict(model, ends, targets, past_cov, future_cov, n, dtype=np.float32,
-                  **predict_kwargs):
-    """Darts' own forecasts for the series ending at ``ends``: ``[streams, n, columns]``."""
+def series_and_covariates(targets, ends, past_cov, future_cov, dtype):
+    """Darts series of each target up to its end, and the covariates for each of them."""
     series = [ts(target[:end], dtype) for end, target in zip(ends, targets, strict=True)]
     covs = {}
     if past_cov is not None:
         covs["past_covariates"] = [ts(past_cov, dtype)] * len(series)
     if future_cov is not None:
         covs["future_covariates"] = [ts(future_cov, dtype)] * len(series)
+    return series, covs
+
+
+def darts_predict(model, ends, targets, past_cov, future_cov, n, dtype=np.float32,
+                  **predict_kwargs):
+    """Darts' own forecasts for the series ending at ``ends``: ``[streams, n, columns]``."""
+    series, covs = series_and_covariates(targets, ends, past_cov, future_cov, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predictions = model.predict(n, series=series, **covs, **predict_kwargs)
     return predictions, np.stack([p.values() for p in predictions])
 
 
+def assert_each_series_as_darts(model, imported, past_cov, future_cov, n) -> np.ndarray:
+    """Our forecast of each of the series ending at ENDS equals Darts' predict for the
+    list of them; returns ours ``[streams, n, 1]``."""
+    predictions, expected = darts_predict(model, ENDS, TARGETS, past_cov, future_cov, n)
+    assert len(predictions) == len(ENDS)
+    ours = our_forecast(imported, ENDS, TARGETS, past_cov, future_cov, n)
+    for stream in range(len(ENDS)):
+        assert_matches(ours[stream], expected[stream])
+    return ours
+
+
 def fit(model, targets, ends, past_cov, future_cov, dtype=np.float32):
-    series = [ts(target[:end], dtype) for end, target in zip(ends, targets, strict=True)]
-    covs = {}
-    if past_cov is not None:
-        covs["past_covariates"] = [ts(past_cov, dtype)] * len(series)
-    if future_cov is not None:
-        covs["future_covariates"] = [ts(future_cov, dtype)] * len(series)
+    series, covs = series_and_covariates(targets, ends, past_cov, future_cov, dtype)
     if len(series) == 1:
         series = series[0]
         covs = {key: value[0] for key, value in covs.items()}
@@ -188,11 +200,7 @@ def rnn_several_series(tmp_path_factory):
 
 def test_rnn_model_several_series_each_as_darts(rnn_several_series):
     model, imported, future_cov, _ = rnn_several_series
-    predictions, expected = darts_predict(model, ENDS, TARGETS, None, future_cov, 5)
-    assert len(predictions) == 3
-    ours = our_forecast(imported, ENDS, TARGETS, None, future_cov, 5)
-    for stream in range(3):
-        assert_matches(ours[stream], expected[stream])
+    ours = assert_each_series_as_darts(model, imported, None, future_cov, 5)
     assert not np.allclose(ours[0], ours[1])
 
 
@@ -300,11 +308,7 @@ def block_several_series(tmp_path_factory):
 
 def test_block_rnn_model_several_series_each_as_darts(block_several_series):
     model, imported, past_cov, future_cov = block_several_series
-    predictions, expected = darts_predict(model, ENDS, TARGETS, past_cov, future_cov, 3)
-    assert len(predictions) == 3
-    ours = our_forecast(imported, ENDS, TARGETS, past_cov, future_cov, 3)
-    for stream in range(3):
-        assert_matches(ours[stream], expected[stream])
+    assert_each_series_as_darts(model, imported, past_cov, future_cov, 3)
 
 
 def test_block_rnn_model_fewer_steps_with_only_their_future_rows(block_several_series):

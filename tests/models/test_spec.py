@@ -69,3 +69,15 @@ def test_tensor_shapes_follow_the_canonical_layout():
         "layers.0.w_ih": (2, 16), "layers.0.w_hh": (3, 16), "layers.0.b_ih": (16,),
         "layers.0.b_hh": (16,), "layers.0.w_hr": (4, 3), "layers.0.peephole": (3, 4),
         "initial.0.h": (3,), "initial.0.c": (4,), "head.0.weight": (3, 2), "head.0.bias": (2,)}
+
+
+def test_a_head_over_the_last_steps_applies_only_activations_windowed_runs():
+    from models.spec import STEP_HEAD_ACTIVATIONS
+    from models.windowed import _NUMPY_ACTIVATIONS
+
+    assert set(_NUMPY_ACTIVATIONS) == set(STEP_HEAD_ACTIVATIONS)
+    layer = RecurrentLayerSpec("lstm", 1, 4)
+    head = (DenseLayerSpec(4, 3, ActivationSpec.of("hard_sigmoid")), DenseLayerSpec(3, 1))
+    with pytest.raises(InvalidSpec, match=r"not \['hard_sigmoid'\]"):
+        ModelSpec(input_size=1, layers=(layer,), head=head, horizon=2, head_steps=2,
+                  state_mode="window:3")
