@@ -31,7 +31,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 warm: venv
-	$(BIN)/python -m kernels.warm
+	$(BIN)/python -m statecast.kernels.warm
 
 test: warm lint redis-server
 	$(BIN)/python -m pytest
@@ -49,6 +49,8 @@ serve: venv
 
 lint: venv
 	$(BIN)/ruff check kernels models service tests bench
+	@mkdir -p build/typing/statecast
+	@for package in kernels models service; do ln -sfn ../../../$$package build/typing/statecast/$$package; done
 	$(BIN)/mypy
 
 clean:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.load import publish_model
 from bench.peers import machine
-from service.batch import JobSpec, run_job
+from statecast.service.batch import JobSpec, run_job
 
 HORIZON = 12
 
@@ -38,7 +38,7 @@ def torch_job(registry: Path, source: Path, target: Path, batch: int = 4096) -> 
     """The same job in PyTorch eager: read, run the same weights, write."""
     import torch
 
-    from models import Registry
+    from statecast.models import Registry
 
     model = Registry(registry).load("bench")
     net = torch.nn.LSTM(1, 64, num_layers=2, batch_first=True)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.peers import TorchStack, interleaved_medians, ort_session
-from models import Model
-from models.importers import import_state_dict
+from statecast.models import Model
+from statecast.models.importers import import_state_dict
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The engine against PyTorch eager and ONNX Runtime over the whole grid (issue 4):
+"""The engine against PyTorch eager and ONNX Runtime over the whole grid:
 hidden {32, 64, 128, 256} x layers {1, 2} x features {1, 8} x streams {1, 64, 1024} x
 window {1, 24}, same weights, interleaved, medians; prints latency, stream-steps/s, GFLOP/s
-and the ratio to the best of each peer, after checking that outputs agree within 1e-5.
+(and as a fraction of the machine's measured FMA peak, :mod:`bench.peak`) and the ratio to
+the best of each peer, after checking that outputs agree within 1e-5.
 
 Run: ``python -m bench.kernels`` (the full grid takes a while) or ``--quick`` (a 2-minute
 subset: hidden 64 and 256, 2 layers, 8 features, every streams x window).
@@ -14,6 +15,7 @@ import itertools
 import time
 
 from bench.compare import Shape, best, compare
+from bench.peak import fma_peak
 from bench.peers import fmt_time, machine
 
 HIDDEN = (32, 64, 128, 256)
@@ -38,8 +40,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(machine())
+    peak = fma_peak()
+    print(f"measured FMA peak (the panel tile on L1-resident data, every thread): "
+          f"{peak:.0f} GFLOP/s")
     print(f"{'shape':42s} {'statecast':>10s} {'torch':>10s} {'onnxrt':>10s} "
-          f"{'stream-steps/s':>15s} {'GFLOP/s':>8s} {'vs torch':>9s} {'vs ORT':>7s}")
+          f"{'stream-steps/s':>15s} {'GFLOP/s':>8s} {'% peak':>6s} {'vs torch':>9s} "
+          f"{'vs ORT':>7s}")
     started = time.perf_counter()
     wins = total = 0
     for shape in grid(args.quick, args.cell):
@@ -49,9 +55,10 @@ def main() -> None:
         torch_best, ort_best = best(medians, "torch"), best(medians, "onnxruntime")
         total += 1
         wins += ours < min(torch_best, ort_best)
+        gflops = shape.flops() / ours / 1e9
         print(f"{shape.label():42s} {fmt_time(ours)} {fmt_time(torch_best)} "
               f"{fmt_time(ort_best)} {shape.streams * shape.steps / ours:15,.0f} "
-              f"{shape.flops() / ours / 1e9:8.1f} {torch_best / ours:8.2f}x "
+              f"{gflops:8.1f} {100 * gflops / peak:5.0f}% {torch_best / ours:8.2f}x "
               f"{ort_best / ours:6.2f}x", flush=True)
     print(f"statecast faster than both peers in {wins} of {total} shapes "
           f"({time.perf_counter() - started:.0f} s)")

@@ -67,8 +67,8 @@ setup = function(thread) thread:set("id", tostring(math.random(1, 1000000))) end
 def publish_model(registry: Path) -> None:
     import torch
 
-    from models import Registry
-    from models.importers import ForecastOptions, import_state_dict
+    from statecast.models import Registry
+    from statecast.models.importers import ForecastOptions, import_state_dict
 
     torch.manual_seed(0)
     net = torch.nn.Module()

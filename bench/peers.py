@@ -40,7 +40,7 @@ def machine() -> str:
 
 def panel_geometry() -> str:
     """The tile the many-stream path's products use on this CPU (:mod:`kernels.panels`)."""
-    from kernels.panels import LANES, PANEL, TILE_ROWS
+    from statecast.kernels.panels import LANES, PANEL, TILE_ROWS
 
     return f"panel products {TILE_ROWS} x {PANEL} ({LANES}-lane vectors)"
 

@@ -48,7 +48,7 @@ def serving(store: str, registry: Path, root: Path, workers: int | None = None
     port = _free_port()
     started = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--store",
+        [sys.executable, "-m", "statecast.service.cli", "serve", "--port", str(port), "--store",
          address, "--registry", str(registry), "--workers", str(workers)],
         cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)

@@ -16,7 +16,7 @@ import math
 import numba
 import numpy as np
 
-from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
+from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS
 
 SIGMOID = 0
 TANH = 1

@@ -15,6 +15,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from statecast.kernels.config import JIT_DISABLED
+
 _ORDER = "seq_cst"
 
 
@@ -87,3 +89,26 @@ def _yield_cpu(typingctx: Any) -> Any:
 
 
 yield_cpu: Any = intrinsic(_yield_cpu)
+
+
+
+def _add_python(array: Any, index: int, value: int) -> int:
+    before = int(array[index])
+    array[index] = before + value
+    return before
+
+
+def _cas_python(array: Any, index: int, expected: int, value: int) -> int:
+    found = int(array[index])
+    if found == expected:
+        array[index] = value
+    return found
+
+
+if JIT_DISABLED:
+    # Plain Python for ``NUMBA_DISABLE_JIT=1``: a parallel loop is then a serial loop, so the
+    # first thread claims and finishes every part, and nothing waits.
+    atomic_add = _add_python
+    atomic_cas = _cas_python
+    atomic_load = lambda array, index: int(array[index])  # noqa: E731
+    yield_cpu = lambda: None  # noqa: E731

@@ -1,12 +1,11 @@
-"""The forward pass by matrix products: calls of two streams or more, and one stream's
-windows of several steps.
+"""The forward pass by matrix products: every call but one stream's single step.
 
 For a block of streams, one step of a layer is a matrix product ``[x_t, h] @ [W_ih; W_hh]``
 (``streams x (inputs + hidden)`` by ``(inputs + hidden) x gates``) followed by the cell
 update. :mod:`kernels.panels` computes it against weights packed once per network, at
-190-220 GFLOP/s per core where the fused loops of :mod:`kernels.recurrent` reach 50-80 and
-OpenBLAS (repacking the weights each call) 70-130. The cell update, the projection of a
-projected LSTM and the head are shared with the fused path (:mod:`kernels.cells`).
+190-220 GFLOP/s per core where the fused loops of :mod:`kernels.fused` reach 50-80
+and OpenBLAS (repacking the weights each call) 70-130. The cell update, the projection of a
+projected LSTM and the head are shared with the fused loops (:mod:`kernels.cells`).
 
 Threads: blocks of streams go to Numba's threads (one block per core).
 """
@@ -16,8 +15,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kernels import network as nw
-from kernels.cells import (
+from statecast.kernels import network as nw
+from statecast.kernels.cells import (
     U,
     _gather_h,
     _gather_inputs,
@@ -26,8 +25,8 @@ from kernels.cells import (
     _head,
     _lstm_update,
 )
-from kernels.config import JIT_OPTIONS, LEAF_OPTIONS, renamed
-from kernels.panels import PANEL, TILE_ROWS, padded_width, panel_product, panel_weights
+from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS, renamed
+from statecast.kernels.panels import PANEL, TILE_ROWS, padded_width, panel_product
 
 #: Floats of input projections computed at once for a chunk of steps (1 MiB).
 _PROJECTION_VALUES = 262144
@@ -181,12 +180,6 @@ _forward_panels_serial = numba.njit(**JIT_OPTIONS)(_forward_panels_impl)
 _forward_panels_parallel = numba.njit(parallel=True, **JIT_OPTIONS)(
     renamed(_forward_panels_impl, "_parallel"))
 
-#: From this many streams a call takes this path: measured on 2-layer LSTMs of hidden
-#: 32-256, two streams ran 1.1-2.9x faster here than in the fused loops (one core each),
-#: and from four streams 1.4-4x faster than the fused loops or the split path on both
-#: cores. One stream takes this path for several steps (:func:`kernels.recurrent._one_core`),
-#: the fused loops for one, and the split path when that has been faster.
-PANEL_MIN_STREAMS = 2
 _MAX_BLOCK = 256
 #: Blocks of a network whose widest layer has at most this many gate columns hold at most
 #: half as many streams: at 1024 x 24 blocks of 128 streams ran 2x32 in 3.2 ms where blocks
@@ -205,15 +198,3 @@ def panel_block(n_streams: int, gates: int) -> int:
     most = _MAX_BLOCK // 2 if gates <= _NARROW_GATES else _MAX_BLOCK
     half = (n_streams + 1) // 2
     return int(min(most, -(-half // TILE_ROWS) * TILE_ROWS))
-
-
-def forward_panels(x: np.ndarray, net: nw.PackedNetwork, arena: np.ndarray,
-                   slots: np.ndarray, y: np.ndarray, head_out: np.ndarray) -> None:
-    """The many-stream path of :func:`kernels.recurrent.forward` (arguments already
-    checked)."""
-    panels, panel_at = panel_weights(net)
-    block = panel_block(x.shape[0], int(net.meta[nw.MAX_GATES]))
-    run = _forward_panels_serial
-    if x.shape[0] > block and numba.get_num_threads() > 1:
-        run = _forward_panels_parallel
-    run(x, net.params, net.meta, arena, slots, y, head_out, block, panels, panel_at)

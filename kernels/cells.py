@@ -1,11 +1,12 @@
 """Building blocks shared by the forward paths: matrix-vector accumulation over a block of
-streams, the LSTM and GRU cell updates once the gate pre-activations are known, and the
-dense head.
+streams, the one LSTM and one GRU cell update (for any range of hidden units, once the gate
+pre-activations are known), and the dense head.
 
-The fused path (:mod:`kernels.recurrent`) computes gate pre-activations with
-:func:`_accumulate`, the panel path (:mod:`kernels.batched`) with
-:func:`kernels.panels.panel_product`; both compute each gate as the same chain of
-multiply-adds and finish a step with the same cell update, so their results are identical.
+The fused loops (:mod:`kernels.fused`) compute gate pre-activations with
+:func:`_accumulate`, the panel and spread paths (:mod:`kernels.batched`,
+:mod:`kernels.split`) with :func:`kernels.panels.panel_product`; all compute
+each gate as the same chain of multiply-adds and finish a step with the same cell update, so
+their results are identical.
 
 The kernels index whole buffers (``buf[s, at + j]``, ``params[offset + j]``) instead of
 taking slices: inside a kernel every slice costs an atomic reference-count update, and
@@ -18,9 +19,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kernels import network as nw
-from kernels.activations import _activate, clamp
-from kernels.config import LEAF_OPTIONS
+from statecast.kernels import network as nw
+from statecast.kernels.activations import _activate, clamp
+from statecast.kernels.config import LEAF_OPTIONS
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -117,17 +118,6 @@ def _gather_inputs(ubuf, inp, s0, nb, t, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gather_chunk(xbuf, inp, s0, nb, t0, n, n_in):
-    """``xbuf[s * n + dt] = inp[s0 + s, t0 + dt]``: the inputs of steps ``t0 .. t0+n`` of
-    the block's streams, stream by stream (the rows of a chunk's input projections)."""
-    for s in range(nb):
-        for dt in range(n):
-            r = s * n + dt
-            for k in range(U(n_in)):
-                xbuf[r, k] = inp[s0 + s, t0 + dt, k]
-
-
-@numba.njit(**LEAF_OPTIONS)
 def _scratch_shape(meta, nb, steps, n_features):
     """``(plane, chunk)`` for a block of ``nb`` streams: the width of each of its scratch
     planes, and how many steps' input projections a plane of ``nb * chunk`` rows holds
@@ -150,19 +140,15 @@ def _gather_h(ubuf, col, arena, slots, s0, nb, h_off, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, ubuf):
-    """Finish step ``t`` of an LSTM layer for the block's streams.
+def _lstm_cells(params, meta, row, arena, slots, s0, nb, gates, full, j0, n):
+    """The LSTM cell update of hidden units ``j0 .. j0+n`` of the block's streams.
 
-    ``gates [nb, 4H]`` holds the complete pre-activations (products and biases, gates
-    i, f, g, o); the new ``c`` and ``h`` go to the arena and ``h`` to ``out[:, t]``.
-    ``full [nb, H]`` and ``ubuf [nb, >= P]`` are scratch.
+    ``gates [nb, >= 4n]`` holds these units' complete pre-activations (products and
+    biases), gate by gate: i, f, g, o, ``n`` columns each. The new ``c`` goes to the arena,
+    the new ``h`` before any projection to ``full [nb, >= n]``.
     """
     hidden = meta[row + nw.L_HIDDEN]
-    n_out = meta[row + nw.L_OUT]
-    w_hr = meta[row + nw.L_W_HR]
     peep = meta[row + nw.L_PEEP]
-    h_off = meta[row + nw.L_H_OFF]
-    c_off = meta[row + nw.L_C_OFF]
     input_forget = (meta[row + nw.L_FLAGS] & nw.FLAG_INPUT_FORGET) != 0
     act_gate = meta[row + nw.L_ACT_GATE]
     act_cell = meta[row + nw.L_ACT_CELL]
@@ -172,161 +158,161 @@ def _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, u
     cell_a, cell_b = params[fl + 2], params[fl + 3]
     hid_a, hid_b = params[fl + 4], params[fl + 5]
     clip = params[fl + 6]
-    i0, g0, o0 = 0, 2 * hidden, 3 * hidden
+    nu = U(n)
+    fu, gu, ou = nu, nu + nu, nu + nu + nu
+    cu = U(meta[row + nw.L_C_OFF] + j0)
     hu = U(hidden)
-    outs = U(n_out)
-    fu, gu, ou = U(hidden), U(g0), U(o0)
-    cu, hu_off = U(c_off), U(h_off)
-    pu = U(max(peep, 0))
+    pu = U(max(peep, 0) + j0)
     for s in range(nb):
         slot = slots[s0 + s]
         if peep >= 0:
-            for j in range(hu):
+            for j in range(nu):
                 c = arena[slot, cu + j]
                 gates[s, j] += params[pu + j] * c
                 gates[s, fu + j] += params[pu + hu + j] * c
         if clip > 0:
-            _clip(gates, s, 0, 3 * hidden, clip)
+            _clip(gates, s, 0, 3 * n, clip)
         if input_forget:
-            _activate(gates, s, i0, hidden, act_gate, gate_a, gate_b)
-            for j in range(hu):
+            _activate(gates, s, 0, n, act_gate, gate_a, gate_b)
+            for j in range(nu):
                 gates[s, fu + j] = _ONE - gates[s, j]
         else:
-            _activate(gates, s, i0, 2 * hidden, act_gate, gate_a, gate_b)
-        _activate(gates, s, g0, hidden, act_cell, cell_a, cell_b)
-        for j in range(hu):
+            _activate(gates, s, 0, 2 * n, act_gate, gate_a, gate_b)
+        _activate(gates, s, 2 * n, n, act_cell, cell_a, cell_b)
+        for j in range(nu):
             c = gates[s, fu + j] * arena[slot, cu + j] + gates[s, j] * gates[s, gu + j]
             arena[slot, cu + j] = c
             full[s, j] = c
         if peep >= 0:
-            for j in range(hu):
+            for j in range(nu):
                 gates[s, ou + j] += params[pu + hu + hu + j] * full[s, j]
         if clip > 0:
-            _clip(gates, s, o0, hidden, clip)
-        _activate(gates, s, o0, hidden, act_gate, gate_a, gate_b)
-        _activate(full, s, 0, hidden, act_hidden, hid_a, hid_b)
-        for j in range(hu):
+            _clip(gates, s, 3 * n, n, clip)
+        _activate(gates, s, 3 * n, n, act_gate, gate_a, gate_b)
+        _activate(full, s, 0, n, act_hidden, hid_a, hid_b)
+        for j in range(nu):
             full[s, j] *= gates[s, ou + j]
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, ubuf):
+    """Finish step ``t`` of a whole LSTM layer for the block's streams: the cell update
+    (``gates [nb, 4H]``, :func:`_lstm_cells`), the projection if any, then ``h`` to the
+    arena and to ``out[:, t]``. ``full [nb, H]`` and ``ubuf [nb, >= P]`` are scratch."""
+    hidden = meta[row + nw.L_HIDDEN]
+    n_out = meta[row + nw.L_OUT]
+    w_hr = meta[row + nw.L_W_HR]
+    hu_off = meta[row + nw.L_H_OFF]
+    _lstm_cells(params, meta, row, arena, slots, s0, nb, gates, full, 0, hidden)
     if w_hr >= 0:
         for s in range(nb):
-            for j in range(outs):
+            for j in range(U(n_out)):
                 ubuf[s, j] = _ZERO
         _accumulate(ubuf, 0, params, w_hr, n_out, 0, full, nb, hidden, n_out)
-        for s in range(nb):
-            slot = slots[s0 + s]
-            for j in range(outs):
-                arena[slot, hu_off + j] = ubuf[s, j]
-                out[s0 + s, t, j] = ubuf[s, j]
+        _store_h(out, arena, slots, s0, nb, t, hu_off, ubuf, n_out)
     else:
-        for s in range(nb):
-            slot = slots[s0 + s]
-            for j in range(hu):
-                arena[slot, hu_off + j] = full[s, j]
-                out[s0 + s, t, j] = full[s, j]
+        _store_h(out, arena, slots, s0, nb, t, hu_off, full, n_out)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _store_h(out, arena, slots, s0, nb, t, h_off, h, n):
+    """``h [nb, >= n]`` of step ``t`` to the block's arena rows and to ``out[:, t]``."""
+    at = U(h_off)
+    for s in range(nb):
+        slot = slots[s0 + s]
+        for j in range(U(n)):
+            arena[slot, at + j] = h[s, j]
+            out[s0 + s, t, j] = h[s, j]
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gru_rz(params, meta, row, nb, gx, gh, n):
+    """Reset and update gates of ``n`` units: ``gx[:, :2n] += gh[:, :2n]``, clipped and
+    activated (``gx`` holds ``x W_ih + b_ih``, ``gh`` ``h W_hh + b_hh``, gate by gate)."""
+    fl = meta[row + nw.L_FLOATS]
+    clip = params[fl + 6]
+    for s in range(nb):
+        for j in range(U(2 * n)):
+            gx[s, j] += gh[s, j]
+        if clip > 0:
+            _clip(gx, s, 0, 2 * n, clip)
+        _activate(gx, s, 0, 2 * n, meta[row + nw.L_ACT_GATE], params[fl], params[fl + 1])
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gru_reset_after(nb, gx, gh, n):
+    """``n += r * (h W_hn + b_hn)``: the reset applied after the recurrent product."""
+    nu = U(n)
+    cu = nu + nu
+    for s in range(nb):
+        for j in range(nu):
+            gx[s, cu + j] += gx[s, j] * gh[s, cu + j]
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gru_cells(params, meta, row, nb, gx, h_prev, j0, n, full):
+    """The GRU cell update of hidden units ``j0 .. j0+n``, once ``gx [nb, >= 3n]`` holds
+    the activated r and z and the complete n pre-activation: ``full[s, j]`` = the new ``h``
+    (``h_prev [nb, H]`` holds the previous one, all units)."""
+    fl = meta[row + nw.L_FLOATS]
+    clip = params[fl + 6]
+    nu = U(n)
+    zu, cu = nu, nu + nu
+    ju = U(j0)
+    for s in range(nb):
+        if clip > 0:
+            _clip(gx, s, 2 * n, n, clip)
+        _activate(gx, s, 2 * n, n, meta[row + nw.L_ACT_CELL], params[fl + 2], params[fl + 3])
+        for j in range(nu):
+            z = gx[s, zu + j]
+            full[s, j] = (_ONE - z) * gx[s, cu + j] + z * h_prev[s, ju + j]
 
 
 @numba.njit(**LEAF_OPTIONS)
 def _gru_update(out, params, meta, row, arena, slots, s0, nb, t, gates, extra, full, hbuf):
-    """Finish step ``t`` of a GRU layer for the block's streams.
+    """Finish step ``t`` of a whole GRU layer for the block's streams.
 
     ``gates [nb, 3H]`` holds ``x W_ih + b_ih``; ``extra [nb, 3H]`` holds ``h W_hh + b_hh``
     in its r and z columns and, when the reset is applied after the product, in its n
     columns too; ``hbuf [nb, >= H]`` holds the previous ``h``. ``full`` is scratch.
     """
     hidden = meta[row + nw.L_HIDDEN]
-    n_gates = 3 * hidden
-    w_hh = meta[row + nw.L_W_HH]
-    b_hh = meta[row + nw.L_B_HH]
-    h_off = meta[row + nw.L_H_OFF]
-    reset_after = (meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER) != 0
-    act_gate = meta[row + nw.L_ACT_GATE]
-    act_cell = meta[row + nw.L_ACT_CELL]
-    fl = meta[row + nw.L_FLOATS]
-    gate_a, gate_b = params[fl], params[fl + 1]
-    cell_a, cell_b = params[fl + 2], params[fl + 3]
-    clip = params[fl + 6]
     n0 = 2 * hidden
     hu = U(hidden)
-    zu, nu = U(hidden), U(n0)
-    hu_off = U(h_off)
-    bu = U(b_hh)
-    for s in range(nb):
-        for j in range(hu + hu):
-            gates[s, j] += extra[s, j]
-        if clip > 0:
-            _clip(gates, s, 0, 2 * hidden, clip)
-        _activate(gates, s, 0, 2 * hidden, act_gate, gate_a, gate_b)
-    if reset_after:
-        for s in range(nb):
-            for j in range(hu):
-                gates[s, nu + j] += gates[s, j] * extra[s, nu + j]
+    nu = U(n0)
+    _gru_rz(params, meta, row, nb, gates, extra, hidden)
+    if (meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER) != 0:
+        _gru_reset_after(nb, gates, extra, hidden)
     else:
+        bu = U(meta[row + nw.L_B_HH])
         for s in range(nb):
             for j in range(hu):
                 full[s, j] = gates[s, j] * hbuf[s, j]
                 extra[s, nu + j] = params[bu + nu + j]
-        _accumulate(extra, n0, params, w_hh, n_gates, n0, full, nb, hidden, hidden)
+        _accumulate(extra, n0, params, meta[row + nw.L_W_HH], 3 * hidden, n0, full, nb,
+                    hidden, hidden)
         for s in range(nb):
             for j in range(hu):
                 gates[s, nu + j] += extra[s, nu + j]
-    for s in range(nb):
-        slot = slots[s0 + s]
-        if clip > 0:
-            _clip(gates, s, n0, hidden, clip)
-        _activate(gates, s, n0, hidden, act_cell, cell_a, cell_b)
-        for j in range(hu):
-            z = gates[s, zu + j]
-            h = (_ONE - z) * gates[s, nu + j] + z * hbuf[s, j]
-            arena[slot, hu_off + j] = h
-            out[s0 + s, t, j] = h
+    _gru_cells(params, meta, row, nb, gates, hbuf, 0, hidden, full)
+    _store_h(out, arena, slots, s0, nb, t, meta[row + nw.L_H_OFF], full, hidden)
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf, proj,
-                xbuf):
-    """One LSTM layer (gates i, f, g, o) over all steps of streams ``s0 .. s0+nb``.
-
-    One step: one pass over the stacked ``[w_ih; w_hh]`` rows (``pack_network`` keeps them
-    adjacent) with ``u = [x_t, h_prev]``. Several steps: the input part of a chunk of steps
-    first, all rows at once (``proj [>= nb * chunk, 4H]``, ``xbuf [>= nb * chunk, inputs]``),
-    so that ``w_ih`` is read once per chunk instead of once per step (one stream is bound
-    by reading the weights from L2: this is a third less per step for a 2-layer model);
-    then ``h @ w_hh`` per step.
-    """
+def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf):
+    """One LSTM layer (gates i, f, g, o) over all steps of streams ``s0 .. s0+nb``: per step
+    one pass over the stacked ``[w_ih; w_hh]`` rows (``pack_network`` keeps them adjacent)
+    with ``u = [x_t, h_prev]``."""
     n_in = meta[row + nw.L_IN]
     n_out = meta[row + nw.L_OUT]
     n_gates = 4 * meta[row + nw.L_HIDDEN]
-    w_ih = meta[row + nw.L_W_IH]
-    b_ih = meta[row + nw.L_B_IH]
-    b_hh = meta[row + nw.L_B_HH]
-    h_off = meta[row + nw.L_H_OFF]
-    steps = inp.shape[1]
-    chunk = min(steps, proj.shape[0] // nb)
-    if steps == 1 or chunk < 2:
-        for t in range(steps):
-            _set_bias(gates, params, b_ih, b_hh, nb, n_gates)
-            _gather_inputs(ubuf, inp, s0, nb, t, n_in)
-            _gather_h(ubuf, n_in, arena, slots, s0, nb, h_off, n_out)
-            _accumulate(gates, 0, params, w_ih, n_gates, 0, ubuf, nb, n_in + n_out, n_gates)
-            _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, ubuf)
-        return
-    w_hh = meta[row + nw.L_W_HH]
-    gu = U(n_gates)
-    for t0 in range(0, steps, chunk):
-        n = min(chunk, steps - t0)
-        rows = nb * n
-        _gather_chunk(xbuf, inp, s0, nb, t0, n, n_in)
-        _set_bias(proj, params, b_ih, b_hh, rows, n_gates)
-        _accumulate(proj, 0, params, w_ih, n_gates, 0, xbuf, rows, n_in, n_gates)
-        for dt in range(n):
-            for s in range(nb):
-                r = s * n + dt
-                for j in range(gu):
-                    gates[s, j] = proj[r, j]
-            _gather_h(ubuf, 0, arena, slots, s0, nb, h_off, n_out)
-            _accumulate(gates, 0, params, w_hh, n_gates, 0, ubuf, nb, n_out, n_gates)
-            _lstm_update(out, params, meta, row, arena, slots, s0, nb, t0 + dt, gates, full,
-                         ubuf)
+    for t in range(inp.shape[1]):
+        _set_bias(gates, params, meta[row + nw.L_B_IH], meta[row + nw.L_B_HH], nb, n_gates)
+        _gather_inputs(ubuf, inp, s0, nb, t, n_in)
+        _gather_h(ubuf, n_in, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
+        _accumulate(gates, 0, params, meta[row + nw.L_W_IH], n_gates, 0, ubuf, nb,
+                    n_in + n_out, n_gates)
+        _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, ubuf)
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -352,12 +338,10 @@ def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, 
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf,
-           proj, xbuf):
+def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf):
     row = nw.HEADER + layer * nw.LAYER_FIELDS
     if meta[row + nw.L_CELL] == nw.LSTM:
-        _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf, proj,
-                    xbuf)
+        _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf)
     else:
         _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full,
                    ubuf)

@@ -10,6 +10,14 @@ from collections.abc import Callable
 from types import FunctionType
 from typing import Any
 
+import numba
+
+#: Numba's settings as read from the environment (set at run time, so typed loosely).
+NUMBA_CONFIG: Any = numba.config
+#: ``NUMBA_DISABLE_JIT=1``: every kernel runs as plain Python (and NumPy where a kernel is
+#: LLVM IR), so that any path can be stepped through in a debugger.
+JIT_DISABLED = bool(NUMBA_CONFIG.DISABLE_JIT)
+
 #: ``fastmath`` flags: only FMA contraction. Reassociation is not allowed, so a stream's
 #: arithmetic is the same whatever batch it runs in and however many threads run it.
 FASTMATH: frozenset[str] = frozenset({"contract"})

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels.activations import ACTIVATIONS
+from statecast.kernels.activations import ACTIVATIONS
 
 LSTM = 0
 GRU = 1
@@ -116,12 +116,10 @@ class PackedNetwork:
     state_size: int
     #: Per layer ``(h_offset, h_width, c_offset, c_width)``; ``c_offset = -1`` for GRU.
     state_offsets: tuple[tuple[int, int, int, int], ...] = field(default=())
-    #: Hidden units of the widest layer whose steps :mod:`kernels.split` can spread over
-    #: several cores (LSTM without projection, GRU with the reset after the product), 0 if
-    #: none.
+    #: Hidden units of the widest layer whose steps :mod:`kernels.split` can spread
+    #: over several cores (LSTM without projection, GRU with the reset after the product), 0
+    #: if none.
     widest_splittable: int = 0
-    #: Derived copies of the weights made on first use (see :mod:`kernels.split`).
-    derived: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _check(condition: bool, message: str) -> None:

@@ -7,14 +7,14 @@ large products: on one Zen 5 core it reached 67-130 GFLOP/s on such shapes (``[3
 [256, 1024]``: 95). Here the weights are copied into panels once per network
 (:func:`pack_panels`), and a register-tiled kernel, emitted as LLVM IR because Numba has no
 vector type, keeps a tile of ``TILE_ROWS x PANEL`` sums in vector registers while it walks
-down a panel: 190-223 GFLOP/s on the same shapes (measured, session 4 of issue 4). Tiles of
+down a panel: 190-223 GFLOP/s on the same shapes (measured). Tiles of
 fewer rows span several panels, so that one stream (a matrix-vector product) also keeps 16
 sums in flight; the split path (:mod:`kernels.split`) packs each thread's columns the same
-way.
+way. The tile's width follows the target Numba compiles for (:mod:`kernels.target`).
 
-Each output is one fused multiply-add chain over ``k`` in order, started from its ``src``
-value (a bias or the input projection): a stream's result does not depend on which other
-streams share the tile, the block or the call.
+Each output is one multiply-add chain over ``k`` in order (fused where the target has FMA),
+started from its ``src`` value (a bias or the input projection): a stream's result does not
+depend on which other streams share the tile, the block or the call.
 
 Panel layout, per recurrent layer (``panel_offsets[layer]`` is where it starts): three rows
 of ``padded`` floats (``b_ih``, ``b_hh`` or zeros, and their sum), then one panel per
@@ -29,27 +29,18 @@ from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import binding, ir
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from kernels import network as nw
-from kernels.config import LEAF_OPTIONS
+from statecast.kernels import network as nw
+from statecast.kernels.config import JIT_DISABLED, LEAF_OPTIONS
+from statecast.kernels.target import GEOMETRY
 
-
-def _geometry() -> tuple[int, int]:
-    """``(lanes, vectors)``: float32 lanes of the host's vector registers and vectors per
-    tile row. AVX-512 has 32 registers (4 x 4 accumulators of 16 lanes fit); AVX2 has 16
-    (4 x 2 of 8 leave room for the weights and the broadcast)."""
-    if binding.get_host_cpu_features().get("avx512f", False):
-        return 16, 4
-    return 8, 2
-
-
-LANES, VECTORS = _geometry()
+LANES, VECTORS = GEOMETRY.lanes, GEOMETRY.vectors
 #: Gate columns per panel, and output rows per tile.
-PANEL = LANES * VECTORS
+PANEL = GEOMETRY.panel
 TILE_ROWS = 4
 
 
@@ -88,8 +79,10 @@ def _tile(typingctx: Any, rows: Any, group: Any, a: Any, a_off: Any, lda: Any, w
 
         vector = ir.VectorType(ir.FloatType(), LANES)
         pointer = vector.as_pointer()
+        # fmuladd, not fma: fused where the target has FMA, a multiply then an add where it
+        # has not, exactly as the contracted ``a * b + c`` of the scalar loops.
         fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fma.v{LANES}f32")
+            builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fmuladd.v{LANES}f32")
         width = VECTORS * n_panels
 
         def vector_at(row_base: Any, v: int) -> Any:
@@ -192,6 +185,30 @@ def panel_product(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src,
                     n_panels, src, s_off + whole * lds, lds, dst, d_off + whole * ldd, ldd)
 
 
+def _panel_product_numpy(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src, s_off,
+                         lds, dst, d_off, ldd):
+    """:func:`panel_product` in NumPy for ``NUMBA_DISABLE_JIT=1`` (the tile is LLVM IR and
+    cannot run in Python): the same chain per output, a float32 multiply then an add per
+    term, as the Python fallback of every other loop computes it."""
+    assert dst.flags.c_contiguous, "panel products write into contiguous buffers"
+    flat_a, flat_w, flat_s = a.reshape(-1), w.reshape(-1), src.reshape(-1)
+    flat_d = dst.reshape(-1)
+    width = n_panels * PANEL
+    weights = np.concatenate([
+        flat_w[w_off + p * w_stride:][:k_len * PANEL].reshape(k_len, PANEL)
+        for p in range(n_panels)], axis=1)
+    for r in range(rows):
+        row = flat_a[a_off + r * lda:][:k_len]
+        total = flat_s[s_off + r * lds:][:width].copy()
+        for k in range(k_len):
+            total = total + row[k] * weights[k]
+        flat_d[d_off + r * ldd:][:width] = total
+
+
+if JIT_DISABLED:
+    panel_product = _panel_product_numpy
+
+
 def aligned(values: np.ndarray) -> np.ndarray:
     """A float32 copy of ``values`` starting on a 64-byte boundary (a vector load then never
     straddles two cache lines)."""
@@ -240,11 +257,3 @@ def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
         offsets[layer] = sum(block.size for block in blocks)
         blocks.append(with_bias_rows([b_ih, b_hh, b_ih + b_hh], stacked))
     return aligned(np.concatenate(blocks)), offsets
-
-
-def panel_weights(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pack_panels`, made once per network."""
-    found = net.derived.get("panels")
-    if found is None:
-        found = net.derived["panels"] = pack_panels(net)
-    return found  # type: ignore[return-value]

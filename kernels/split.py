@@ -23,23 +23,22 @@ from collections.abc import Iterator
 import numba
 import numpy as np
 
-from kernels import network as nw
-from kernels.activations import _activate
-from kernels.atomics import atomic_add, atomic_cas, atomic_load, yield_cpu
-from kernels.cells import (
+from statecast.kernels import network as nw
+from statecast.kernels.atomics import atomic_add, atomic_cas, atomic_load, yield_cpu
+from statecast.kernels.cells import (
     U,
-    _clip,
-    _gather_chunk,
     _gather_h,
     _gather_inputs,
+    _gru_cells,
+    _gru_reset_after,
+    _gru_rz,
     _head,
     _layer,
+    _lstm_cells,
     _scratch_shape,
 )
-from kernels.config import JIT_OPTIONS, LEAF_OPTIONS
-from kernels.panels import PANEL, aligned, padded_width, panel_product, with_bias_rows
-
-_ONE = np.float32(1.0)
+from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS
+from statecast.kernels.panels import PANEL, aligned, padded_width, panel_product, with_bias_rows
 
 #: A thread waiting for the others' parts of a step spins this many times (~0.1 ms: an
 #: atomic load of an unchanged line is an L1 hit), then yields its core at each check:
@@ -61,75 +60,36 @@ _part_size = numba.njit(**LEAF_OPTIONS)(part_size)
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _lstm_update_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
-                       h_next):
-    """:func:`kernels.cells._lstm_update` for hidden units ``j0 .. j0+n`` of a layer
-    without projection.
+def _lstm_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n, h_next):
+    """The cell update of hidden units ``j0 .. j0+n`` of a layer without projection
+    (:func:`kernels.cells._lstm_cells`); the new ``h`` goes to the arena, ``out``
+    and ``h_next [nb, H]``."""
+    _lstm_cells(params, meta, row, arena, slots, 0, nb, gates, full, j0, n)
+    _store_units(out, arena, slots, nb, t, meta[row + nw.L_H_OFF], full, j0, n, h_next)
 
-    ``gates [nb, 4n]`` holds these units' complete pre-activations, gate by gate (i, f, g,
-    o, ``n`` columns each); ``full [nb, >= n]`` is scratch. The new ``h`` also goes to
-    ``h_next [nb, H]``.
-    """
-    hidden = meta[row + nw.L_HIDDEN]
-    peep = meta[row + nw.L_PEEP]
-    input_forget = (meta[row + nw.L_FLAGS] & nw.FLAG_INPUT_FORGET) != 0
-    act_gate = meta[row + nw.L_ACT_GATE]
-    act_cell = meta[row + nw.L_ACT_CELL]
-    act_hidden = meta[row + nw.L_ACT_HIDDEN]
-    fl = meta[row + nw.L_FLOATS]
-    gate_a, gate_b = params[fl], params[fl + 1]
-    cell_a, cell_b = params[fl + 2], params[fl + 3]
-    hid_a, hid_b = params[fl + 4], params[fl + 5]
-    clip = params[fl + 6]
-    nu = U(n)
-    fu, gu, ou = nu, nu + nu, nu + nu + nu
-    cu = U(meta[row + nw.L_C_OFF] + j0)
-    hu_off = U(meta[row + nw.L_H_OFF] + j0)
-    hu = U(hidden)
-    pu = U(max(peep, 0) + j0)
+
+@numba.njit(**LEAF_OPTIONS)
+def _store_units(out, arena, slots, nb, t, h_off, full, j0, n, h_next):
     ju = U(j0)
+    at = U(h_off + j0)
     for s in range(nb):
         slot = slots[s]
-        if peep >= 0:
-            for j in range(nu):
-                c = arena[slot, cu + j]
-                gates[s, j] += params[pu + j] * c
-                gates[s, fu + j] += params[pu + hu + j] * c
-        if clip > 0:
-            _clip(gates, s, 0, 3 * n, clip)
-        if input_forget:
-            _activate(gates, s, 0, n, act_gate, gate_a, gate_b)
-            for j in range(nu):
-                gates[s, fu + j] = _ONE - gates[s, j]
-        else:
-            _activate(gates, s, 0, 2 * n, act_gate, gate_a, gate_b)
-        _activate(gates, s, 2 * n, n, act_cell, cell_a, cell_b)
-        for j in range(nu):
-            c = gates[s, fu + j] * arena[slot, cu + j] + gates[s, j] * gates[s, gu + j]
-            arena[slot, cu + j] = c
-            full[s, j] = c
-        if peep >= 0:
-            for j in range(nu):
-                gates[s, ou + j] += params[pu + hu + hu + j] * full[s, j]
-        if clip > 0:
-            _clip(gates, s, 3 * n, n, clip)
-        _activate(gates, s, 3 * n, n, act_gate, gate_a, gate_b)
-        _activate(full, s, 0, n, act_hidden, hid_a, hid_b)
-        for j in range(nu):
-            h = full[s, j] * gates[s, ou + j]
-            arena[slot, hu_off + j] = h
+        for j in range(U(n)):
+            h = full[s, j]
+            arena[slot, at + j] = h
             out[s, t, ju + j] = h
             h_next[s, ju + j] = h
 
 
-def split_weights(net: nw.PackedNetwork, parts: int, min_hidden: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pack_split` made once per network, thread count and width floor."""
-    key = ("split", parts, min_hidden)
-    found = net.derived.get(key)
-    if found is None:
-        found = net.derived[key] = pack_split(net, parts, min_hidden)
-    return found  # type: ignore[return-value]
+@numba.njit(**LEAF_OPTIONS)
+def _gather_chunk(xbuf, inp, nb, t0, n, n_in):
+    """``xbuf[s * n + dt] = inp[s, t0 + dt]``: the inputs of steps ``t0 .. t0+n``, stream
+    by stream (the rows of a chunk's input projections)."""
+    for s in range(nb):
+        for dt in range(n):
+            r = s * n + dt
+            for k in range(U(n_in)):
+                xbuf[r, k] = inp[s, t0 + dt, k]
 
 
 def pack_split(net: nw.PackedNetwork, parts: int, min_hidden: int
@@ -223,47 +183,9 @@ def _pack_gru(net: nw.PackedNetwork, row: int, layer: int, parts: int, offsets: 
     return size_so_far
 
 
-@numba.njit(**LEAF_OPTIONS)
-def _gru_update_units(out, params, meta, row, arena, slots, nb, t, gx, gh, h_prev, j0, n,
-                      h_next):
-    """:func:`kernels.cells._gru_update` (reset after the product) for hidden units
-    ``j0 .. j0+n``: ``gx [nb, 3n]`` holds ``x W_ih + b_ih`` and ``gh [nb, 3n]`` ``h W_hh +
-    b_hh`` for these units, gate by gate (r, z, n); ``h_prev [nb, H]`` the previous ``h``."""
-    act_gate = meta[row + nw.L_ACT_GATE]
-    act_cell = meta[row + nw.L_ACT_CELL]
-    fl = meta[row + nw.L_FLOATS]
-    gate_a, gate_b = params[fl], params[fl + 1]
-    cell_a, cell_b = params[fl + 2], params[fl + 3]
-    clip = params[fl + 6]
-    nu = U(n)
-    zu, cu = nu, nu + nu
-    ju = U(j0)
-    hu_off = U(meta[row + nw.L_H_OFF] + j0)
-    for s in range(nb):
-        for j in range(cu):
-            gx[s, j] += gh[s, j]
-        if clip > 0:
-            _clip(gx, s, 0, 2 * n, clip)
-        _activate(gx, s, 0, 2 * n, act_gate, gate_a, gate_b)
-    for s in range(nb):
-        for j in range(nu):
-            gx[s, cu + j] += gx[s, j] * gh[s, cu + j]
-    for s in range(nb):
-        slot = slots[s]
-        if clip > 0:
-            _clip(gx, s, 2 * n, n, clip)
-        _activate(gx, s, 2 * n, n, act_cell, cell_a, cell_b)
-        for j in range(nu):
-            z = gx[s, zu + j]
-            h = (_ONE - z) * gx[s, cu + j] + z * h_prev[s, ju + j]
-            arena[slot, hu_off + j] = h
-            out[s, t, ju + j] = h
-            h_next[s, ju + j] = h
-
-
 @numba.njit(parallel=True, **JIT_OPTIONS)
 def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, w_offs,
-                     part_gates, part_extra):
+                     part_gates, part_extra, part_full):
     """One GRU layer (reset after the product) over all steps of a few streams, each
     step's units split over ``parts`` threads, in one parallel region (the threads meet on
     atomic counters after each step, as in :func:`_lstm_region`)."""
@@ -285,6 +207,7 @@ def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, 
     for worker in numba.prange(parts):
         gx = part_gates[worker]
         gh = part_extra[worker]
+        full = part_full[worker]
         for t in range(steps):
             h_prev = h_even if t % 2 == 0 else h_odd
             h_next = h_odd if t % 2 == 0 else h_even
@@ -303,8 +226,11 @@ def _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights, 
                     panel_product(h_prev, 0, hidden, nb, weights,
                                   at + 2 * width + n_in * PANEL, stride, hidden,
                                   width // PANEL, weights, at + width, 0, gh, 0, gh.shape[1])
-                    _gru_update_units(out, params, meta, row, arena, slots, nb, t, gx, gh,
-                                      h_prev, j0, n, h_next)
+                    _gru_rz(params, meta, row, nb, gx, gh, n)
+                    _gru_reset_after(nb, gx, gh, n)
+                    _gru_cells(params, meta, row, nb, gx, h_prev, j0, n, full)
+                    _store_units(out, arena, slots, nb, t, meta[row + nw.L_H_OFF], full, j0,
+                                 n, h_next)
                 atomic_add(claims[t], done, 1)
             _await_parts(claims[t], done, parts)
 
@@ -332,8 +258,7 @@ def _units_step(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
         panel_product(ubuf, 0, ubuf.shape[1], nb, weights, w_off + width, stride,
                       n_in + hidden, width // PANEL, weights, w_off, 0, gates, 0,
                       gates.shape[1])
-    _lstm_update_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n,
-                       h_next)
+    _lstm_units(out, params, meta, row, arena, slots, nb, t, gates, full, j0, n, h_next)
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -436,7 +361,7 @@ def _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
         return
     for t0 in range(0, steps, chunk):
         n_steps = min(chunk, steps - t0)
-        _gather_chunk(xbuf, inp, 0, nb, t0, n_steps, n_in)
+        _gather_chunk(xbuf, inp, nb, t0, n_steps, n_in)
         _lstm_region(inp, out, params, meta, row, arena, slots, parts, weights, w_offs, t0,
                      n_steps, True, proj, xbuf, h_even, h_odd, part_gates, part_full, part_u,
                      np.zeros((1 + n_steps, width), np.int64))
@@ -452,13 +377,13 @@ def _any_layer(inp, out, params, meta, layer, arena, slots, parts, weights, offs
     if (offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden
             and meta[row + nw.L_CELL] == nw.GRU):
         _gru_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
-                         offsets[layer], part_gates, part_extra)
+                         offsets[layer], part_gates, part_extra, part_full)
     elif offsets[layer, 0] >= 0 and meta[row + nw.L_HIDDEN] >= min_hidden:
         _lstm_layer_split(inp, out, params, meta, row, arena, slots, parts, weights,
                           offsets[layer], proj, scratch[7], part_gates, part_full, part_u)
     else:
         _layer(inp, out, params, meta, layer, arena, slots, 0, nb, scratch[0], scratch[1],
-               scratch[2], scratch[3], scratch[6], scratch[7])
+               scratch[2], scratch[3])
 
 
 @numba.njit(**JIT_OPTIONS)

@@ -1,4 +1,5 @@
-"""Compile (or load from ``NUMBA_CACHE_DIR``) every kernel once: ``python -m kernels.warm``.
+"""Compile (or load from ``NUMBA_CACHE_DIR``) every kernel once:
+``python -m statecast.kernels.warm``.
 
 Run it in each server worker after the fork, or once before the test suite, so that no
 request or test pays the first compilation.
@@ -10,11 +11,8 @@ import time
 
 import numpy as np
 
-from kernels.batched import _forward_panels_parallel, _forward_panels_serial
-from kernels.network import DenseLayer, RecurrentLayer, pack_network
-from kernels.panels import pack_panels
-from kernels.recurrent import _forward_parallel, _forward_serial, head_from_outputs
-from kernels.split import _forward_split, pack_split
+from statecast.kernels.engine import PATHS, Engine
+from statecast.kernels.network import DenseLayer, RecurrentLayer, pack_network
 
 
 def warm() -> float:
@@ -25,23 +23,21 @@ def warm() -> float:
     def weights(*shape: int) -> np.ndarray:
         return rng.standard_normal(shape).astype(np.float32)
 
-    net = pack_network(
+    engine = Engine(pack_network(
         [RecurrentLayer("lstm", weights(2, 8), weights(2, 8), weights(8), weights(8)),
          RecurrentLayer("gru", weights(2, 6), weights(2, 6), weights(6), weights(6))],
-        [DenseLayer(weights(2, 1), weights(1))])
-    x = weights(1, 1, 2)
-    arena = np.zeros((1, net.state_size), np.float32)
-    slots = np.zeros(1, np.int64)
-    y = np.empty((1, 1, net.output_size), np.float32)
-    head = np.empty((1, net.head_size), np.float32)
-    for kernel in (_forward_serial, _forward_parallel):
-        kernel(x, net.params, net.meta, arena, slots, y, head)
-    split, offsets = pack_split(net, 2, 1)
-    _forward_split(x, net.params, net.meta, arena, slots, y, head, split, offsets, 1)
-    panels, panel_at = pack_panels(net)
-    for panel_kernel in (_forward_panels_serial, _forward_panels_parallel):
-        panel_kernel(x, net.params, net.meta, arena, slots, y, head, 16, panels, panel_at)
-    head_from_outputs(net, y[:, -1].copy())
+        [DenseLayer(weights(2, 1), weights(1))]))
+    net = engine.net
+    for streams in (1, 2 * 128 + 1):  # one block, and more than one (the parallel variant)
+        x = weights(streams, 1, 2)
+        arena = np.zeros((streams, net.state_size), np.float32)
+        slots = np.arange(streams, dtype=np.int64)
+        y = np.empty((streams, 1, net.output_size), np.float32)
+        head = np.empty((streams, net.head_size), np.float32)
+        for path in PATHS:
+            engine.forward_on(path, x[:1], arena, slots[:1], y[:1], head[:1])
+        engine.forward_on("panels", x, arena, slots, y, head)
+    engine.head(y[:, -1].copy())
     return time.perf_counter() - started
 
 

@@ -4,7 +4,7 @@ Stable API: ``Registry(root).load("name[@version]")`` returns a :class:`Model`, 
 ``Model.run(x, state=None) -> (outputs, state, head)``.
 """
 
-from models.errors import (
+from statecast.models.errors import (
     ArtifactError,
     ImportFailed,
     IntegrityError,
@@ -16,9 +16,9 @@ from models.errors import (
     StatecastError,
     VersionExists,
 )
-from models.model import Model, State
-from models.registry import Registry
-from models.spec import (
+from statecast.models.model import Model, State
+from statecast.models.registry import Registry
+from statecast.models.spec import (
     ActivationSpec,
     DenseLayerSpec,
     ModelSpec,

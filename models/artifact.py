@@ -18,8 +18,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from models.errors import ArtifactError, IntegrityError, InvalidSpec
-from models.spec import ModelSpec
+from statecast.models.errors import ArtifactError, IntegrityError, InvalidSpec
+from statecast.models.spec import ModelSpec
 
 FORMAT = "statecast-model"
 FORMAT_VERSION = 1

@@ -12,16 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from kernels import DenseLayer, PackedNetwork, RecurrentLayer, activation, pack_network
-from kernels.recurrent import (
-    _forward_serial,
-    check_forward_args,
-    forward,
-    head_from_outputs,
-    split_min_hidden,
+from statecast.kernels import (
+    DenseLayer,
+    Engine,
+    PackedNetwork,
+    RecurrentLayer,
+    activation,
+    pack_network,
 )
-from models.errors import InvalidInput
-from models.spec import ActivationSpec, ModelSpec
+from statecast.models.errors import InvalidInput
+from statecast.models.spec import ActivationSpec, ModelSpec
 
 _REAL_KINDS = "fiu"
 _FLOAT32 = np.dtype(np.float32)
@@ -106,18 +106,16 @@ class Model:
         self.version = version
         self.manifest = manifest or {}
         self.network: PackedNetwork = self._pack()
+        #: Runs every window of this model; ``spread`` on for a process that runs one call
+        #: at a time (the server turns it off, see :mod:`kernels.engine`).
+        self.engine = Engine(self.network, spread=True)
         # The network's fields that Model.run reads on every call, as plain attributes.
         net = self.network
-        self._params, self._meta = net.params, net.meta
         self._input_size, self._output_size = net.input_size, net.output_size
         self._head_size, self._head_every_step = net.head_size, net.head_every_step
         self._state_size, self._offsets = net.state_size, net.state_offsets
         self._initial_row = self._initial_state_row()
         self._slots = np.arange(1024, dtype=np.int64)
-        # One stream, one step (the hot path) runs the fused loops directly, unless a layer
-        # is wide enough for the split path (kernels.split), which kernels.forward times.
-        self._one_step_direct = (self.network.widest_splittable < split_min_hidden(1, 1))
-        self._one_slot = self._slots[:1]
 
     def __repr__(self) -> str:
         return f"Model({self.name or '?'}@{self.version or '?'}, {len(self.spec.layers)} layers)"
@@ -268,12 +266,9 @@ class Model:
         y = np.empty((batch, steps, self._output_size), _FLOAT32)
         every = self._head_every_step
         head = np.empty((batch * steps if every else batch, self._head_size), _FLOAT32)
-        if batch == 1 and steps == 1 and self._one_step_direct:
-            _forward_serial(x, self._params, self._meta, arena, self._one_slot, y, head)
-        else:
-            slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
-                batch, dtype=np.int64)
-            forward(self.network, x, arena, slots, y, head, check=False)
+        slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
+            batch, dtype=np.int64)
+        self.engine.forward(x, arena, slots, y, head, check=False)
         new_state = State(arena, self._offsets)
         if not self._head_size:
             return y, new_state, None
@@ -289,7 +284,7 @@ class Model:
 
     def forward_into(self, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
                      y: np.ndarray, head_out: np.ndarray, *, check: bool = True) -> None:
-        """The service's in-place entry point: :func:`kernels.forward` on this model.
+        """The service's in-place entry point: :meth:`kernels.Engine.forward` on this model.
 
         ``x`` float32 ``[streams, time, features]`` (scaled), ``arena`` float32 ``[rows,
         state_size]`` (states of ``slots`` updated in place), ``slots`` int64 ``[streams]``,
@@ -297,13 +292,7 @@ class Model:
         outputs]`` (``[streams * time, ...]`` for a head at every step) preallocated and
         written.
         """
-        if check:
-            check_forward_args(self.network, x, arena, slots, y, head_out)
-        streams = x.shape[0]
-        if streams == 1 and x.shape[1] == 1 and self._one_step_direct:
-            _forward_serial(x, self._params, self._meta, arena, slots, y, head_out)
-        else:
-            forward(self.network, x, arena, slots, y, head_out, check=False)
+        self.engine.forward(x, arena, slots, y, head_out, check=check)
 
     def head_from_state(self, rows: np.ndarray) -> np.ndarray:
         """Head outputs ``float32 [streams, head outputs]`` from state rows ``float32
@@ -311,7 +300,7 @@ class Model:
         the one :meth:`forward_into` computed when the state was made."""
         h_at, h_width, _, _ = self.network.state_offsets[-1]
         last_h = np.ascontiguousarray(rows[:, h_at:h_at + h_width], dtype=np.float32)
-        return head_from_outputs(self.network, last_h)
+        return self.engine.head(last_h)
 
     # -- scaling -------------------------------------------------------------------------
 

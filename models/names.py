@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from models.errors import InvalidName
+from statecast.models.errors import InvalidName
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

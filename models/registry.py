@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import read_artifact, write_artifact
-from models.errors import ModelNotFound, VersionExists
-from models.model import Model
-from models.names import check_name, split_reference
-from models.spec import ModelSpec
+from statecast.models.artifact import read_artifact, write_artifact
+from statecast.models.errors import ModelNotFound, VersionExists
+from statecast.models.model import Model
+from statecast.models.names import check_name, split_reference
+from statecast.models.spec import ModelSpec
 
 ALIASES = "aliases.json"
 LATEST = "latest"

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kernels.activations import ACTIVATIONS
-from models.errors import InvalidSpec
+from statecast.kernels.activations import ACTIVATIONS
+from statecast.models.errors import InvalidSpec
 
 CELLS = ("lstm", "gru")
 FORECAST_MODES = ("direct", "recursive")

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.errors import InvalidInput
-from models.model import Model, State
-from models.spec import ModelSpec, WindowScalerSpec
+from statecast.models.errors import InvalidInput
+from statecast.models.model import Model, State
+from statecast.models.spec import ModelSpec, WindowScalerSpec
 
 _MAD_FROM_STD = 0.6744897501960817
 

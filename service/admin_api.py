@@ -8,15 +8,15 @@ import hmac
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.administration import Administration, form_of
-from service.errors import AdminDisabled, RequestError, Unauthorized
-from service.requests import parse_json
+from statecast.service.administration import Administration, form_of
+from statecast.service.errors import AdminDisabled, RequestError, Unauthorized
+from statecast.service.requests import parse_json
 
 admin = Blueprint("admin", __name__)
 
 
 def _administration() -> Administration:
-    from service.app import runtime
+    from statecast.service.app import runtime
 
     state = runtime()
     token = state.settings.admin_token

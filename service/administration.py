@@ -13,17 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import read_artifact
-from models.errors import ArtifactError
-from models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
-from models.importers.libraries import import_library_file
-from models.importers.onnx import import_onnx
-from models.names import check_name
-from service.errors import RequestError, StreamNotFound, VersionInUse
-from service.forecasting import ForecastService
-from service.requests import check_stream_id
-from service.schemas import AdminSeedBody, AdminVersionBody, validated
-from service.stores import StateStore, StreamRecord
+from statecast.models.artifact import read_artifact
+from statecast.models.errors import ArtifactError
+from statecast.models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
+from statecast.models.importers.libraries import import_library_file
+from statecast.models.importers.onnx import import_onnx
+from statecast.models.names import check_name
+from statecast.service.errors import RequestError, StreamNotFound, VersionInUse
+from statecast.service.forecasting import ForecastService
+from statecast.service.requests import check_stream_id
+from statecast.service.schemas import AdminSeedBody, AdminVersionBody, validated
+from statecast.service.stores import StateStore, StreamRecord
 
 UPLOAD_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
 

@@ -7,26 +7,27 @@ import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
-from models import Registry, StatecastError
-from service.access_log import access_line, access_logger, write_access_line
-from service.admin_api import admin
-from service.bundled import seed_registry
-from service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
-from service.forecasting import ForecastService, check_servable
-from service.http_errors import error_response, register_error_handlers
-from service.json_codec import FastJSONProvider
-from service.kserve import v2
-from service.metrics import CONTENT_TYPE, Metrics, TimedStore
-from service.model_cache import ModelCache
-from service.openapi import openapi_document
-from service.requests import parse_json
-from service.settings import Settings
-from service.stores import StateStore, open_store
+from statecast.models import Registry, StatecastError
+from statecast.service.access_log import access_line, access_logger, write_access_line
+from statecast.service.admin_api import admin
+from statecast.service.bundled import seed_registry
+from statecast.service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
+from statecast.service.forecasting import ForecastService, check_servable
+from statecast.service.http_errors import error_response, register_error_handlers
+from statecast.service.json_codec import FastJSONProvider
+from statecast.service.kserve import v2
+from statecast.service.metrics import CONTENT_TYPE, Metrics, TimedStore
+from statecast.service.model_cache import ModelCache
+from statecast.service.openapi import openapi_document
+from statecast.service.requests import parse_json
+from statecast.service.settings import Settings
+from statecast.service.stores import StateStore, open_store
 
 log = logging.getLogger("statecast")
 v1 = Blueprint("v1", __name__)
@@ -182,7 +183,10 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
                warm: bool = True) -> Flask:
     """Build the app: registry (seeded with the bundled model), store, models, routes."""
     settings = settings or Settings()
-    app = Flask("statecast")
+    # statecast is a namespace package (kernels, models and service install under it), whose
+    # root Flask cannot always locate: name the folders.
+    here = str(Path(__file__).resolve().parent)
+    app = Flask("statecast.service", root_path=here, instance_path=here)
     app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     registry = Registry(settings.registry)

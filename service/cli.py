@@ -13,22 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from models import Model, Registry, StatecastError
-from models.errors import ImportFailed, InvalidInput
-from models.importers import (
+from statecast.models import Model, Registry, StatecastError
+from statecast.models.errors import ImportFailed, InvalidInput
+from statecast.models.importers import (
     ForecastOptions,
     Imported,
     import_keras,
     import_pytorch,
     load_scaler,
 )
-from models.importers.libraries import import_library_file
-from models.importers.onnx import import_onnx
-from service.administration import bound_streams
-from service.bundled import seed_registry
-from service.errors import StoreError, StreamNotFound, VersionInUse
-from service.settings import Settings
-from service.stores import open_store
+from statecast.models.importers.libraries import import_library_file
+from statecast.models.importers.onnx import import_onnx
+from statecast.service.administration import bound_streams
+from statecast.service.bundled import seed_registry
+from statecast.service.errors import StoreError, StreamNotFound, VersionInUse
+from statecast.service.settings import Settings
+from statecast.service.stores import open_store
 
 DEFAULT_REGISTRY = "./registry"
 SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors",
@@ -153,8 +153,9 @@ def _serve(args: argparse.Namespace) -> int:
           f"with {settings.resolved_workers()} {settings.resolved_worker_class()} worker(s) x "
           f"{settings.resolved_threads()} "
           f"thread(s), store {settings.store}", flush=True)
-    command = [sys.executable, "-m", "gunicorn", "--config", "python:service.gunicorn_conf",
-               "service.app:create_app()"]
+    command = [sys.executable, "-m", "gunicorn",
+               "--config", "python:statecast.service.gunicorn_conf",
+               "statecast.service.app:create_app()"]
     os.execv(command[0], command)
     return 0  # not reached
 
@@ -210,8 +211,8 @@ def _streams(args: argparse.Namespace) -> int:
 def _batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service.batch import Backtest, Columns, JobSpec, run_job
-    from service.batch.job import _dataset
+    from statecast.service.batch import Backtest, Columns, JobSpec, run_job
+    from statecast.service.batch.job import _dataset
 
     registry = _registry(args.registry)  # seeds the bundled model, as everywhere
     plan = None
@@ -230,7 +231,7 @@ def _batch(args: argparse.Namespace) -> int:
                           to_store=args.to_store, dask=args.dask, progress=bar.update,
                           on_total=counted)
     if args.plot:
-        from service.batch.plot import plot
+        from statecast.service.batch.plot import plot
 
         history = _dataset(Path(args.input)).to_table().to_pandas()
         forecasts = _dataset(Path(args.output)).to_table().to_pandas()
@@ -240,8 +241,8 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from service.batch import Columns, evaluate
-    from service.batch.job import _dataset
+    from statecast.service.batch import Columns, evaluate
+    from statecast.service.batch.job import _dataset
 
     columns = Columns(args.id_col, args.time_col, args.target_col)
     forecasts = _dataset(Path(args.forecasts)).to_table().to_pandas()

@@ -6,7 +6,7 @@ place; nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from models.errors import StatecastError
+from statecast.models.errors import StatecastError
 
 
 class ServiceError(StatecastError):

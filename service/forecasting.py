@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from models import Model, ModelError, StatecastError
-from models.windowed import forecast_windows
-from service.errors import (
+from statecast.models import Model, ModelError, StatecastError
+from statecast.models.windowed import forecast_windows
+from statecast.service.errors import (
     BatchTooLarge,
     CapacityExceeded,
     Contention,
@@ -30,17 +30,17 @@ from service.errors import (
     StreamNotFound,
     VersionConflict,
 )
-from service.metrics import Metrics
-from service.model_cache import ModelCache
-from service.requests import (
+from statecast.service.metrics import Metrics
+from statecast.service.model_cache import ModelCache
+from statecast.service.requests import (
     MAX_RECURSIVE_HORIZON,
     MAX_STREAM_ID,
     ForecastRequest,
     check_stream_id,
     parse_forecast,
 )
-from service.schemas import BatchOptions, validated
-from service.stores import StateStore, StreamRecord
+from statecast.service.schemas import BatchOptions, validated
+from statecast.service.stores import StateStore, StreamRecord
 
 MAX_ATTEMPTS = 64
 

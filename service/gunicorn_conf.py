@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from service.settings import Settings, kernel_cache_dir
+from statecast.service.settings import Settings, kernel_cache_dir
 
 _settings = Settings()
 

@@ -7,8 +7,8 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from models.errors import StatecastError
-from service.errors import RequestError
+from statecast.models.errors import StatecastError
+from statecast.service.errors import RequestError
 
 STATUS: dict[str, int] = {
     "malformed_json": 400,

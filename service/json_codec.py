@@ -15,7 +15,7 @@ import orjson
 from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
-from service.errors import MalformedJson, NonFiniteValue
+from statecast.service.errors import MalformedJson, NonFiniteValue
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 

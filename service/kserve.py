@@ -29,8 +29,8 @@ import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from models import StatecastError
-from service.errors import (
+from statecast.models import StatecastError
+from statecast.service.errors import (
     BodyTooLarge,
     MalformedRequest,
     NonFiniteValue,
@@ -38,10 +38,10 @@ from service.errors import (
     StreamNotFound,
     UnsupportedMediaType,
 )
-from service.forecasting import check_servable
-from service.http_errors import HEADERS, STATUS
-from service.requests import check_stream_id, future_features_of, parse_json
-from service.schemas import InferRequest, RequestedOutput, validated_open
+from statecast.service.forecasting import check_servable
+from statecast.service.http_errors import HEADERS, STATUS
+from statecast.service.requests import check_stream_id, future_features_of, parse_json
+from statecast.service.schemas import InferRequest, RequestedOutput, validated_open
 
 v2 = Blueprint("v2", __name__)
 
@@ -78,7 +78,7 @@ def _http_error(error: HTTPException) -> Response:
 
 @v2.get("/v2")
 def server_metadata() -> Response:
-    from service.app import server_version
+    from statecast.service.app import server_version
 
     return jsonify({"name": "statecast", "version": server_version(),
                     "extensions": EXTENSIONS})

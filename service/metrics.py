@@ -24,7 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from service.stores import StateStore, StreamRecord
+from statecast.service.stores import StateStore, StreamRecord
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import threading
 
-from models import Model, Registry
-from models.names import split_reference
+from statecast.models import Model, Registry
+from statecast.models.names import split_reference
 
 
 class ModelCache:
-    """Loads each ``(model, version)`` from the registry once and keeps it."""
+    """Loads each ``(model, version)`` from the registry once and keeps it.
 
-    def __init__(self, registry: Registry) -> None:
+    ``spread`` is the engine setting of every model it loads (:mod:`kernels.engine`): off in
+    the server, whose calls run side by side on one Numba thread per worker.
+    """
+
+    def __init__(self, registry: Registry, spread: bool = False) -> None:
         self.registry = registry
+        self.spread = spread
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Model] = {}
 
@@ -29,6 +34,7 @@ class ModelCache:
                 model = self._models.get(key)
                 if model is None:
                     model = self.registry.load(f"{name}@{version}")
+                    model.engine.spread = self.spread
                     self._models[key] = model
         return model
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from service import schemas
+from statecast.service import schemas
 
 _REF = "#/components/schemas/{model}"
 

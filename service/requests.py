@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from models.spec import ModelSpec
-from service.errors import (
+from statecast.models.spec import ModelSpec
+from statecast.service.errors import (
     HorizonTooLong,
     InvalidStreamId,
     MissingFuture,
@@ -19,8 +19,10 @@ from service.errors import (
     WindowTooLong,
     WrongFeatureCount,
 )
-from service.json_codec import parse_json as parse_json  # re-exported: the API's JSON reader
-from service.schemas import ForecastRequestBody, validated
+from statecast.service.json_codec import (
+    parse_json as parse_json,  # re-exported: the API's JSON reader
+)
+from statecast.service.schemas import ForecastRequestBody, validated
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: How far a recursive model may be rolled out in one call (default of ``max_horizon``).

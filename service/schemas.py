@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from service.errors import NonFiniteValue, RequestError
+from statecast.service.errors import NonFiniteValue, RequestError
 
 #: Observations: ``[time][features]``, or a flat list when the model takes one feature.
 Rows = list[list[float]] | list[float]

@@ -86,7 +86,7 @@ def kernel_cache_dir(base: Path) -> Path:
     """``base/<hash of the kernels' source>``: Numba checks a cached kernel against its own
     file only, not the kernels it calls, so an upgrade that changes any kernel file must
     not reuse the old cache."""
-    spec = importlib.util.find_spec("kernels")  # located, not imported: no Numba here
+    spec = importlib.util.find_spec("statecast.kernels")  # located, not imported: no Numba
     assert spec is not None and spec.origin is not None
     digest = hashlib.sha256()
     for path in sorted(Path(spec.origin).parent.glob("*.py")):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels import DenseLayer, RecurrentLayer, activation
+from statecast.kernels import DenseLayer, RecurrentLayer, activation
 
 
 def random_layer(rng: np.random.Generator, cell: str, inputs: int, hidden: int, *,

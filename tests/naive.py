@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.network import DenseLayer, RecurrentLayer
+from statecast.kernels.network import DenseLayer, RecurrentLayer
 
 
 def act(name: str, x: np.ndarray, alpha: float, beta: float) -> np.ndarray:

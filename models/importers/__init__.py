@@ -1,8 +1,8 @@
 """Importers: framework files -> a spec and canonical tensors, ready to publish."""
 
-from models.importers.common import ForecastOptions, Imported, build_spec, load_scaler
-from models.importers.keras import import_keras
-from models.importers.pytorch import import_pytorch, import_state_dict, read_state_dict
+from statecast.models.importers.common import ForecastOptions, Imported, build_spec, load_scaler
+from statecast.models.importers.keras import import_keras
+from statecast.models.importers.pytorch import import_pytorch, import_state_dict, read_state_dict
 
 __all__ = [
     "ForecastOptions",

@@ -14,7 +14,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from models.errors import ImportFailed
+from statecast.models.errors import ImportFailed
 
 
 class StandIn:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed, InvalidSpec
-from models.spec import (
+from statecast.models.errors import ImportFailed, InvalidSpec
+from statecast.models.spec import (
     ActivationSpec,
     DenseLayerSpec,
     ModelSpec,

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed
-from models.importers.common import ForecastOptions, Imported, build_spec
-from models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+from statecast.models.errors import ImportFailed
+from statecast.models.importers.common import ForecastOptions, Imported, build_spec
+from statecast.models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
 
 #: Keras activation names -> statecast's (hard_sigmoid is resolved by version).
 _ACTIVATIONS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "linear": "linear",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.importers.common import Imported
-from models.importers.darts import import_darts, is_darts_file
-from models.importers.neuralforecast import import_neuralforecast, read_nf_file
+from statecast.models.importers.common import Imported
+from statecast.models.importers.darts import import_darts, is_darts_file
+from statecast.models.importers.neuralforecast import import_neuralforecast, read_nf_file
 
 
 def import_library_file(path: str | Path) -> Imported | None:

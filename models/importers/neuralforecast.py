@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed
-from models.importers.common import Imported, linear_stack, torch_activation
-from models.importers.pytorch import _layer_keys, _recurrent_layers, _to_numpy
-from models.spec import (
+from statecast.models.errors import ImportFailed
+from statecast.models.importers.common import Imported, linear_stack, torch_activation
+from statecast.models.importers.pytorch import _layer_keys, _recurrent_layers, _to_numpy
+from statecast.models.spec import (
     WINDOW_SCALERS,
     DenseLayerSpec,
     ModelSpec,

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed
-from models.importers.common import ForecastOptions, Imported, build_spec
-from models.importers.onnx_check import verify
-from models.importers.onnx_graph import (
+from statecast.models.errors import ImportFailed
+from statecast.models.importers.common import ForecastOptions, Imported, build_spec
+from statecast.models.importers.onnx_check import verify
+from statecast.models.importers.onnx_graph import (
     Constants,
     Graph,
     Head,
@@ -28,8 +28,8 @@ from models.importers.onnx_graph import (
     parse_head,
     state_output_check,
 )
-from models.model import Model
-from models.spec import ActivationSpec, RecurrentLayerSpec
+from statecast.models.model import Model
+from statecast.models.spec import ActivationSpec, RecurrentLayerSpec
 
 #: ONNX activation -> (statecast name, default alpha, default beta, uses alpha, uses beta).
 _ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {

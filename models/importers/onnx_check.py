@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed
-from models.importers.onnx_graph import LAST_H, SEQUENCE, Graph, Traced, attributes
-from models.model import Model
+from statecast.models.errors import ImportFailed
+from statecast.models.importers.onnx_graph import LAST_H, SEQUENCE, Graph, Traced, attributes
+from statecast.models.model import Model
 
 #: Far above float32 rounding, far below what a misread graph gives.
 _ATOL, _RTOL = 1e-4, 1e-3

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed
-from models.spec import ActivationSpec, DenseLayerSpec
+from statecast.models.errors import ImportFailed
+from statecast.models.spec import ActivationSpec, DenseLayerSpec
 
 #: Nodes that only move values around (Dropout is the identity at inference).
 PASS_THROUGH = {"Squeeze", "Unsqueeze", "Transpose", "Reshape", "Flatten", "Identity",

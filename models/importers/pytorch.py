@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import ImportFailed
-from models.importers.common import ForecastOptions, Imported, build_spec
-from models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+from statecast.models.errors import ImportFailed
+from statecast.models.importers.common import ForecastOptions, Imported, build_spec
+from statecast.models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
 
 _LAYER_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<index>\d+)(?P<reverse>_reverse)?$")
 _CELL_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih$")

@@ -14,10 +14,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from models import Model
-from models.windowed import forecast_windows
-from service.batch.frames import BatchInputError
-from service.requests import MAX_RECURSIVE_HORIZON, future_features_of
+from statecast.models import Model
+from statecast.models.windowed import forecast_windows
+from statecast.service.batch.frames import BatchInputError
+from statecast.service.requests import MAX_RECURSIVE_HORIZON, future_features_of
 
 
 def check_horizon(model: Model, h: int, has_future: bool = False) -> None:

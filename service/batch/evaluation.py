@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from service.batch.frames import BatchInputError, Columns
+from statecast.service.batch.frames import BatchInputError, Columns
 
 METRICS = ("mae", "rmse", "smape", "mase")
 

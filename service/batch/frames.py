@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models import Model
-from service.errors import ServiceError
+from statecast.models import Model
+from statecast.service.errors import ServiceError
 
 #: How missing target or covariate values may be filled (``--fill``); none by default.
 FILLS = ("ffill", "zero", "interpolate")

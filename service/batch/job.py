@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models import Model, Registry
-from service.batch.engine import (
+from statecast.models import Model, Registry
+from statecast.service.batch.engine import (
     backtest,
     check_horizon,
     final_states,
     forecasts_from_states,
     window_forecasts,
 )
-from service.batch.frames import (
+from statecast.service.batch.frames import (
     BatchInputError,
     Columns,
     Series,
@@ -36,8 +36,8 @@ from service.batch.frames import (
     series_of,
     with_times,
 )
-from service.requests import check_stream_id
-from service.stores import StateStore, StreamRecord, open_store
+from statecast.service.requests import check_stream_id
+from statecast.service.stores import StateStore, StreamRecord, open_store
 
 
 @dataclass(frozen=True)

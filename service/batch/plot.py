@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from service.batch.frames import Columns
+from statecast.service.batch.frames import Columns
 
 
 def plot(history: pd.DataFrame, forecasts: pd.DataFrame, model: str, path: str | Path,

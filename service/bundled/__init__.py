@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from models import Registry
-from models.registry import LATEST, PRODUCTION
+from statecast.models import Registry
+from statecast.models.registry import LATEST, PRODUCTION
 
 BUNDLED_REGISTRY = Path(__file__).resolve().parent / "registry"
 BUNDLED_MODEL = "sunspots"

@@ -7,7 +7,7 @@ state carried from chunk to chunk (truncated backpropagation through time), and 
 year a direct head forecasts the next 12 years. Inputs are standardised with the training
 mean and standard deviation, stored in the artifact as JSON numbers.
 
-Run (needs the torch extra and statsmodels): ``python -m service.bundled.train_sunspots``.
+Run (needs the torch extra and statsmodels): ``python -m statecast.service.bundled.train_sunspots``.
 It rewrites ``service/bundled/registry/sunspots/1``.
 """
 
@@ -98,8 +98,8 @@ def evaluate(net, series: np.ndarray, mean: float, std: float, split: int) -> No
 
 
 def main() -> None:
-    from models import Registry
-    from models.importers import ForecastOptions, import_state_dict
+    from statecast.models import Registry
+    from statecast.models.importers import ForecastOptions, import_state_dict
 
     series = load_series()
     split = len(series) - HOLDOUT

@@ -13,4 +13,4 @@ if [ -n "$extras" ]; then
 else
   python -m pip install --quiet -e .
 fi
-python -m kernels.warm
+python -m statecast.kernels.warm

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from service.errors import InvalidStoreUrl
-from service.stores.base import StateStore
-from service.stores.memory import MemoryStore
-from service.stores.record import StreamRecord
-from service.stores.sqlite import SqliteStore
+from statecast.service.errors import InvalidStoreUrl
+from statecast.service.stores.base import StateStore
+from statecast.service.stores.memory import MemoryStore
+from statecast.service.stores.record import StreamRecord
+from statecast.service.stores.sqlite import SqliteStore
 
 
 def open_store(url: str, ttl: float | None = None, tombstone_ttl: float | None = None
@@ -21,7 +21,7 @@ def open_store(url: str, ttl: float | None = None, tombstone_ttl: float | None =
     if url.startswith("sqlite:") and len(url) > len("sqlite:"):
         return SqliteStore(url[len("sqlite:"):])
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from service.stores.redis import RedisStore
+        from statecast.service.stores.redis import RedisStore
 
         return RedisStore(url, ttl=ttl, tombstone_ttl=tombstone_ttl)
     raise InvalidStoreUrl(f"unknown store {url!r}: use memory, sqlite:PATH or "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
-from service.stores.record import StreamRecord
+from statecast.service.stores.record import StreamRecord
 
 
 class StateStore(ABC):

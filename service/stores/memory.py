@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import StoreError
-from service.stores.base import StateStore
-from service.stores.record import StreamRecord
+from statecast.service.errors import StoreError
+from statecast.service.stores.base import StateStore
+from statecast.service.stores.record import StreamRecord
 
 _INITIAL_ROWS = 64
 

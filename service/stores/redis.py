@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import StoreError
-from service.stores.base import StateStore
-from service.stores.record import StreamRecord, decode_array, encode_array
+from statecast.service.errors import StoreError
+from statecast.service.stores.base import StateStore
+from statecast.service.stores.record import StreamRecord, decode_array, encode_array
 
 _PREFIX = "statecast:"
 _SEEN = "statecast-seen:"

@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from service.errors import StoreError
-from service.stores.base import StateStore
-from service.stores.record import StreamRecord, decode_array, encode_array
+from statecast.service.errors import StoreError
+from statecast.service.stores.base import StateStore
+from statecast.service.stores.record import StreamRecord, decode_array, encode_array
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (

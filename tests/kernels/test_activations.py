@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kernels import ACTIVATIONS, activate
+from statecast.kernels import ACTIVATIONS, activate
 from tests import naive
 
 

@@ -4,9 +4,9 @@ import numba
 import numpy as np
 import pytest
 
-from kernels import check_forward_args, forward, pack_network
-from kernels.batched import PANEL_MIN_STREAMS
-from kernels.config import STREAM_BLOCK
+from statecast.kernels import Engine, engine, pack_network
+from statecast.kernels.config import STREAM_BLOCK
+from statecast.kernels.engine import PATHS
 from tests.factories import random_dense, random_layer
 
 
@@ -15,6 +15,20 @@ def net():
     rng = np.random.default_rng(0)
     return pack_network([random_layer(rng, "lstm", 3, 10, proj=4),
                          random_layer(rng, "gru", 4, 6)], [random_dense(rng, 6, 2)])
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """Layers every path runs whole, the split path included (LSTM without projection, GRU
+    with the reset after the product), and one more GRU with the reset before."""
+    rng = np.random.default_rng(7)
+    return pack_network([random_layer(rng, "lstm", 3, 40), random_layer(rng, "gru", 40, 24),
+                         random_layer(rng, "gru", 24, 9, reset_after=False)],
+                        [random_dense(rng, 9, 3)])
+
+
+def forward(net, x, arena, slots, y, head):
+    Engine(net).forward(x, arena, slots, y, head)
 
 
 def buffers(net, batch, steps, rng):
@@ -26,7 +40,7 @@ def buffers(net, batch, steps, rng):
     return x, arena, slots, y, head
 
 
-@pytest.mark.parametrize("batch", [STREAM_BLOCK + 7, PANEL_MIN_STREAMS + 1, 300])
+@pytest.mark.parametrize("batch", [STREAM_BLOCK + 7, 3, 300])
 def test_results_do_not_depend_on_the_thread_count(net, batch):
     """The panel path with two blocks and with several (and its tiles' row remainders)."""
     rng = np.random.default_rng(1)
@@ -45,10 +59,33 @@ def test_results_do_not_depend_on_the_thread_count(net, batch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("steps", [1, 5])
+def test_every_path_gives_a_stream_the_same_bits(wide, monkeypatch, steps):
+    """The same 43 streams on the fused loops, the panel products and the split path: each
+    gate is the same chain of multiply-adds on every path (fused where the compile target
+    has FMA, a multiply then an add where it has not), so the results are bit-identical.
+    This holds on the host, on ``NUMBA_CPU_NAME=generic`` and without JIT
+    (``tests/kernels/test_targets.py`` runs this module there)."""
+    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEPS", 1)
+    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEP", 1)
+    rng = np.random.default_rng(11)
+    x, arena, slots, y, head = buffers(wide, 43, steps, rng)
+    slots = rng.permutation(60)[:43].astype(np.int64)
+    arena = rng.standard_normal((60, wide.state_size)).astype(np.float32)
+    runner = Engine(wide)
+    results = {}
+    for path in PATHS:
+        state = arena.copy()
+        runner.forward_on(path, x, state, slots, y, head)
+        results[path] = (y.copy(), state, head.copy())
+    for path in PATHS[1:]:
+        for ours, theirs in zip(results[path], results[PATHS[0]], strict=True):
+            np.testing.assert_array_equal(ours, theirs, err_msg=path)
+
+
 def test_a_stream_does_not_depend_on_the_other_streams_of_its_call(net):
-    """Alone it takes the fused loops (or the split path), among 300 the panel path: every
-    path computes each gate as the same multiply-add chain, so the results are identical
-    (issue 4 asks for relative 1e-6; DESIGN.md's forecasts chain several steps)."""
+    """Alone it takes the fused loops or the panels, among 300 the panels in blocks on
+    several threads: the results are identical."""
     rng = np.random.default_rng(2)
     x, arena, slots, y, head = buffers(net, 300, 4, rng)
     full_arena = arena.copy()
@@ -90,10 +127,31 @@ def test_every_argument_error_is_raised_before_the_kernel_runs(net, change, erro
     np.testing.assert_array_equal(arena, before)
 
 
-def test_check_forward_args_accepts_what_forward_runs(net):
+def test_check_accepts_what_forward_runs(net):
     rng = np.random.default_rng(4)
     x, arena, slots, y, head = buffers(net, 2, 3, rng)
-    check_forward_args(net, x, arena, slots, y, head)
+    Engine(net).check(x, arena, slots, y, head)
+
+
+@pytest.mark.parametrize("streams,steps,spread,threads,expected", [
+    (1, 1, False, 2, "fused"), (1, 24, False, 2, "panels"), (64, 1, False, 2, "panels"),
+    (1, 24, True, 2, "split"), (1, 1, True, 2, "split"), (2, 24, True, 2, "panels"),
+    (1, 24, True, 1, "panels"), (1, 1, True, 1, "fused"),
+])
+def test_the_engine_chooses_by_shape_and_setting_alone(streams, steps, spread, threads,
+                                                        expected):
+    """A wide layer (256 units) spreads one stream over the threads only when ``spread``
+    is on and there are threads to spread over; no timing, no state."""
+    rng = np.random.default_rng(9)
+    runner = Engine(pack_network([random_layer(rng, "lstm", 2, 256)]), spread=spread)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        if numba.get_num_threads() < threads:
+            pytest.skip("needs two Numba threads")
+        assert runner.path(streams, steps) == expected
+    finally:
+        numba.set_num_threads(before)
 
 
 def test_pack_network_names_the_layer_that_does_not_fit():

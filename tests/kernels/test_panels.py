@@ -1,15 +1,11 @@
 """The panel products (kernels.panels) against float64 NumPy, and the panel layout."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kernels import forward, pack_network
-from kernels.panels import PANEL, pack_panels, padded_width, panel_product
+from statecast.kernels import Engine, pack_network
+from statecast.kernels.panels import PANEL, pack_panels, padded_width, panel_product
 from tests.factories import random_layer
 
 
@@ -69,34 +65,6 @@ def test_layout_holds_biases_and_stacked_weights():
     assert weights.ctypes.data % 64 == 0
 
 
-AVX2_CHECK = """
-import numpy as np
-from llvmlite import binding
-features = binding.get_host_cpu_features()
-features["avx512f"] = False
-binding.get_host_cpu_features = lambda: features
-from kernels import panels
-assert (panels.LANES, panels.VECTORS, panels.PANEL) == (8, 2, 16)
-rng = np.random.default_rng(0)
-a = rng.standard_normal((7, 19)).astype(np.float32)
-w = rng.standard_normal((19, 48)).astype(np.float32)
-bias = rng.standard_normal(48).astype(np.float32)
-packed = np.ascontiguousarray(w.reshape(19, 3, 16).transpose(1, 0, 2)).ravel()
-out = np.empty((7, 48), np.float32)
-panels.panel_product(a, 0, 19, 7, packed, 0, 19 * 16, 19, 3, bias, 0, 0, out, 0, 48)
-np.testing.assert_allclose(out, bias + a.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
-"""
-
-
-def test_the_avx2_geometry_computes_the_same(tmp_path):
-    """CPUs without AVX-512 get 8-lane tiles, two vectors wide: checked in a fresh process
-    that is told the CPU lacks AVX-512 (the geometry is fixed when the module loads)."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", AVX2_CHECK], env=env, capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
-    assert done.returncode == 0, done.stderr
-
-
 def test_projecting_a_chunk_of_steps_gives_the_per_step_products():
     """One stream projects the inputs of many steps at once; 600 streams of 160 units (a
     block of 256 streams: no room for two steps' projections) run one product per step.
@@ -109,11 +77,12 @@ def test_projecting_a_chunk_of_steps_gives_the_per_step_products():
     y = np.empty((600, 5, net.output_size), np.float32)
     head = np.empty((600, 0), np.float32)
     state = arena.copy()
-    forward(net, x, state, np.arange(600, dtype=np.int64), y, head)
+    runner = Engine(net)
+    runner.forward(x, state, np.arange(600, dtype=np.int64), y, head)
     for index in (0, 599):
         alone = arena[index:index + 1].copy()
         y1 = np.empty((1, 5, net.output_size), np.float32)
-        forward(net, np.ascontiguousarray(x[index:index + 1]), alone, np.zeros(1, np.int64),
-                y1, np.empty((1, 0), np.float32))
+        runner.forward(np.ascontiguousarray(x[index:index + 1]), alone, np.zeros(1, np.int64),
+                       y1, np.empty((1, 0), np.float32))
         np.testing.assert_array_equal(y1[0], y[index])
         np.testing.assert_array_equal(alone[0], state[index])

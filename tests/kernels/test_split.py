@@ -5,8 +5,9 @@ import numba
 import numpy as np
 import pytest
 
-from kernels import forward, pack_network, recurrent
-from kernels.split import _forward_split, pack_split, part_size, split_weights
+from statecast.kernels import Engine, pack_network
+from statecast.kernels.fused import forward_fused
+from statecast.kernels.split import _forward_split, pack_split, part_size
 from tests.factories import random_dense, random_layer
 
 
@@ -19,15 +20,8 @@ def buffers(net, batch, steps, seed):
     return x, arena, np.arange(batch, dtype=np.int64), y, head
 
 
-@pytest.fixture(autouse=True)
-def few_streams_not_panels(monkeypatch):
-    """Calls of several streams take the panel path (kernels.panels); the split path still
-    handles up to a block of streams, which these tests check."""
-    monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1 << 62)
-
-
 def fused(net, x, arena, slots, y, head):
-    recurrent._forward_serial(x, net.params, net.meta, arena, slots, y, head)
+    forward_fused(x, net.params, net.meta, arena, slots, y, head)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,8 @@ def wide():
 
 @pytest.mark.parametrize("parts", [1, 2, 3, 5])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch,steps", [(1, 1), (1, 9), (3, 4), (16, 40)])
+@pytest.mark.parametrize("batch,steps", [(1, 1), (1, 9), (3, 4),
+                                         pytest.param(16, 40, marks=pytest.mark.jit_only)])
 def test_split_equals_the_fused_loops_bit_for_bit(wide, parts, threads, batch, steps):
     """More parts than threads, one thread for several parts (the claims let it do all of
     them), parts of unequal width and chunked input projections."""
@@ -85,87 +80,18 @@ def test_parts_cover_the_units_in_whole_cache_lines_when_wide():
     assert part_size(10, 4) == 3
 
 
-def test_forward_takes_the_split_path_and_caches_its_weights(monkeypatch):
-    """Through the public entry point: the result equals one thread's, and the split copy of
-    the weights is made once."""
-    rng = np.random.default_rng(1)
-    net = pack_network([random_layer(rng, "lstm", 4, 128, scale=0.1)],
-                       [random_dense(rng, 128, 2)])
-    calls = []
-    real = recurrent._forward_split
-    monkeypatch.setattr(recurrent, "_forward_split",
-                        lambda *args: calls.append(args[-1]) or real(*args))
-    monkeypatch.setattr(recurrent, "_last_overlap", -1e9)
-    x, arena, slots, y, head = buffers(net, 2, 6, 7)
-    expected = arena.copy(), y.copy(), head.copy()
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        forward(net, x, expected[0], slots, expected[1], expected[2])
-        assert calls == []
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        forward(net, x, arena, slots, y, head)  # the fused loops, timed first
-        for _ in range(2):  # then the split path, timed
-            forward(net, x, arena.copy(), slots, y.copy(), head.copy())
-    finally:
-        numba.set_num_threads(before)
-    if numba.config.NUMBA_NUM_THREADS > 1:
-        assert calls[:1] == [128]
-        assert len([k for k in net.derived if k[0] == "split"]) == 1
-        assert split_weights(net, numba.config.NUMBA_NUM_THREADS, 64) is split_weights(
-            net, numba.config.NUMBA_NUM_THREADS, 64)
-    np.testing.assert_array_equal(arena, expected[0])
-    np.testing.assert_array_equal(y, expected[1])
-    np.testing.assert_array_equal(head, expected[2])
+def test_an_engine_packs_the_split_weights_once_per_thread_count():
+    rng = np.random.default_rng(3)
+    runner = Engine(pack_network([random_layer(rng, "lstm", 2, 256)]), spread=True)
+    assert runner._split_weights(2) is runner._split_weights(2)
 
 
-@pytest.mark.parametrize("streams,steps,hidden", [(1, 1, 256), (4, 1, 256), (8, 1, 128),
-                                                  (16, 1, 64), (1, 2, 128), (4, 2, 64)])
-def test_the_narrowest_split_layer_depends_on_the_call(streams, steps, hidden):
-    assert recurrent.split_min_hidden(streams, steps) == hidden
-
-
-def counting_split_calls(monkeypatch, seed):
-    """A 1-layer hidden-128 LSTM, and a list that grows by one at each split call (no
-    overlap seen yet)."""
-    rng = np.random.default_rng(seed)
-    net = pack_network([random_layer(rng, "lstm", 4, 128, scale=0.1)])
-    calls = []
-    real = recurrent._forward_split
-    monkeypatch.setattr(recurrent, "_forward_split",
-                        lambda *args: calls.append(1) or real(*args))
-    monkeypatch.setattr(recurrent, "_last_overlap", -1e9)
-    return net, calls
-
-
-def test_calls_that_overlap_run_on_one_core_each(monkeypatch):
-    """Another call in flight: this one takes the fused loops, and so do calls for
-    OVERLAP_QUIET seconds after; then splitting resumes."""
-    net, calls = counting_split_calls(monkeypatch, 2)
-    x, arena, slots, y, head = buffers(net, 1, 3, 3)
-    monkeypatch.setattr(recurrent, "_running", {-1})  # somebody else's call
-    forward(net, x, arena, slots, y, head)
-    assert calls == []
-    monkeypatch.setattr(recurrent, "_running", set())
-    forward(net, x, arena, slots, y, head)
-    assert calls == []  # still within the quiet period
-    monkeypatch.setattr(recurrent, "OVERLAP_QUIET", 0.0)
-    forward(net, x, arena, slots, y, head)  # one core: its first call, not counted
-    forward(net, x, arena, slots, y, head)  # one core, timed
-    forward(net, x, arena, slots, y, head)
-    assert calls == ([1] if numba.get_num_threads() > 1 else [])
-    assert recurrent._running == set()
-
-
-@pytest.mark.parametrize("quiet", [1.0, -1.0])
-def test_concurrent_calls_from_many_threads_give_one_threads_results(monkeypatch, quiet):
-    """Python threads calling at once (threaded workers): more runnable threads than cores,
-    split and fused calls side by side (and, with ``quiet`` < 0, every call split even
-    while others run: parallel regions of several callers on the same two cores); every
-    result equals a lone call's, and nothing hangs."""
+def test_concurrent_spread_calls_from_many_threads_give_one_threads_results():
+    """Python threads calling one engine with ``spread`` on at once: more runnable threads
+    than cores, parallel regions of several callers on the same cores, split and panel
+    calls side by side; every result equals a lone call's, and nothing hangs."""
     import threading
 
-    monkeypatch.setattr(recurrent, "OVERLAP_QUIET", quiet)
     rng = np.random.default_rng(4)
     net = pack_network([random_layer(rng, "lstm", 3, 128, scale=0.2),
                         random_layer(rng, "lstm", 128, 128, scale=0.2)],
@@ -177,12 +103,13 @@ def test_concurrent_calls_from_many_threads_give_one_threads_results(monkeypatch
         fused(net, x, state, slots, out, h)
         expected.append((state, out, h))
     failures = []
+    runner = Engine(net, spread=True)
 
     def run(index):
         x, arena, slots, y, head = cases[index]
         for _ in range(15):
             state, out, h = arena.copy(), np.empty_like(y), np.empty_like(head)
-            forward(net, x, state, slots, out, h)
+            runner.forward(x, state, slots, out, h)
             for got, want in zip((state, out, h), expected[index], strict=True):
                 if not np.array_equal(got, want):
                     failures.append(index)
@@ -194,85 +121,3 @@ def test_concurrent_calls_from_many_threads_give_one_threads_results(monkeypatch
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)
     assert failures == []
-
-
-def test_the_faster_path_is_taken_and_the_other_only_tried_now_and_then(monkeypatch):
-    """Timings say the split path is slow (say, other work on the cores): it is tried after
-    PROBE_EVERY calls, then later and later as each try confirms it; results are the same
-    either way."""
-    net, calls = counting_split_calls(monkeypatch, 6)
-    timing = recurrent._PathTimes()
-    timing.seconds = [1e-9, 10.0]  # fused: fast; split: very slow (its tries will show)
-    net.derived[("timing", 1, True)] = timing
-    x, arena, slots, y, head = buffers(net, 1, 3, 8)
-    expected = arena.copy(), y.copy(), head.copy()
-    fused(net, x, *expected[:1], slots, *expected[1:])
-    for _ in range(3 * recurrent.PROBE_EVERY):
-        state = arena.copy()
-        forward(net, x, state, slots, y, head)
-        np.testing.assert_array_equal(state, expected[0])
-        np.testing.assert_array_equal(head, expected[2])
-    if numba.get_num_threads() > 1:
-        assert 1 <= len(calls) <= 2  # at call PROBE_EVERY, then at least 2x as long after
-        assert timing.interval >= 2 * recurrent.PROBE_EVERY
-
-
-def warmed_times():
-    """Path times past each path's first (uncounted) call."""
-    timing = recurrent._PathTimes()
-    timing.choose()
-    timing.record(False, False, 0.4)  # packing and compiling: not counted
-    timing.choose()
-    timing.record(False, False, 2.0)
-    timing.choose()
-    timing.record(True, False, 0.3)  # not counted
-    return timing
-
-
-def test_each_path_s_first_call_is_not_counted():
-    timing = recurrent._PathTimes()
-    assert timing.choose() == (False, False)
-    timing.record(False, False, 5.0)
-    assert timing.choose() == (False, False)  # again: the first one packed weights
-    timing.record(False, False, 2.0)
-    assert timing.choose() == (True, False)
-    timing.record(True, False, 9.0)
-    assert timing.choose() == (True, False)
-    timing.record(True, False, 1.0)
-    assert timing.seconds == [2.0, 1.0]
-
-
-def test_path_times_switch_when_the_other_path_turns_faster():
-    timing = warmed_times()
-    assert timing.choose() == (True, False)  # split, counted this time
-    timing.record(True, False, 1.0)
-    while True:
-        split, probe = timing.choose()
-        if probe:
-            break
-        assert split  # the faster
-        timing.record(True, False, 1.0)
-    assert not split  # the try: fused, which is now faster
-    timing.record(False, True, 1e-3)
-    assert timing.interval == recurrent.PROBE_EVERY
-    assert timing.choose()[0] is False
-
-
-def test_one_very_slow_call_does_not_turn_the_choice():
-    """A split call whose partner thread lost its core for a scheduler tick is 10-30x its
-    usual time: it counts as ``_OUTLIER`` times the average, so the split path stays
-    chosen when it was more than that much faster, and is tried again soon otherwise."""
-    timing = warmed_times()
-    timing.seconds[0] = 4.0
-    timing.choose()
-    timing.record(True, False, 1.0)
-    timing.record(True, False, 30.0)  # one outlier among 1.0s
-    assert timing.seconds[1] <= 1.0 + recurrent._TIMING_WEIGHT * (recurrent._OUTLIER - 1.0)
-    assert timing.choose()[0] is True
-
-
-def test_a_slow_first_counted_call_is_measured_against_the_other_path():
-    timing = warmed_times()
-    timing.choose()
-    timing.record(True, False, 100.0)  # fused: 2.0
-    assert timing.seconds[1] == recurrent._OUTLIER * 2.0

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from models import DenseLayerSpec, ModelSpec, RecurrentLayerSpec
+from statecast.models import DenseLayerSpec, ModelSpec, RecurrentLayerSpec
 
 
 def tiny_spec(**changes) -> ModelSpec:

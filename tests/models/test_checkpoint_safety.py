@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import ImportFailed
-from models.importers.checkpoint import StandIn, load_checkpoint
-from models.importers.darts import import_darts
+from statecast.models import ImportFailed
+from statecast.models.importers.checkpoint import StandIn, load_checkpoint
+from statecast.models.importers.darts import import_darts
 
 
 class Payload:

@@ -21,9 +21,9 @@ from darts import TimeSeries  # noqa: E402
 from darts.models import BlockRNNModel, RNNModel  # noqa: E402
 from darts.utils.likelihood_models import GaussianLikelihood, QuantileRegression  # noqa: E402
 
-from models import ImportFailed, Model  # noqa: E402
-from models.importers.darts import import_darts  # noqa: E402
-from models.windowed import forecast_windows  # noqa: E402
+from statecast.models import ImportFailed, Model  # noqa: E402
+from statecast.models.importers.darts import import_darts  # noqa: E402
+from statecast.models.windowed import forecast_windows  # noqa: E402
 
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning").setLevel(logging.ERROR)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import ImportFailed, Model
-from models.importers import ForecastOptions, import_keras
+from statecast.models import ImportFailed, Model
+from statecast.models.importers import ForecastOptions, import_keras
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 L = keras.layers
@@ -102,8 +102,8 @@ def test_unsupported_layers_are_named(tmp_path):
 
 
 def test_the_cli_imports_keras_files(tmp_path):
-    from models import Registry
-    from service.cli import main
+    from statecast.models import Registry
+    from statecast.service.cli import main
 
     keras.utils.set_random_seed(5)
     model = keras.Sequential([keras.Input((None, 1)), L.LSTM(4), L.Dense(6)])

@@ -22,9 +22,9 @@ from neuralforecast import NeuralForecast  # noqa: E402
 from neuralforecast.losses.pytorch import DistributionLoss, MQLoss  # noqa: E402
 from neuralforecast.models import GRU, LSTM  # noqa: E402
 
-from models import ImportFailed, Model  # noqa: E402
-from models.importers.neuralforecast import import_neuralforecast  # noqa: E402
-from models.windowed import forecast_windows  # noqa: E402
+from statecast.models import ImportFailed, Model  # noqa: E402
+from statecast.models.importers.neuralforecast import import_neuralforecast  # noqa: E402
+from statecast.models.windowed import forecast_windows  # noqa: E402
 
 for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models import ImportFailed, Model
-from models.importers import ForecastOptions, import_pytorch, import_state_dict
+from statecast.models import ImportFailed, Model
+from statecast.models.importers import ForecastOptions, import_pytorch, import_state_dict
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models import InvalidInput, Model, ScalingSpec
+from statecast.models import InvalidInput, Model, ScalingSpec
 from tests.models.helpers import tiny_spec, tiny_tensors
 
 

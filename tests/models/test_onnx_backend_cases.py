@@ -10,8 +10,8 @@ from onnx import helper, numpy_helper
 from onnx.backend.test.case.node import gru as gru_cases
 from onnx.backend.test.case.node import lstm as lstm_cases
 
-from models import ImportFailed, Model
-from models.importers.onnx import import_onnx
+from statecast.models import ImportFailed, Model
+from statecast.models.importers.onnx import import_onnx
 
 REFUSED = {"test_lstm_reverse": "direction 'reverse' is refused",
            "test_lstm_bidirectional": "direction 'bidirectional' is refused",

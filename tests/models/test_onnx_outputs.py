@@ -11,9 +11,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from models import ImportFailed, Model
-from models.importers import ForecastOptions
-from models.importers.onnx import import_onnx
+from statecast.models import ImportFailed, Model
+from statecast.models.importers import ForecastOptions
+from statecast.models.importers.onnx import import_onnx
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import Model
-from models.importers import import_state_dict
+from statecast.models import Model
+from statecast.models.importers import import_state_dict
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from models import (
+from statecast.models import (
     ArtifactError,
     IntegrityError,
     InvalidName,

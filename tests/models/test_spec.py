@@ -2,8 +2,14 @@
 
 import pytest
 
-from models import ActivationSpec, DenseLayerSpec, InvalidSpec, ModelSpec, RecurrentLayerSpec
-from models.spec import ScalingSpec
+from statecast.models import (
+    ActivationSpec,
+    DenseLayerSpec,
+    InvalidSpec,
+    ModelSpec,
+    RecurrentLayerSpec,
+)
+from statecast.models.spec import ScalingSpec
 from tests.models.helpers import tiny_spec
 
 
@@ -72,8 +78,8 @@ def test_tensor_shapes_follow_the_canonical_layout():
 
 
 def test_a_head_over_the_last_steps_applies_only_activations_windowed_runs():
-    from models.spec import STEP_HEAD_ACTIVATIONS
-    from models.windowed import _NUMPY_ACTIVATIONS
+    from statecast.models.spec import STEP_HEAD_ACTIVATIONS
+    from statecast.models.windowed import _NUMPY_ACTIVATIONS
 
     assert set(_NUMPY_ACTIVATIONS) == set(STEP_HEAD_ACTIVATIONS)
     layer = RecurrentLayerSpec("lstm", 1, 4)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from statecast.service.app import create_app
+from statecast.service.settings import Settings
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

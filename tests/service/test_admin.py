@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import Registry
-from service.app import create_app
-from service.settings import Settings
+from statecast.models import Registry
+from statecast.service.app import create_app
+from statecast.service.settings import Settings
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

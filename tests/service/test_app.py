@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from models import Registry
+from statecast.models import Registry
 
 URL = "/v1/models/sunspots/streams/{}/forecast"
 SUNSPOTS = [5.0, 11.0, 16.0, 23.0, 36.0, 58.0, 29.0, 20.0, 10.0, 8.0, 3.0, 0.0, 0.0, 2.0,
@@ -203,7 +203,7 @@ def test_a_scaled_two_feature_gru_model_forecasts_in_original_units(app, client)
     target, exactly as an offline run of the same model."""
     import torch
 
-    from models.importers import ForecastOptions, import_state_dict
+    from statecast.models.importers import ForecastOptions, import_state_dict
 
     torch.manual_seed(4)
     net = torch.nn.Module()

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import Registry
-from service.app import create_app
-from service.batch import BatchInputError, JobSpec, evaluate, forecast, run_job
-from service.bundled import seed_registry
-from service.cli import main
-from service.settings import Settings
+from statecast.models import Registry
+from statecast.service.app import create_app
+from statecast.service.batch import BatchInputError, JobSpec, evaluate, forecast, run_job
+from statecast.service.bundled import seed_registry
+from statecast.service.cli import main
+from statecast.service.settings import Settings
 
 LENGTHS = {"b": 30, "a": 17, "c": 24}
 
@@ -214,7 +214,7 @@ def test_command_line_batch_evaluate_and_plot(registry, tmp_path, capsys):
     (np.array(["2024-01-01", "2024-02-15"], "datetime64[ns]"), pd.offsets.MonthBegin(1)),
 ])
 def test_future_times_of_many_series_equal_one_at_a_time(lasts, freq):
-    from service.batch.frames import future_times, future_times_of
+    from statecast.service.batch.frames import future_times, future_times_of
 
     expected = np.stack([future_times(last, 4, freq) for last in lasts])
     np.testing.assert_array_equal(future_times_of(lasts, 4, freq), expected)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import Registry
-from service.cli import main
+from statecast.models import Registry
+from statecast.service.cli import main
 
 
 class Forecaster(torch.nn.Module):
@@ -136,8 +136,8 @@ def test_a_scaler_that_does_not_fit_is_refused(saved, capsys):
     ("sqlite:s.db", [str(os.cpu_count() or 1), "1", "sync"]),
 ])
 def test_the_gunicorn_master_never_imports_numba(tmp_path, store, expected):
-    code = ("import sys, service.gunicorn_conf as c; print(c.workers, c.threads, "
-            "c.worker_class, 'numba' in sys.modules, 'kernels' in sys.modules)")
+    code = ("import sys, statecast.service.gunicorn_conf as c; print(c.workers, c.threads, "
+            "c.worker_class, 'numba' in sys.modules, 'statecast.kernels' in sys.modules)")
     env = {**os.environ, "STATECAST_STORE": store, "STATECAST_REGISTRY": str(tmp_path)}
     for name in ("NUMBA_CACHE_DIR", "STATECAST_WORKERS", "STATECAST_THREADS",
                  "STATECAST_WORKER_CLASS"):

@@ -13,9 +13,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.app import create_app
-from service.openapi import OPERATIONS
-from service.settings import Settings
+from statecast.service.app import create_app
+from statecast.service.openapi import OPERATIONS
+from statecast.service.settings import Settings
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from statecast.service.app import create_app
+from statecast.service.settings import Settings
 
 V1 = "/v1/models/sunspots/streams/{}/forecast"
 INFER = "/v2/models/sunspots/infer"

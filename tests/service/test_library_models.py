@@ -15,9 +15,9 @@ pytest.importorskip("darts")
 pytest.importorskip("neuralforecast")
 statsmodels_api = pytest.importorskip("statsmodels.api")
 
-from service.app import create_app  # noqa: E402
-from service.cli import main  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from statecast.service.app import create_app  # noqa: E402
+from statecast.service.cli import main  # noqa: E402
+from statecast.service.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SERIES = ("realinv", "realcons")

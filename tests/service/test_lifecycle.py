@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
+from statecast.service.app import create_app
+from statecast.service.settings import Settings
 
 URL = "/v1/models/sunspots/streams/{}"
 

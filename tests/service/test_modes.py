@@ -4,7 +4,7 @@
 import numpy as np
 import torch
 
-from models.importers import ForecastOptions, import_state_dict
+from statecast.models.importers import ForecastOptions, import_state_dict
 
 TOL = {"rtol": 1e-5, "atol": 1e-4}
 

@@ -8,10 +8,10 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.access_log import LOGGER
-from service.app import create_app
-from service.settings import Settings
-from service.stores import MemoryStore
+from statecast.service.access_log import LOGGER
+from statecast.service.app import create_app
+from statecast.service.settings import Settings
+from statecast.service.stores import MemoryStore
 
 URL = "/v1/models/sunspots/streams/{}/forecast"
 

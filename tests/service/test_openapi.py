@@ -3,9 +3,9 @@ that validate requests."""
 
 import re
 
-from service.app import create_app
-from service.schemas import ForecastRequestBody
-from service.settings import Settings
+from statecast.service.app import create_app
+from statecast.service.schemas import ForecastRequestBody
+from statecast.service.settings import Settings
 
 
 def test_every_route_is_documented_with_its_methods(tmp_path):

@@ -2,12 +2,12 @@
 
 import json
 
-from models import Registry
-from service.bundled import seed_registry
-from service.cli import main
-from service.forecasting import ForecastService
-from service.model_cache import ModelCache
-from service.stores import SqliteStore
+from statecast.models import Registry
+from statecast.service.bundled import seed_registry
+from statecast.service.cli import main
+from statecast.service.forecasting import ForecastService
+from statecast.service.model_cache import ModelCache
+from statecast.service.stores import SqliteStore
 
 
 def setup(tmp_path):

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from models import Registry
-from service.bundled import seed_registry
-from service.stores import open_store
+from statecast.models import Registry
+from statecast.service.bundled import seed_registry
+from statecast.service.stores import open_store
 from tests.redis_server import RedisServer
 from tests.service.test_server import (
     Server,

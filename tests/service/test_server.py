@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import Registry
-from service.stores import SqliteStore
+from statecast.models import Registry
+from statecast.service.stores import SqliteStore
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ class Server:
     def start(self) -> None:
         log = open(self.root / "server.log", "a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port),
+            [sys.executable, "-m", "statecast.service.cli", "serve", "--port", str(self.port),
              "--workers", "2", "--registry", str(self.root / "registry"),
              "--store", self.store],
             cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -9,11 +9,11 @@ import textwrap
 
 import numpy as np
 
-from service.stores import SqliteStore, StreamRecord
+from statecast.service.stores import SqliteStore, StreamRecord
 
 WRITER = textwrap.dedent("""
     import sys
-    from service.stores import SqliteStore
+    from statecast.service.stores import SqliteStore
     store = SqliteStore(sys.argv[1])
     for _ in range(int(sys.argv[2])):
         while True:

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from service.errors import InvalidStoreUrl
-from service.stores import MemoryStore, SqliteStore, StreamRecord, open_store
+from statecast.service.errors import InvalidStoreUrl
+from statecast.service.stores import MemoryStore, SqliteStore, StreamRecord, open_store
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -147,8 +147,8 @@ def test_memory_store_keeps_a_version_s_streams_in_one_arena():
 
 
 def test_redis_down_is_503_and_the_service_recovers_without_a_restart(tmp_path):
-    from service.app import create_app
-    from service.settings import Settings
+    from statecast.service.app import create_app
+    from statecast.service.settings import Settings
     from tests.redis_server import RedisServer
 
     server = RedisServer()

@@ -1,30 +1,30 @@
-"""The recurrent kernel against the float64 reference in tests/naive.py, on both paths."""
+"""The kernels against the float64 reference in tests/naive.py, on every path."""
 
 import numpy as np
 import pytest
 
-from kernels import forward, pack_network, recurrent
+from statecast.kernels import Engine, engine, pack_network
+from statecast.kernels.engine import PATHS
 from tests import naive
 from tests.factories import random_dense, random_layer
 
 ATOL = RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True, params=["fused", "panels", "split"])
+@pytest.fixture(autouse=True, params=PATHS)
 def path(request, monkeypatch):
-    """Every test runs through the fused loops (which normally take one stream only), the
-    panel path (which normally takes ``PANEL_MIN_STREAMS`` streams or more) and the split
-    path (normally one stream of a wide LSTM layer; with more than one thread)."""
-    if request.param == "panels":
-        monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1)
-    else:
-        monkeypatch.setattr(recurrent, "PANEL_MIN_STREAMS", 1 << 62)
-        # One stream's steps would take the panels too (recurrent._one_core).
-        monkeypatch.setattr(recurrent, "forward_panels", lambda x, net, *rest: (
-            recurrent._forward_serial(x, net.params, net.meta, *rest)))
-    if request.param == "split":
-        monkeypatch.setattr(recurrent, "SPLIT_MIN_HIDDEN", 1)
-        monkeypatch.setattr(recurrent, "split_min_hidden", lambda streams, steps: 1)
+    """Every test runs on every path, whatever its shape: the fused loops (normally one
+    stream, one step), the panel products (everything else) and the split path (normally one
+    stream of a wide layer, with ``spread`` on and more than one thread)."""
+    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEPS", 1)
+    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEP", 1)
+
+    def forced(self, x, arena, slots, y, head_out, *, check=True):
+        if check:
+            self.check(x, arena, slots, y, head_out)
+        self.forward_on(request.param, x, arena, slots, y, head_out)
+
+    monkeypatch.setattr(Engine, "forward", forced)
     return request.param
 
 
@@ -38,7 +38,7 @@ def run_kernel(layers, head, x, every_step=False, arena=None, slots=None):
     y = np.full((batch, steps, net.output_size), np.nan, np.float32)
     head_out = np.full((batch * steps if net.head_every_step else batch, net.head_size), np.nan,
                        np.float32)
-    forward(net, x, arena, slots, y, head_out)
+    Engine(net).forward(x, arena, slots, y, head_out)
     return net, y, arena, head_out
 
 

@@ -1,0 +1,51 @@
+"""This machine's measured FMA peak: the register tile of the panel products
+(:mod:`kernels.panels`) on data that stays in L1, on every Numba thread at once.
+
+The tile keeps ``TILE_ROWS x PANEL`` sums in registers and issues one vector FMA per weight
+vector and row, so on L1-resident data it runs at the cores' FMA throughput: the ceiling
+the grid's GFLOP/s are a fraction of. ``python -m bench.peak`` prints it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+
+from statecast.kernels.config import JIT_OPTIONS
+from statecast.kernels.panels import PANEL, TILE_ROWS, panel_product
+
+#: Weight rows per product: 64 x PANEL floats (16 KiB at 64 columns) stay in L1.
+_K = 64
+_REPEATS = 20_000
+
+
+@numba.njit(parallel=True, **JIT_OPTIONS)
+def _products(a, w, src, dst, repeats):
+    for worker in numba.prange(dst.shape[0]):
+        for _ in range(repeats):
+            panel_product(a[worker], 0, _K, TILE_ROWS, w, 0, _K * PANEL, _K, 1, src, 0, 0,
+                          dst[worker], 0, PANEL)
+
+
+def fma_peak(rounds: int = 5) -> float:
+    """GFLOP/s of the tile on every Numba thread at once, best of ``rounds``."""
+    threads = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((threads, TILE_ROWS, _K)).astype(np.float32) * 1e-3
+    w = rng.standard_normal(_K * PANEL).astype(np.float32)
+    src = np.zeros(PANEL, np.float32)
+    dst = np.empty((threads, TILE_ROWS, PANEL), np.float32)
+    _products(a, w, src, dst, 1)
+    flops = 2.0 * threads * _REPEATS * TILE_ROWS * PANEL * _K
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        _products(a, w, src, dst, _REPEATS)
+        best = min(best, time.perf_counter() - started)
+    return flops / best / 1e9
+
+
+if __name__ == "__main__":
+    print(f"FMA peak {fma_peak():.0f} GFLOP/s on {numba.get_num_threads()} thread(s)")
