@@ -1,4 +1,6 @@
-"""A loaded model version: ``Model.run`` for arrays, ``Model.forward_into`` for the service.
+"""A loaded model version: ``Model.run`` for arrays as the training framework computes them,
+``Model.advance``/``Model.predict`` for streams in original units, ``Model.forward_into``
+for the service's arenas.
 
 ``Model.run`` computes what the framework that trained the model computes: inputs are
 already scaled (see :meth:`Model.scale_inputs`), outputs are the last layer's sequence, the
@@ -20,6 +22,7 @@ from statecast.kernels import (
     activation,
     pack_network,
 )
+from statecast.models import rollout
 from statecast.models.errors import InvalidInput
 from statecast.models.spec import ActivationSpec, ModelSpec
 
@@ -301,6 +304,20 @@ class Model:
         h_at, h_width, _, _ = self.network.state_offsets[-1]
         last_h = np.ascontiguousarray(rows[:, h_at:h_at + h_width], dtype=np.float32)
         return self.engine.head(last_h)
+
+    # -- verbs in original units -----------------------------------------------------------
+
+    def advance(self, states: np.ndarray, observations: Sequence[np.ndarray]) -> np.ndarray:
+        """State rows after each stream's raw observations (:func:`models.rollout.advance`):
+        ``carry`` continues, ``window:W`` re-runs the last W; ``states`` left unchanged."""
+        return rollout.advance(self, states, observations)
+
+    def predict(self, states: np.ndarray, horizon: int, future: np.ndarray | None = None
+                ) -> np.ndarray:
+        """Forecasts ``float32 [streams, horizon, targets]`` in original units from state
+        rows (:func:`models.rollout.predict`): the head, or a recursive rollout fed with
+        ``future`` covariates; ``states`` left unchanged."""
+        return rollout.predict(self, states, horizon, future)
 
     # -- scaling -------------------------------------------------------------------------
 

@@ -74,69 +74,21 @@ class _Work:
 
 
 def _advance(model: Model, works: list[_Work]) -> list[np.ndarray]:
-    """The state of each work's stream after its new observations, one kernel call per
-    window length. A ``carry`` stream continues from its state; a ``window:W`` stream is
-    re-run from the initial state over its last W observations. Streams with nothing new
-    keep their state."""
+    """The state of each work's stream after its new observations (:meth:`Model.advance`:
+    a ``carry`` stream continues from its state, a ``window:W`` stream re-runs its last W
+    observations). Streams with nothing new keep their state."""
     window = model.spec.window
-    states = [work.plan.state for work in works]
-    if model.spec.forecasts_from_window:  # forecast from the window itself (_window_forecasts)
-        return states
-    inputs: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
-    for index, work in enumerate(works):
-        if not len(work.new):
-            continue
-        if window is None:
-            start, observations = work.plan.state, work.new
-        else:
-            start = model.new_arena(1)[0]
-            observations = np.concatenate([work.plan.tail, work.new])[-window:]
-        inputs.setdefault(len(observations), []).append((index, start, observations))
-    net = model.network
-    for length, members in inputs.items():
-        count = len(members)
-        arena = np.stack([start for _, start, _ in members]).astype(np.float32)
-        x = np.ascontiguousarray(model.scale_inputs(np.stack([obs for _, _, obs in members])),
-                                 dtype=np.float32)
-        y = np.empty((count, length, net.output_size), np.float32)
-        head = np.empty((count * length if net.head_every_step else count, net.head_size),
-                        np.float32)
-        model.forward_into(x, arena, np.arange(count, dtype=np.int64), y, head, check=False)
-        for row, (index, _, _) in enumerate(members):
-            states[index] = arena[row]
-    return states
+    observations = [work.new if window is None or not len(work.new)
+                    else np.concatenate([work.plan.tail, work.new]) for work in works]
+    states = model.advance(np.stack([work.plan.state for work in works]), observations)
+    return list(states)
 
 
 def _forecast(model: Model, state: np.ndarray, horizon: int, future: np.ndarray | None
               ) -> np.ndarray:
-    """``[horizon, targets]`` in original units from a stream's state. A direct head emits
-    every step at once; a recursive (one-step) head is rolled forward on a copy of the
-    state, each prediction fed back as the next observation of its target features, the
-    covariates taken from ``future`` (row h: the covariates at forecast step h)."""
-    spec = model.spec
-    if spec.forecast_mode == "direct":
-        head = model.head_from_state(state[None])[0]
-        return model.unscale_targets(head.reshape(spec.horizon, len(spec.targets))[:horizon])
-    targets = [spec.features.index(name) for name in spec.targets]
-    covariates = [i for i, name in enumerate(spec.features) if name not in spec.targets]
-    arena = state[None].astype(np.float32)  # a copy: a rollout never changes stored state
-    net = model.network
-    head = model.head_from_state(arena)
-    predictions = np.empty((horizon, len(targets)), np.float32)
-    observation = np.empty(spec.input_size, np.float32)
-    y = np.empty((1, 1, net.output_size), np.float32)
-    slots = np.zeros(1, np.int64)
-    for step in range(horizon):
-        predictions[step] = model.unscale_targets(head[0])
-        if step == horizon - 1:
-            break
-        observation[targets] = predictions[step]
-        if covariates:
-            assert future is not None
-            observation[covariates] = future[step]
-        x = np.ascontiguousarray(model.scale_inputs(observation)[None, None], np.float32)
-        model.forward_into(x, arena, slots, y, head, check=False)
-    return predictions
+    """``[horizon, targets]`` in original units from a stream's state
+    (:meth:`Model.predict`; ``future`` row h: the covariates at forecast step h)."""
+    return model.predict(state[None], horizon, None if future is None else future[None])[0]
 
 
 def _window_of(work: _Work) -> np.ndarray:
@@ -172,14 +124,11 @@ def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Pla
 def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
                       ) -> list[list[Any] | None]:
     """For a direct model, every stream's forecast (as the JSON lists of
-    :meth:`ForecastService._finish`) from one head call over all the states (the same head
-    code as one at a time; float32 rounding may differ with the batch); None for each
-    stream of a recursive model."""
-    spec = model.spec
-    if spec.forecast_mode != "direct" or not states:
+    :meth:`ForecastService._finish`) from one :meth:`Model.predict` over all the states;
+    None for each stream of a recursive model."""
+    if model.spec.forecast_mode != "direct" or not states:
         return [None] * len(states)
-    heads = model.head_from_state(np.stack(states).astype(np.float32, copy=False))
-    block = model.unscale_targets(heads.reshape(len(states), spec.horizon, len(spec.targets)))
+    block = model.predict(np.stack(states), max(horizons))
     rows = block.astype(float).tolist()  # one conversion for the group, not one per stream
     return [row[:horizon] for row, horizon in zip(rows, horizons, strict=True)]
 

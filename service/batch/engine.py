@@ -1,16 +1,13 @@
 """The numbers of a batch job: states after each series' history, forecasts from states, and
 backtest cutoffs. Many series of one length run in one kernel call.
 
-A state is computed as the service computes it (DESIGN.md §3): a ``carry`` model runs the
-whole history from its initial state, a ``window:W`` model its last W observations; a
-forecast comes from the state the same way (the head on the state for a direct model, a
-rollout on a copy of it for a recursive one). A series handed to the service therefore
+States and forecasts come from :meth:`Model.advance` and :meth:`Model.predict`, the code
+the service runs: a ``carry`` model runs the whole history from its initial state, a
+``window:W`` model its last W observations. A series handed to the service therefore
 continues exactly where the batch left it.
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 import numpy as np
 
@@ -58,57 +55,14 @@ def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
     return forecast_windows(model, windows, future, h, observed)
 
 
-def _advance(model: Model, arena: np.ndarray, raw: np.ndarray) -> None:
-    """Run raw observations ``[n, time, features]`` from the states in ``arena`` (updated
-    in place)."""
-    n, steps, _ = raw.shape
-    if steps == 0:
-        return
-    net = model.network
-    x = np.ascontiguousarray(model.scale_inputs(raw), np.float32)
-    y = np.empty((n, steps, net.output_size), np.float32)
-    head = np.empty((n * steps if net.head_every_step else n, net.head_size), np.float32)
-    model.forward_into(x, arena, np.arange(n, dtype=np.int64), y, head, check=False)
-
-
 def final_states(model: Model, histories: list[np.ndarray]) -> np.ndarray:
     """``float32 [series, state]``: each series' state after its raw history."""
-    window = model.spec.window
-    states = model.new_arena(len(histories))
-    groups: dict[int, list[int]] = defaultdict(list)
-    for index, history in enumerate(histories):
-        used = len(history) if window is None else min(len(history), window)
-        groups[used].append(index)
-    for used, members in groups.items():
-        arena = model.new_arena(len(members))
-        _advance(model, arena, np.stack([histories[i][len(histories[i]) - used:]
-                                         for i in members]))
-        states[members] = arena
-    return states
+    return model.advance(model.new_arena(len(histories)), histories)
 
 
 def forecasts_from_states(model: Model, states: np.ndarray, h: int) -> np.ndarray:
     """``float32 [series, h, targets]`` in original units from states (left unchanged)."""
-    spec = model.spec
-    n, n_targets = len(states), len(spec.targets)
-    if spec.forecast_mode == "direct":
-        head = model.head_from_state(states)
-        return model.unscale_targets(head.reshape(n, spec.horizon, n_targets)[:, :h])
-    arena = np.array(states, np.float32)
-    head = model.head_from_state(arena)
-    targets = [spec.features.index(name) for name in spec.targets]
-    out = np.empty((n, h, n_targets), np.float32)
-    observation = np.empty((n, 1, spec.input_size), np.float32)
-    for step in range(h):
-        out[:, step] = model.unscale_targets(head)
-        if step == h - 1:
-            break
-        observation[:, 0, targets] = out[:, step]
-        net = model.network
-        x = np.ascontiguousarray(model.scale_inputs(observation), np.float32)
-        y = np.empty((n, 1, net.output_size), np.float32)
-        model.forward_into(x, arena, np.arange(n, dtype=np.int64), y, head, check=False)
-    return out
+    return model.predict(states, h)
 
 
 def cutoffs(length: int, h: int, n_windows: int, step: int) -> list[int]:
@@ -133,10 +87,10 @@ def backtest(model: Model, values: np.ndarray, h: int, n_windows: int, step: int
             results.append((cutoff, forecasts_from_states(
                 model, final_states(model, histories), h)))
         return results
-    arena = model.new_arena(len(values))
+    states = model.new_arena(len(values))
     consumed = 0
     for cutoff in positions:
-        _advance(model, arena, values[:, consumed:cutoff + 1])
+        states = model.advance(states, list(values[:, consumed:cutoff + 1]))
         consumed = cutoff + 1
-        results.append((cutoff, forecasts_from_states(model, arena, h)))
+        results.append((cutoff, forecasts_from_states(model, states, h)))
     return results
