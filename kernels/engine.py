@@ -68,10 +68,23 @@ class Engine:
 
     def __init__(self, net: nw.PackedNetwork, *, spread: bool = False) -> None:
         self.net = net
-        self.spread = spread
         self._params, self._meta = net.params, net.meta
+        self._gates = int(net.meta[nw.MAX_GATES])
         self._panels, self._panel_at = pack_panels(net)
         self._split: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.spread = spread
+
+    @property
+    def spread(self) -> bool:
+        """Whether one stream of a wide layer may use every Numba thread."""
+        return self._spread
+
+    @spread.setter
+    def spread(self, value: bool) -> None:
+        self._spread = bool(value)
+        # One stream, one step goes straight to the fused loops unless it may spread.
+        self._step_fused = not (self._spread
+                                and self.net.widest_splittable >= SPREAD_MIN_HIDDEN_STEP)
 
     def __repr__(self) -> str:
         return f"Engine({int(self._meta[nw.N_LAYERS])} layers, spread={self.spread})"
@@ -114,7 +127,7 @@ class Engine:
         if check:
             self.check(x, arena, slots, y, head_out)
         streams, steps = x.shape[0], x.shape[1]
-        if streams == 1 and steps == 1 and not self.spread:
+        if streams == 1 and steps == 1 and self._step_fused:
             forward_fused(x, self._params, self._meta, arena, slots, y, head_out)
             return
         self.forward_on(self.path(streams, steps), x, arena, slots, y, head_out)
@@ -126,7 +139,7 @@ class Engine:
         if path == "fused":
             forward_fused(x, self._params, self._meta, arena, slots, y, head_out)
         elif path == "panels":
-            block = panel_block(x.shape[0], int(self._meta[nw.MAX_GATES]))
+            block = panel_block(x.shape[0], self._gates)
             run = _forward_panels_serial
             if x.shape[0] > block and numba.get_num_threads() > 1:
                 run = _forward_panels_parallel
