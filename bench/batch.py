@@ -1,4 +1,4 @@
-"""Batch-job benchmark (issue 12): forecast 100,000 series x 48 steps from a Parquet file
+"""Batch-job benchmark: forecast 100,000 series x 48 steps from a Parquet file
 into another, end to end (read, run, write), with ``statecast batch``'s job run locally and
 on a Dask LocalCluster, against a PyTorch loop doing the same job with the same weights
 (read the file, batches of series through ``nn.LSTM`` + ``nn.Linear``, write the file).

@@ -3,7 +3,7 @@
 Runtime (TorchScript export, h0/c0 as inputs) at 1 and 2 threads, measured in the same run.
 
 Run: ``python bench/hot_path.py`` (``--quick``: the one-stream case only).
-Target (issue 2): 1 stream x 1 step, 2-layer LSTM hidden 64, 8 features: Model.run >= 4x
+Target: 1 stream x 1 step, 2-layer LSTM hidden 64, 8 features: Model.run >= 4x
 faster than the best ONNX Runtime and >= 30x faster than the best PyTorch eager.
 """
 

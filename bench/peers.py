@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: the machine, the peers (PyTorch eager, ONNX Runtime), timing.
 
 Every figure a benchmark prints is measured in the same run, interleaved round by round,
-so that the ratios hold even on a noisy shared machine (see ../shared/PERF-NOTES.md).
+so that the ratios hold even on a noisy shared machine.
 """
 
 from __future__ import annotations

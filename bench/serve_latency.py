@@ -3,7 +3,7 @@
 Starts the server (bundled model, a fresh registry and store in a temporary folder) on a free
 local port, measures cold start to ready, then sends sequential calls over one keep-alive
 connection, each appending one observation to one of 100 streams (horizon 12), and prints
-the median and 99th percentile. The full load benchmark (wrk, many connections) is issue 9.
+the median and 99th percentile. The load benchmark (wrk, many connections) is ``bench/load.py``.
 
 Run: ``python -m bench.serve_latency [--store memory|sqlite|redis] [--calls N]`` (redis:
 a local ``redis-server`` with AOF, started for the run).

@@ -252,7 +252,7 @@ def test_a_batch_answers_item_by_item_like_single_calls(app, client):
         for key in ("step", "consumed", "skipped", "created", "version"):
             assert item[key] == expected[key], key
         np.testing.assert_allclose(item["forecast"], expected["forecast"], rtol=1e-6,
-                                   atol=0)  # DESIGN.md: float32 rounding, relative 1e-6
+                                   atol=0)  # a batch may differ by float32 rounding only
     assert np.array(got[1]["forecast"]).shape == (3, 1)
     assert stream_state(app, "d").step == 24
 

@@ -1,4 +1,4 @@
-"""The contract every state store passes (DESIGN.md §3), run against each implementation."""
+"""The contract every state store passes, run against each implementation."""
 
 import threading
 import time
