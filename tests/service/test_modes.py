@@ -1,5 +1,5 @@
 """Forecast modes through the API against PyTorch: recursive rollouts with covariates,
-``window:W`` models, heads applied at every step (DESIGN.md §2)."""
+``window:W`` models, heads applied at every step."""
 
 import numpy as np
 import torch
