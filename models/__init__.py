@@ -16,15 +16,10 @@ from statecast.models.errors import (
     StatecastError,
     VersionExists,
 )
+from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
 from statecast.models.model import Model, State
 from statecast.models.registry import Registry
-from statecast.models.spec import (
-    ActivationSpec,
-    DenseLayerSpec,
-    ModelSpec,
-    RecurrentLayerSpec,
-    ScalingSpec,
-)
+from statecast.models.spec import ModelSpec, ScalingSpec
 
 __all__ = [
     "ActivationSpec",

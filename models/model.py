@@ -24,7 +24,8 @@ from statecast.kernels import (
 )
 from statecast.models import rollout
 from statecast.models.errors import InvalidInput
-from statecast.models.spec import ActivationSpec, ModelSpec
+from statecast.models.layer_spec import ActivationSpec
+from statecast.models.spec import ModelSpec
 
 _REAL_KINDS = "fiu"
 _FLOAT32 = np.dtype(np.float32)

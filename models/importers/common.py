@@ -11,13 +11,8 @@ from typing import Any
 import numpy as np
 
 from statecast.models.errors import ImportFailed, InvalidSpec
-from statecast.models.spec import (
-    ActivationSpec,
-    DenseLayerSpec,
-    ModelSpec,
-    RecurrentLayerSpec,
-    ScalingSpec,
-)
+from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+from statecast.models.spec import ModelSpec, ScalingSpec
 
 #: ``torch.nn`` activation class names -> (statecast's name, alpha), for libraries' heads.
 TORCH_ACTIVATIONS = {"ReLU": ("relu", None), "Sigmoid": ("sigmoid", None),

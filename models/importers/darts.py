@@ -32,7 +32,8 @@ from statecast.models.errors import ImportFailed
 from statecast.models.importers.checkpoint import StandIn, class_name, load_checkpoint
 from statecast.models.importers.common import Imported, linear_stack, torch_activation
 from statecast.models.importers.pytorch import _layer_keys, _recurrent_layers, _to_numpy
-from statecast.models.spec import ActivationSpec, DenseLayerSpec, ModelSpec, OutputSpec
+from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec
+from statecast.models.spec import ModelSpec, OutputSpec
 
 
 def is_darts_file(path: Path) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 
 from statecast.models.errors import ImportFailed
 from statecast.models.importers.common import ForecastOptions, Imported, build_spec
-from statecast.models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
 
 #: Keras activation names -> statecast's (hard_sigmoid is resolved by version).
 _ACTIVATIONS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "linear": "linear",

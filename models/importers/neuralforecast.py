@@ -29,13 +29,8 @@ import numpy as np
 from statecast.models.errors import ImportFailed
 from statecast.models.importers.common import Imported, linear_stack, torch_activation
 from statecast.models.importers.pytorch import _layer_keys, _recurrent_layers, _to_numpy
-from statecast.models.spec import (
-    WINDOW_SCALERS,
-    DenseLayerSpec,
-    ModelSpec,
-    OutputSpec,
-    WindowScalerSpec,
-)
+from statecast.models.layer_spec import DenseLayerSpec
+from statecast.models.spec import WINDOW_SCALERS, ModelSpec, OutputSpec, WindowScalerSpec
 
 _MODELS = {"LSTM": "lstm", "GRU": "gru"}
 _POINT_LOSSES = {"MAE", "MSE", "RMSE", "MAPE", "SMAPE", "MASE", "RMSSE", "HuberLoss",

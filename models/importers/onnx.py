@@ -28,8 +28,8 @@ from statecast.models.importers.onnx_graph import (
     parse_head,
     state_output_check,
 )
+from statecast.models.layer_spec import ActivationSpec, RecurrentLayerSpec
 from statecast.models.model import Model
-from statecast.models.spec import ActivationSpec, RecurrentLayerSpec
 
 #: ONNX activation -> (statecast name, default alpha, default beta, uses alpha, uses beta).
 _ACTIVATIONS: dict[str, tuple[str, float | None, float | None]] = {

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from statecast.models.errors import ImportFailed
-from statecast.models.spec import ActivationSpec, DenseLayerSpec
+from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec
 
 #: Nodes that only move values around (Dropout is the identity at inference).
 PASS_THROUGH = {"Squeeze", "Unsqueeze", "Transpose", "Reshape", "Flatten", "Identity",

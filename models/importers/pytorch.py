@@ -19,7 +19,7 @@ import numpy as np
 
 from statecast.models.errors import ImportFailed
 from statecast.models.importers.common import ForecastOptions, Imported, build_spec
-from statecast.models.spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
+from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
 
 _LAYER_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<index>\d+)(?P<reverse>_reverse)?$")
 _CELL_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih$")
