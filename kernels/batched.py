@@ -24,6 +24,7 @@ from statecast.kernels.cells import (
     _gru_update,
     _head,
     _lstm_update,
+    _sequences,
 )
 from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS, renamed
 from statecast.kernels.panels import PANEL, TILE_ROWS, padded_width, panel_product
@@ -159,18 +160,10 @@ def _forward_panels_impl(x, params, meta, arena, slots, y, head_out, block, pane
         s0 = index * block
         nb = min(block, n_streams - s0)
         scratch = np.empty((5, nb * plane), np.float32)
-        if n_layers == 1:
-            _layer_panels(x, y, params, meta, 0, arena, slots, s0, nb, scratch, plane, panels,
-                          panel_at)
-        else:
-            _layer_panels(x, seq_a, params, meta, 0, arena, slots, s0, nb, scratch, plane,
+        for layer in range(n_layers):
+            src, dst = _sequences(layer, n_layers, x, y, seq_a, seq_b)
+            _layer_panels(src, dst, params, meta, layer, arena, slots, s0, nb, scratch, plane,
                           panels, panel_at)
-            src, dst = seq_a, seq_b
-            for layer in range(1, n_layers):
-                target = y if layer == n_layers - 1 else dst
-                _layer_panels(src, target, params, meta, layer, arena, slots, s0, nb,
-                              scratch, plane, panels, panel_at)
-                src, dst = dst, src
         _head(y, params, meta, s0, nb, head_out,
               scratch[0, :nb * plane].reshape((nb, plane)),
               scratch[1, :nb * plane].reshape((nb, plane)))

@@ -21,7 +21,7 @@ import numpy as np
 
 from statecast.kernels import network as nw
 from statecast.kernels.activations import _activate, clamp
-from statecast.kernels.config import LEAF_OPTIONS
+from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -345,6 +345,25 @@ def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, fu
     else:
         _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full,
                    ubuf)
+
+
+@numba.njit(**JIT_OPTIONS)
+def _sequences(layer, n_layers, x, y, seq_a, seq_b):
+    """``(input, output)`` of ``layer``: the window ``x`` goes into the first layer, the
+    layers between write ``seq_a`` and ``seq_b`` in turn, the last writes ``y``."""
+    if layer == 0:
+        src = x
+    elif layer % 2 == 1:
+        src = seq_a
+    else:
+        src = seq_b
+    if layer == n_layers - 1:
+        dst = y
+    elif layer % 2 == 0:
+        dst = seq_a
+    else:
+        dst = seq_b
+    return src, dst
 
 
 @numba.njit(**LEAF_OPTIONS)

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from statecast.kernels import network as nw
-from statecast.kernels.cells import _head, _layer, _scratch_shape
+from statecast.kernels.cells import _head, _layer, _scratch_shape, _sequences
 from statecast.kernels.config import JIT_OPTIONS, STREAM_BLOCK
 
 
@@ -24,7 +24,6 @@ def forward_fused(x, params, meta, arena, slots, y, head_out):
     steps = x.shape[1]
     n_layers = meta[nw.N_LAYERS]
     width = meta[nw.MAX_WIDTH]
-    # Layers between the first and the last read from and write to these in turn.
     seq_a = np.empty((n_streams if n_layers > 1 else 0, steps, width), np.float32)
     seq_b = np.empty((n_streams if n_layers > 2 else 0, steps, width), np.float32)
     plane, _ = _scratch_shape(meta, 1, 1, x.shape[2])
@@ -34,18 +33,9 @@ def forward_fused(x, params, meta, arena, slots, y, head_out):
     for s0 in range(0, n_streams, STREAM_BLOCK):
         nb = min(STREAM_BLOCK, n_streams - s0)
         for layer in range(n_layers):
-            if layer == n_layers - 1:
-                target = y
-            elif layer % 2 == 0:
-                target = seq_a
-            else:
-                target = seq_b
-            if layer == 0:
-                _layer(x, target, params, meta, 0, arena, slots, s0, nb, scratch[0],
-                       scratch[1], scratch[2], scratch[3])
-            else:
-                _layer(seq_a if layer % 2 == 1 else seq_b, target, params, meta, layer, arena,
-                       slots, s0, nb, scratch[0], scratch[1], scratch[2], scratch[3])
+            src, dst = _sequences(layer, n_layers, x, y, seq_a, seq_b)
+            _layer(src, dst, params, meta, layer, arena, slots, s0, nb, scratch[0], scratch[1],
+                   scratch[2], scratch[3])
         _head(y, params, meta, s0, nb, head_out, scratch[4], scratch[5])
 
 

@@ -36,6 +36,7 @@ from statecast.kernels.cells import (
     _layer,
     _lstm_cells,
     _scratch_shape,
+    _sequences,
 )
 from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS
 from statecast.kernels.panels import PANEL, aligned, padded_width, panel_product, with_bias_rows
@@ -409,17 +410,7 @@ def _forward_split(x, params, meta, arena, slots, y, head_out, weights, offsets,
     part_extra = np.empty((parts, nb, padded_width(3 * size)), np.float32)
     part_u = np.empty((parts, nb, width + max(width, n_features)), np.float32)
     for layer in range(n_layers):
-        if layer == n_layers - 1:
-            target = y
-        elif layer % 2 == 0:
-            target = seq_a
-        else:
-            target = seq_b
-        if layer == 0:
-            _any_layer(x, target, params, meta, layer, arena, slots, parts, weights, offsets,
-                       min_hidden, scratch, proj, part_gates, part_full, part_extra, part_u)
-        else:
-            _any_layer(seq_a if layer % 2 == 1 else seq_b, target, params, meta, layer, arena,
-                       slots, parts, weights, offsets, min_hidden, scratch, proj, part_gates,
-                       part_full, part_extra, part_u)
+        src, dst = _sequences(layer, n_layers, x, y, seq_a, seq_b)
+        _any_layer(src, dst, params, meta, layer, arena, slots, parts, weights, offsets,
+                   min_hidden, scratch, proj, part_gates, part_full, part_extra, part_u)
     _head(y, params, meta, 0, nb, head_out, scratch[4], scratch[5])
