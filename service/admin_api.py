@@ -1,6 +1,7 @@
-"""The admin API (DESIGN.md §4): thin views over :class:`Administration`, behind a bearer
-token compared in constant time. With no token configured the routes exist and answer
-``403 admin_disabled``."""
+"""The admin API: thin views over :class:`Administration`, behind a bearer token compared
+in constant time. With no token configured the routes exist and answer
+``403 admin_disabled``. The token is checked before anything else of the request (path
+parameters included), so an unauthenticated caller learns nothing but 401 or 403."""
 
 from __future__ import annotations
 
@@ -10,23 +11,29 @@ from flask import Blueprint, Response, jsonify, request
 
 from statecast.service.administration import Administration, form_of
 from statecast.service.errors import AdminDisabled, RequestError, Unauthorized
+from statecast.service.path_check import check_path_parameters
 from statecast.service.requests import parse_json
+from statecast.service.runtime import runtime
 
 admin = Blueprint("admin", __name__)
 
 
-def _administration() -> Administration:
-    from statecast.service.app import runtime
-
-    state = runtime()
-    token = state.settings.admin_token
+@admin.before_request
+def _authorize() -> None:
+    token = runtime().settings.admin_token
     if not token:
         raise AdminDisabled("the admin API is disabled: set STATECAST_ADMIN_TOKEN")
     offered = request.headers.get("Authorization", "")
     scheme, _, secret = offered.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(secret.encode(), token.encode()):
         raise Unauthorized("send Authorization: Bearer <admin token>")
-    return Administration(state.service)
+
+
+admin.before_request(check_path_parameters)  # after the token: registered second
+
+
+def _administration() -> Administration:
+    return Administration(runtime().service)
 
 
 def _body() -> object:
@@ -36,14 +43,13 @@ def _body() -> object:
 
 @admin.post("/v1/admin/models/<model>/versions")
 def publish(model: str) -> tuple[Response, int]:
-    administration = _administration()
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         raise RequestError("send the model as multipart/form-data field 'file'")
     scaler = request.files.get("scaler")
-    result = administration.publish(model, upload.filename, upload.read(),
-                                    form_of(request.form),
-                                    scaler.read() if scaler is not None else None)
+    result = _administration().publish(model, upload.filename, upload.read(),
+                                       form_of(request.form),
+                                       scaler.read() if scaler is not None else None)
     return jsonify(result), 201
 
 
@@ -54,8 +60,10 @@ def set_alias(model: str, alias: str) -> Response:
 
 @admin.delete("/v1/admin/models/<model>/versions/<version>")
 def delete_version(model: str, version: str) -> Response:
-    force = request.args.get("force", "false").lower() in ("1", "true", "yes")
-    return jsonify(_administration().delete_version(model, version, force))
+    force = request.args.get("force", "false")
+    if force not in ("true", "false"):
+        raise RequestError(f"force must be true or false, got {force[:20]!r}")
+    return jsonify(_administration().delete_version(model, version, force == "true"))
 
 
 @admin.put("/v1/admin/models/<model>/streams/<stream>/state")

@@ -3,7 +3,6 @@ versions, seed and re-warm streams."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -15,17 +14,23 @@ import numpy as np
 
 from statecast.models.artifact import read_artifact
 from statecast.models.errors import ArtifactError
-from statecast.models.importers import ForecastOptions, import_keras, import_pytorch, load_scaler
-from statecast.models.importers.libraries import import_library_file
-from statecast.models.importers.onnx import import_onnx
+from statecast.models.importers import ForecastOptions, Imported, import_file, load_scaler
+from statecast.models.importers.files import SUFFIXES
 from statecast.models.names import check_name
-from statecast.service.errors import RequestError, StreamNotFound, VersionInUse
+from statecast.service.errors import (
+    RequestError,
+    StateMismatch,
+    StreamNotFound,
+    VersionInUse,
+)
 from statecast.service.forecasting import ForecastService
 from statecast.service.requests import check_stream_id
+from statecast.service.retries import until_written
 from statecast.service.schemas import AdminSeedBody, AdminVersionBody, validated
 from statecast.service.stores import StateStore, StreamRecord
 
-UPLOAD_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".keras", ".h5", ".onnx", ".zip")
+#: Uploads: any file :func:`import_file` takes, or a native artifact (``.zip``).
+UPLOAD_SUFFIXES = (*SUFFIXES, ".zip")
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -54,7 +59,7 @@ class Administration:
             if suffix == ".zip":
                 spec, tensors, source = self._native(path, folder)
             else:
-                imported = self._import(path, suffix, form, scaler, folder)
+                imported = self._import(path, form, scaler, folder)
                 spec, tensors, source = imported.spec, imported.tensors, imported.source
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -80,11 +85,9 @@ class Administration:
         return artifact.spec, artifact.tensors, dict(artifact.manifest.get("source", {}))
 
     @staticmethod
-    def _import(path: Path, suffix: str, form: dict[str, str], scaler: bytes | None,
-                folder: Path) -> Any:
-        library = import_library_file(path)
-        if library is not None:
-            return library
+    def _import(path: Path, form: dict[str, str], scaler: bytes | None,
+                folder: Path) -> Imported:
+        """The upload through :func:`import_file`, its options from the form fields."""
         scaler_data = None
         if scaler is not None:
             (folder / "scaler.json").write_bytes(scaler)
@@ -98,16 +101,12 @@ class Administration:
                                   features=_names(form.get("features")),
                                   state_mode=form.get("state_mode", "carry"),
                                   scaler=scaler_data)
-        if suffix in (".keras", ".h5"):
-            return import_keras(path, options)
-        if suffix == ".onnx":
-            return import_onnx(path, options)
         activations = _names(form.get("head_activations"))
-        return import_pytorch(path, options, cell=form.get("cell") or None,
-                              rnn_prefix=form.get("rnn_prefix") or None,
-                              head_prefix=form.get("head_prefix") or None,
-                              head_activations=list(activations) if activations else None,
-                              head_every_step=form.get("head_every_step") == "true")
+        return import_file(path, options=options, cell=form.get("cell") or None,
+                           rnn_prefix=form.get("rnn_prefix") or None,
+                           head_prefix=form.get("head_prefix") or None,
+                           head_activations=list(activations) if activations else None,
+                           head_every_step=form.get("head_every_step") == "true")
 
     def set_alias(self, name: str, alias: str, body: Any) -> dict[str, Any]:
         version = validated(AdminVersionBody, body).version
@@ -136,8 +135,8 @@ class Administration:
         model = self.service.models.get(name, version)
         offsets = model.network.state_offsets
         if len(body["layers"]) != len(offsets):
-            raise RequestError(f"the model has {len(offsets)} layers; got "
-                               f"{len(body['layers'])}")
+            raise StateMismatch(f"the model has {len(offsets)} layers; got "
+                                f"{len(body['layers'])}")
         row = np.zeros(model.state_size, np.float32)
         for index, (layer, (h_at, h_width, c_at, c_width)) in enumerate(
                 zip(body["layers"], offsets, strict=True)):
@@ -147,9 +146,10 @@ class Administration:
                 values = np.asarray(layer.get(part) if isinstance(layer, dict) else None,
                                     dtype=np.float64)
                 if values.shape != (width,) or not np.all(np.isfinite(values)):
-                    raise RequestError(f"layer {index} needs {part} as {width} finite numbers")
+                    raise StateMismatch(f"layer {index} needs {part} as {width} finite numbers")
                 row[at:at + width] = values
-        for _ in range(16):
+
+        def attempt() -> dict[str, Any] | None:
             current = self.store.get(name, stream)
             now = time.time()
             record = StreamRecord(
@@ -161,7 +161,9 @@ class Administration:
                 created_at=current.created_at if current else now, updated_at=now)
             if self.store.compare_and_set(record, current.revision if current else None):
                 return {"stream": stream, "model": name, "version": version, "step": step}
-        raise RequestError("the stream kept changing; retry")
+            return None
+
+        return until_written(attempt, f"stream {stream!r}")
 
     def rewarm(self, name: str, stream: str, body: Any) -> dict[str, Any]:
         """Move a stream onto another version by running its retained observations
@@ -171,7 +173,8 @@ class Administration:
         version = validated(AdminVersionBody, body).version
         version = self.registry.resolve(f"{name}@{version}")[1]
         model = self.service.models.get(name, version)
-        for _ in range(16):
+
+        def attempt() -> dict[str, Any] | None:
             record = self.store.get(name, stream)
             if record is None or record.expired:
                 raise StreamNotFound(f"no live stream {stream!r} of model {name!r}")
@@ -193,7 +196,9 @@ class Administration:
                 return {"stream": stream, "model": name, "version": version,
                         "step": record.step, "observations": len(observations),
                         "exact": bool(exact)}
-        raise RequestError("the stream kept changing; retry")
+            return None
+
+        return until_written(attempt, f"stream {stream!r}")
 
 
 def bound_streams(store: StateStore, name: str, version: str) -> list[str]:
@@ -205,6 +210,3 @@ def form_of(values: Any) -> dict[str, str]:
     """A multipart form as plain strings."""
     return {key: str(values.get(key)) for key in values}
 
-
-def json_or_empty(raw: bytes) -> Any:
-    return json.loads(raw) if raw else {}

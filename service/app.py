@@ -1,62 +1,38 @@
-"""The Flask application: thin views over :class:`service.forecasting.ForecastService`."""
+"""The Flask application: thin views over :class:`service.forecasting.ForecastService`.
+
+:func:`create_app` only builds the app (registry, store, models, routes): it seeds nothing,
+compiles nothing and starts no thread. Whoever serves it runs the start-up hooks of
+:mod:`service.startup`: each gunicorn worker once it has loaded the app
+(``service/gunicorn_conf.py``), tests that need them.
+"""
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from statecast.models import Registry, StatecastError
+from statecast.models import Registry
 from statecast.service.access_log import access_line, access_logger, write_access_line
 from statecast.service.admin_api import admin
-from statecast.service.bundled import seed_registry
-from statecast.service.errors import BodyTooLarge, ModelNotSupported, UnsupportedMediaType
-from statecast.service.forecasting import ForecastService, check_servable
-from statecast.service.http_errors import error_response, register_error_handlers
+from statecast.service.errors import BodyTooLarge, NotReady, UnsupportedMediaType
+from statecast.service.forecasting import ForecastService
+from statecast.service.http_errors import register_error_handlers
 from statecast.service.json_codec import FastJSONProvider
 from statecast.service.kserve import v2
 from statecast.service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from statecast.service.model_cache import ModelCache
 from statecast.service.openapi import openapi_document
+from statecast.service.path_check import check_path_parameters
 from statecast.service.requests import parse_json
+from statecast.service.runtime import EXTENSION, Runtime, runtime, server_version
 from statecast.service.settings import Settings
 from statecast.service.stores import StateStore, open_store
 
-log = logging.getLogger("statecast")
 v1 = Blueprint("v1", __name__)
-EXTENSION = "statecast"
-
-
-@dataclass
-class Runtime:
-    """Per-app objects (``app.extensions["statecast"]``), never module globals."""
-
-    settings: Settings
-    registry: Registry
-    store: StateStore
-    models: ModelCache
-    service: ForecastService
-    metrics: Metrics
-    ready: bool = False
-    started_at: float = field(default_factory=time.time)
-    stopping: threading.Event = field(default_factory=threading.Event)
-
-    def close(self) -> None:
-        """Stop background work and release the store."""
-        self.stopping.set()
-        self.store.close()
-
-
-def runtime() -> Runtime:
-    value: Runtime = current_app.extensions[EXTENSION]
-    return value
+v1.before_request(check_path_parameters)
 
 
 def _json_body() -> Any:
@@ -153,35 +129,16 @@ def metrics() -> Response:
 
 
 @v1.get("/readyz")
-def readyz() -> Response | tuple[Response, int]:
+def readyz() -> Response:
     state = runtime()
     if not state.ready:
-        return error_response("not_ready", "models are still loading")
+        raise NotReady("models are still loading")
     return jsonify({"status": "ready", "models": state.registry.models()})
 
 
-def server_version() -> str:
-    """The installed statecast distribution's version."""
-    try:
-        return metadata.version("statecast")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def warm_up(state: Runtime) -> None:
-    """Load every model's default version and run it once (compiles the kernels)."""
-    for model in state.models.load_defaults():
-        try:
-            check_servable(model)
-        except ModelNotSupported as error:
-            log.warning("model %s@%s is not served: %s", model.name, model.version, error)
-            continue
-        model.run(np.zeros((1, 1, model.spec.input_size), np.float32))
-
-
-def create_app(settings: Settings | None = None, store: StateStore | None = None,
-               warm: bool = True) -> Flask:
-    """Build the app: registry (seeded with the bundled model), store, models, routes."""
+def create_app(settings: Settings | None = None, store: StateStore | None = None) -> Flask:
+    """Build the app: registry, store, models, routes; no side effects (no seeding, no
+    kernel compilation, no thread: :mod:`service.startup`)."""
     settings = settings or Settings()
     # statecast is a namespace package (kernels, models and service install under it), whose
     # root Flask cannot always locate: name the folders.
@@ -190,42 +147,20 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     registry = Registry(settings.registry)
-    seed_registry(registry)
     metrics = Metrics()
     store = TimedStore(store or open_store(settings.store, settings.stream_ttl,
                                            settings.tombstone_ttl), metrics)
     models = ModelCache(registry)
-    state = Runtime(settings, registry, store, models,
-                    ForecastService(models, store, settings.max_window,
-                                    settings.max_batch_items, settings.stream_ttl,
-                                    settings.max_streams, settings.max_horizon,
-                                    settings.max_stream_id_length, metrics),
-                    metrics)
-    app.extensions[EXTENSION] = state
+    service = ForecastService(models, store, settings.max_window, settings.max_batch_items,
+                              settings.stream_ttl, settings.max_streams, settings.max_horizon,
+                              settings.max_stream_id_length, metrics)
+    app.extensions[EXTENSION] = Runtime(settings, registry, store, models, service, metrics)
     app.register_blueprint(v1)
     app.register_blueprint(admin)
     app.register_blueprint(v2)
     register_error_handlers(app)
     _observe_requests(app, metrics, settings.access_log)
-    if warm:
-        warm_up(state)
-    if settings.stream_ttl is not None and not store.expires_idle:
-        _start_expiry(state, settings.stream_ttl)
-    state.ready = True
     return app
-
-
-def _start_expiry(state: Runtime, ttl: float) -> None:
-    """A daemon thread that turns idle streams into tombstones (calls also check)."""
-
-    def sweep() -> None:
-        while not state.stopping.wait(min(60.0, max(ttl / 4, 0.05))):
-            try:
-                state.service.expire_idle()
-            except StatecastError as error:
-                log.warning("expiry sweep failed: %s", error)
-
-    threading.Thread(target=sweep, name="statecast-expiry", daemon=True).start()
 
 
 def _observe_requests(app: Flask, metrics: Metrics, log_access: bool) -> None:

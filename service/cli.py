@@ -12,27 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from statecast.models import Model, Registry, StatecastError
-from statecast.models.errors import ImportFailed, InvalidInput
-from statecast.models.importers import (
-    ForecastOptions,
-    Imported,
-    import_keras,
-    import_pytorch,
-    load_scaler,
-)
-from statecast.models.importers.libraries import import_library_file
-from statecast.models.importers.onnx import import_onnx
+from statecast.models.errors import InvalidInput
+from statecast.models.importers import ForecastOptions, import_file, load_scaler
+from statecast.models.importers.files import FORMATS
 from statecast.service.administration import bound_streams
 from statecast.service.bundled import seed_registry
 from statecast.service.errors import StoreError, StreamNotFound, VersionInUse
-from statecast.service.settings import Settings
+from statecast.service.settings import Settings, serve_environment
 from statecast.service.stores import open_store
 
 DEFAULT_REGISTRY = "./registry"
-SUFFIXES = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors",
-            ".keras": "keras", ".h5": "keras", ".onnx": "onnx"}
 
 
 def _default_registry() -> str:
@@ -51,10 +43,15 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    path = Path(args.path)
-    imported = None if args.format else import_library_file(path)
-    if imported is None:
-        imported = _import_framework_file(args, path)
+    options = ForecastOptions(
+        mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
+        features=_names(args.features), state_mode=args.state_mode,
+        scaler=load_scaler(args.scaler) if args.scaler else None)
+    imported = import_file(
+        Path(args.path), file_format=args.format, options=options, cell=args.cell,
+        rnn_prefix=args.rnn_prefix, head_prefix=args.head_prefix,
+        head_activations=list(_names(args.head_activations) or []) or None,
+        head_every_step=args.head_every_step)
     registry = _registry(args.registry)
     aliases = ("latest", *(_names(args.alias) or ()))
     version = registry.publish(args.name, imported.spec, imported.tensors, imported.source,
@@ -70,27 +67,6 @@ def _import(args: argparse.Namespace) -> int:
     if imported.source.get("outputs"):
         print(f"forecast: {imported.source['outputs']}")
     return 0
-
-
-def _import_framework_file(args: argparse.Namespace, path: Path) -> Imported:
-    """A PyTorch, Keras or ONNX file, with the forecast options the flags give."""
-    file_format = args.format or SUFFIXES.get(path.suffix)
-    if file_format not in ("torch", "safetensors", "keras", "onnx"):
-        raise ImportFailed(f"cannot tell the format of {path.name}: give --format torch, "
-                           "safetensors, keras or onnx")
-    options = ForecastOptions(
-        mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
-        features=_names(args.features), state_mode=args.state_mode,
-        scaler=load_scaler(args.scaler) if args.scaler else None)
-    if file_format == "keras":
-        return import_keras(path, options)
-    if file_format == "onnx":
-        return import_onnx(path, options)
-    return import_pytorch(
-        path, options, cell=args.cell, rnn_prefix=args.rnn_prefix,
-        head_prefix=args.head_prefix,
-        head_activations=list(_names(args.head_activations) or []) or None,
-        head_every_step=args.head_every_step)
 
 
 def _initial_state(model: Model, inputs: Any) -> Any:
@@ -138,17 +114,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Replace this process with gunicorn, configured through the environment."""
-    flags = {"STATECAST_HOST": args.host, "STATECAST_PORT": args.port,
-             "STATECAST_REGISTRY": args.registry, "STATECAST_STORE": args.store,
-             "STATECAST_WORKERS": args.workers, "STATECAST_THREADS": args.threads,
-             "STATECAST_WORKER_CLASS": args.worker_class}
-    os.environ.update({key: str(value) for key, value in flags.items() if value is not None})
-    settings = Settings()  # flags override the environment: they are the environment now
+    """Replace this process with gunicorn serving the settings the flags give (each flag
+    over its ``STATECAST_*`` variable). The settings reach gunicorn and its workers as the
+    environment of the exec'd process, a dict of its own (:func:`serve_environment`):
+    this process's ``os.environ`` is never changed."""
+    flags = {"host": args.host, "port": args.port, "registry": args.registry,
+             "store": args.store, "workers": args.workers, "threads": args.threads,
+             "worker_class": args.worker_class}
+    try:
+        settings = Settings(**{key: value for key, value in flags.items()
+                               if value is not None})
+    except ValidationError as error:
+        print(f"statecast: error: invalid settings: {error}", file=sys.stderr)
+        return 2
     if settings.store == "memory" and settings.resolved_workers() != 1:
         raise StoreError("the memory store lives in one process: serve it with --workers 1 "
                          "(and more --threads), or use sqlite:PATH")
     open_store(settings.store).close()  # fail here, clearly, on a bad address
+    _registry(str(settings.registry))  # seeded once, before the workers start
     print(f"statecast: serving {settings.registry} on http://{settings.host}:{settings.port} "
           f"with {settings.resolved_workers()} {settings.resolved_worker_class()} worker(s) x "
           f"{settings.resolved_threads()} "
@@ -156,7 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "gunicorn",
                "--config", "python:statecast.service.gunicorn_conf",
                "statecast.service.app:create_app()"]
-    os.execv(command[0], command)
+    os.execve(command[0], command, serve_environment(settings, os.environ))
     return 0  # not reached
 
 
@@ -269,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help="model name in the registry")
     imp.add_argument("--registry", default=_default_registry(),
                      help="registry directory (default $STATECAST_REGISTRY or ./registry)")
-    imp.add_argument("--format", choices=("torch", "safetensors", "keras", "onnx"),
+    imp.add_argument("--format", choices=FORMATS,
                      help="file format (default: from the file's suffix)")
     imp.add_argument("--version", help="version name (default: the next integer)")
     imp.add_argument("--alias", help="comma-separated aliases to point at it besides latest")

@@ -1,10 +1,12 @@
-"""Forecast calls on streams: the semantics of DESIGN.md §3, independent of HTTP.
+"""Forecast calls on streams, independent of HTTP.
 
 A call reads the stream's record, consumes only the observations it has not consumed yet,
 runs them through the stream's model version from its stored state, and compare-and-sets
 the new record; a writer that lost the race re-reads and re-applies only what is still new.
 A retried call consumes nothing and returns the same forecast (it is recomputed from the
-stored state with the same code, bit for bit).
+stored state with the same code, bit for bit). Writes retry under the one policy of
+:mod:`service.retries`; stream expiry and capacity are :mod:`service.lifecycle`'s, and the
+parts of a batch body :mod:`service.batch_body`'s.
 """
 
 from __future__ import annotations
@@ -15,21 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from statecast.models import Model, ModelError, StatecastError
+from statecast.models import Model, ModelError
 from statecast.models.windowed import forecast_windows
+from statecast.service.batch_body import batch_items, item_body, item_error, item_streams
 from statecast.service.errors import (
-    BatchTooLarge,
-    CapacityExceeded,
-    Contention,
     GapInStream,
     InsufficientHistory,
     ModelNotSupported,
     OverlapMismatch,
     RequestError,
-    StreamExpired,
     StreamNotFound,
     VersionConflict,
 )
+from statecast.service.lifecycle import StreamLifecycle
 from statecast.service.metrics import Metrics
 from statecast.service.model_cache import ModelCache
 from statecast.service.requests import (
@@ -39,10 +39,8 @@ from statecast.service.requests import (
     check_stream_id,
     parse_forecast,
 )
-from statecast.service.schemas import BatchOptions, validated
+from statecast.service.retries import attempts, contention, until_written
 from statecast.service.stores import StateStore, StreamRecord
-
-MAX_ATTEMPTS = 64
 
 
 @dataclass(frozen=True)
@@ -150,26 +148,6 @@ def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]
     return list(groups.values())
 
 
-def _batch_items(body: Any, max_items: int) -> list[Any]:
-    """The items of a batch body whose options (``BatchOptions``) are valid; each item is
-    validated on its own later, so that a bad item fails only itself."""
-    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-        raise RequestError('a batch body is {"items": [{"stream": ..., "window": ...}, ...]}')
-    validated(BatchOptions, {key: value for key, value in body.items() if key != "items"})
-    items = body["items"]
-    if not items:
-        raise RequestError("items must not be empty")
-    if len(items) > max_items:
-        raise BatchTooLarge(f"{len(items)} items; at most {max_items} per call",
-                            limit=max_items)
-    return items
-
-
-def _item_error(stream: Any, error: StatecastError) -> dict[str, Any]:
-    details = error.details if isinstance(error, RequestError) else {}
-    return {"stream": stream, "error": {"code": error.code, "message": str(error), **details}}
-
-
 def check_servable(model: Model) -> None:
     """Refuse models that cannot forecast: without a head (a head applied at every step
     forecasts from the last step), unless they forecast from their window (a recursive
@@ -190,49 +168,14 @@ class ForecastService:
         self.store = store
         self.max_window = max_window
         self.max_items = max_items
-        self.ttl = ttl
-        self.max_streams = max_streams
         self.max_horizon = max_horizon
         self.max_stream_id = max_stream_id
         self.metrics = metrics or Metrics()
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def _idle(self, record: StreamRecord, now: float) -> bool:
-        return self.ttl is not None and now - record.updated_at > self.ttl
-
-    def _live(self, record: StreamRecord | None, stream: str) -> StreamRecord | None:
-        """The record if the stream is live; raise 410 for a tombstone or an idle stream
-        (which becomes a tombstone)."""
-        if record is None:
-            return None
-        if not record.expired and self._idle(record, time.time()):
-            if self.store.compare_and_set(record.tombstone(), record.revision):
-                self.metrics.expiries.labels("access").inc()
-            record = record.tombstone()
-        if record.expired:
-            raise StreamExpired(f"stream {stream!r} expired after being idle; send "
-                                "\"reset\": true to start it over")
-        return record
-
-    def _check_capacity(self, name: str) -> None:
-        if self.max_streams is not None and self.store.count(name) >= self.max_streams:
-            raise CapacityExceeded(f"model {name!r} already has {self.max_streams} live "
-                                   "streams; retry later or delete streams",
-                                   limit=self.max_streams)
+        self.lifecycle = StreamLifecycle(store, self.metrics, ttl, max_streams)
 
     def expire_idle(self) -> int:
         """Turn every stream idle past the TTL into a tombstone; return how many."""
-        if self.ttl is None:
-            return 0
-        now = time.time()
-        expired = 0
-        for record in self.store.scan():
-            if not record.expired and self._idle(record, now):
-                expired += self.store.compare_and_set(record.tombstone(now), record.revision)
-        if expired:
-            self.metrics.expiries.labels("sweep").inc(expired)
-        return expired
+        return self.lifecycle.expire_idle()
 
     # -- planning ------------------------------------------------------------------------
 
@@ -242,12 +185,12 @@ class ForecastService:
         record = prefetched[0] if prefetched is not None else self.store.get(name, stream)
         if record is None or reset or record.expired:
             if not reset:
-                self._live(record, stream)  # a tombstone without reset: 410
+                self.lifecycle.live(record, stream)  # a tombstone without reset: 410
             if record is None or record.expired:
-                self._check_capacity(name)
+                self.lifecycle.check_capacity(name)
             _, version = self.models.resolve(reference)
             return _fresh_plan(self.models.get(name, version), version, record)
-        record = self._live(record, stream)
+        record = self.lifecycle.live(record, stream)
         assert record is not None
         if tag is not None:
             _, named = self.models.resolve(reference)
@@ -268,7 +211,8 @@ class ForecastService:
         """Run one forecast call and return its JSON response."""
         check_stream_id(stream, self.max_stream_id)
         reset = isinstance(body, dict) and body.get("reset") is True
-        for _ in range(MAX_ATTEMPTS):
+
+        def attempt() -> dict[str, Any] | None:
             plan = self._plan(reference, stream, reset)
             check_servable(plan.model)
             request = parse_forecast(body, plan.model.spec, self.max_window,
@@ -283,27 +227,18 @@ class ForecastService:
             if self.store.compare_and_set(new_record, plan.expected_revision):
                 return response
             self.metrics.conflicts.labels(plan.model.name).inc()
-        raise Contention(f"stream {stream!r} kept changing under {MAX_ATTEMPTS} attempts; "
-                         "retry the call")
+            return None
+
+        return until_written(attempt, f"stream {stream!r}")
 
     def forecast_many(self, reference: str, body: Any) -> dict[str, Any]:
         """The batch form: many streams of one model, one kernel call per model version
         and window length; each item answers alone (an item's error fails only it)."""
         self.models.resolve(reference)  # an unknown model fails the whole call
-        items = _batch_items(body, self.max_items)
-        results: list[dict[str, Any] | None] = [None] * len(items)
-        seen: set[str] = set()
-        pending = []
-        for index, item in enumerate(items):
-            stream = item.get("stream") if isinstance(item, dict) else None
-            if not isinstance(stream, str) or stream in seen:
-                results[index] = _item_error(stream, RequestError(
-                    "each item needs a distinct stream id" if stream in seen else
-                    "each item needs a \"stream\" string"))
-                continue
-            seen.add(stream)
-            pending.append(index)
-        for _ in range(MAX_ATTEMPTS):
+        items = batch_items(body, self.max_items)
+        pending, refused = item_streams(items)
+        results: list[dict[str, Any] | None] = [refused.get(i) for i in range(len(items))]
+        for _ in attempts():
             if not pending:
                 break
             works: list[tuple[int, _Work]] = []
@@ -318,9 +253,7 @@ class ForecastService:
                 stream = item["stream"]
                 try:
                     check_stream_id(stream, self.max_stream_id)
-                    merged = {key: body[key] for key in ("horizon", "commit", "reset")
-                              if key in body}
-                    merged.update({k: v for k, v in item.items() if k != "stream"})
+                    merged = item_body(body, item)
                     plan = self._plan(reference, stream, merged.get("reset") is True,
                                       (fetched[stream],))
                     check_servable(plan.model)
@@ -328,7 +261,7 @@ class ForecastService:
                                              self.max_horizon)
                     works.append((index, self._prepare(plan, stream, request)))
                 except (RequestError, ModelError) as error:
-                    results[index] = _item_error(stream, error)
+                    results[index] = item_error(stream, error)
             retry = []
             for model_works in _by_version(works):
                 model = model_works[0][1].plan.model
@@ -353,8 +286,8 @@ class ForecastService:
                         self.metrics.conflicts.labels(model.name).inc()
             pending = retry
         for index in pending:
-            results[index] = _item_error(items[index]["stream"], Contention(
-                "the stream kept changing; retry the item"))
+            stream = items[index]["stream"]
+            results[index] = item_error(stream, contention(f"stream {stream!r}"))
         return {"items": results}
 
     def forecast_stateless(self, reference: str, bodies: list[dict[str, Any]]
@@ -459,10 +392,10 @@ class ForecastService:
                 "updated_at": record.updated_at, "expired": record.expired}
 
     def state(self, reference: str, stream: str) -> dict[str, Any]:
-        """The stream's h (and c) per layer, as DESIGN.md §3 shows them."""
+        """The stream's h (and c) per layer (the ``/state`` route's body)."""
         check_stream_id(stream, self.max_stream_id)
         name, _ = ModelCache.split(reference)
-        record = self._live(self.store.get(name, stream), stream)
+        record = self.lifecycle.live(self.store.get(name, stream), stream)
         if record is None:
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
         model = self.models.get(name, record.version)

@@ -1,76 +1,79 @@
-"""The one table from error codes to HTTP status, and the JSON error body."""
+"""Errors as HTTP responses, in one place: the status comes from the error itself
+(``StatecastError.status``), Werkzeug's own HTTP errors (404, 405, 413) keep theirs and their
+headers (``Allow`` on a 405), and every error body is JSON:
+
+- ``/v1`` and the admin API: ``{"error": {"code", "message", ...details}}``;
+- ``/v2`` (Open Inference Protocol): ``{"error": "message"}``, where a request the model
+  cannot take is ``400``, the protocol's "bad request", instead of ``422``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from statecast.models.errors import StatecastError
 from statecast.service.errors import RequestError
 
-STATUS: dict[str, int] = {
-    "malformed_json": 400,
-    "malformed_request": 400,
-    "unauthorized": 401,
-    "admin_disabled": 403,
-    "model_not_found": 404,
-    "stream_not_found": 404,
-    "gap_in_stream": 409,
-    "overlap_mismatch": 409,
-    "version_conflict": 409,
-    "version_in_use": 409,
-    "version_exists": 409,
-    "stream_expired": 410,
-    "body_too_large": 413,
-    "unsupported_media_type": 415,
-    "invalid_request": 422,
-    "invalid_name": 422,
-    "invalid_stream_id": 422,
-    "non_finite_value": 422,
-    "wrong_feature_count": 422,
-    "window_too_long": 422,
-    "batch_too_large": 422,
-    "missing_future": 422,
-    "insufficient_history": 422,
-    "horizon_too_long": 422,
-    "model_not_supported": 422,
-    "import_failed": 422,
-    "invalid_spec": 422,
-    "artifact_error": 422,
-    "integrity_error": 422,
-    "store_unavailable": 503,
-    "capacity_exceeded": 503,
-    "contention": 503,
-    "not_ready": 503,
-}
 #: Headers that go with a status: when to retry, how to authenticate.
 HEADERS = {503: {"Retry-After": "1"}, 401: {"WWW-Authenticate": 'Bearer realm="statecast"'}}
+#: Codes of Werkzeug's HTTP errors in /v1 bodies.
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
-def error_response(code: str, message: str, status: int | None = None,
-                   details: dict[str, Any] | None = None) -> tuple[Response, int]:
-    """``{"error": {"code", "message", ...details}}`` with the code's status."""
-    status = status or STATUS.get(code, 500)
-    details = details or {}
-    response = jsonify({"error": {"code": code, "message": message, **details}})
-    for header, value in HEADERS.get(status, {}).items():
+def _with_headers(response: Response, status: int,
+                  extra: list[tuple[str, str]] | None = None) -> tuple[Response, int]:
+    for header, value in [*HEADERS.get(status, {}).items(), *(extra or [])]:
         response.headers[header] = value
     return response, status
 
 
+def error_response(code: str, message: str, status: int,
+                   details: dict[str, Any] | None = None) -> tuple[Response, int]:
+    """``{"error": {"code", "message", ...details}}`` with ``status`` and its headers."""
+    response = jsonify({"error": {"code": code, "message": message, **(details or {})}})
+    return _with_headers(response, status)
+
+
+def v2_error_response(message: str, status: int,
+                      extra: list[tuple[str, str]] | None = None) -> tuple[Response, int]:
+    """The Open Inference Protocol's ``{"error": "message"}``; 422 answers as 400."""
+    status = 400 if status == 422 else status
+    return _with_headers(jsonify({"error": message}), status, extra)
+
+
+def statecast_error_response(error: StatecastError) -> tuple[Response, int]:
+    """A statecast error as a /v1 error response, its status the error's own."""
+    details = error.details if isinstance(error, RequestError) else {}
+    return error_response(error.code, str(error), error.status, details)
+
+
+def _is_v2() -> bool:
+    return request.path == "/v2" or request.path.startswith("/v2/")
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Map statecast errors and Werkzeug's HTTP errors to JSON bodies."""
+    """Answer statecast errors and Werkzeug's HTTP errors with JSON bodies, in the shape of
+    the API the path belongs to (routing errors such as 405 reach no blueprint's handler,
+    so the shape is chosen here, by path)."""
 
     @app.errorhandler(StatecastError)
     def _statecast(error: StatecastError) -> tuple[Response, int]:
-        details = error.details if isinstance(error, RequestError) else {}
-        return error_response(error.code, str(error), details=details)
+        if _is_v2():
+            return v2_error_response(str(error), error.status)
+        return statecast_error_response(error)
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> tuple[Response, int]:
         status = error.code or 500
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            status, "http_error")
-        return error_response(code, error.description or error.name, status)
+        # Werkzeug's own headers (Allow on a 405, as RFC 9110 requires), not its HTML type.
+        extra = [(name, value) for name, value in error.get_headers()
+                 if name.lower() != "content-type"]
+        message = error.description or error.name
+        if _is_v2():
+            return v2_error_response(message, status, extra)
+        response, status = error_response(HTTP_CODES.get(status, "http_error"), message,
+                                          status)
+        return _with_headers(response, status, extra)

@@ -3,7 +3,10 @@ cost ~3x less than with the standard library.
 
 orjson is strict where the standard library is lenient (no ``NaN``/``Infinity``, integers
 within 64 bits); a body it refuses is parsed again by the standard library, which names
-the exact problem or accepts what is valid JSON after all.
+the exact problem or accepts what it can read. The non-standard tokens ``NaN``,
+``Infinity`` and ``-Infinity`` (which many clients write for float NaN and infinities) are
+read as floats, so that validation refuses exactly the value that holds one
+(``non_finite_value``): in a batch call that is the one item, the others are served.
 """
 
 from __future__ import annotations
@@ -15,26 +18,22 @@ import orjson
 from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
-from statecast.service.errors import MalformedJson, NonFiniteValue
+from statecast.service.errors import MalformedJson
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 
-def _reject_constant(name: str) -> float:
-    raise NonFiniteValue(f"{name} is not a number: send finite values only")
-
-
 def parse_json(body: bytes) -> Any:
-    """Parse a JSON body; ``NaN``/``Infinity`` are refused as ``non_finite_value``."""
+    """Parse a JSON body; ``NaN``, ``Infinity`` and ``-Infinity`` become floats (refused by
+    the validation of the field that holds them), anything else not JSON is
+    ``malformed_json``."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except NonFiniteValue:
-        raise
-    except (ValueError, UnicodeDecodeError) as error:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise MalformedJson(f"request body is not valid JSON: {error}") from None
 
 

@@ -26,10 +26,8 @@ import zlib
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, jsonify, request
 
-from statecast.models import StatecastError
 from statecast.service.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -39,38 +37,24 @@ from statecast.service.errors import (
     UnsupportedMediaType,
 )
 from statecast.service.forecasting import check_servable
-from statecast.service.http_errors import HEADERS, STATUS
+from statecast.service.http_errors import v2_error_response
+from statecast.service.kserve_schemas import (
+    InferParameters,
+    InferRequest,
+    InferTensor,
+    RequestedOutput,
+)
+from statecast.service.path_check import check_path_parameters
 from statecast.service.requests import check_stream_id, future_features_of, parse_json
-from statecast.service.schemas import InferRequest, RequestedOutput, validated_open
+from statecast.service.runtime import runtime, server_version
+from statecast.service.schemas import validated
 
 v2 = Blueprint("v2", __name__)
+v2.before_request(check_path_parameters)
 
 EXTENSIONS = ["sequence", "sequence(string_id)", "binary_tensor_data", "parameters"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _state() -> Any:
-    return current_app.extensions["statecast"]
-
-
-def _error(message: str, status: int) -> Response:
-    response = jsonify({"error": message})
-    response.status_code = status
-    for header, value in HEADERS.get(status, {}).items():
-        response.headers[header] = value
-    return response
-
-
-@v2.errorhandler(StatecastError)
-def _statecast_error(error: StatecastError) -> Response:
-    status = STATUS.get(error.code, 500)
-    return _error(str(error), 400 if status == 422 else status)
-
-
-@v2.errorhandler(HTTPException)
-def _http_error(error: HTTPException) -> Response:
-    return _error(error.description or error.name, error.code or 500)
 
 
 # -- health and metadata --------------------------------------------------------------------
@@ -78,8 +62,6 @@ def _http_error(error: HTTPException) -> Response:
 
 @v2.get("/v2")
 def server_metadata() -> Response:
-    from statecast.service.app import server_version
-
     return jsonify({"name": "statecast", "version": server_version(),
                     "extensions": EXTENSIONS})
 
@@ -90,9 +72,9 @@ def live() -> Response:
 
 
 @v2.get("/v2/health/ready")
-def ready() -> Response:
-    if not _state().ready:
-        return _error("models are still loading", 400)  # the protocol: false is a 4xx
+def ready() -> Response | tuple[Response, int]:
+    if not runtime().ready:  # the protocol: not ready is a 4xx
+        return v2_error_response("models are still loading", 400)
     return jsonify({"ready": True})
 
 
@@ -101,7 +83,7 @@ def _reference(model: str, version: str | None) -> str:
 
 
 def _loaded(model: str, version: str | None) -> Any:
-    state = _state()
+    state = runtime()
     name, resolved = state.models.resolve(_reference(model, version))
     loaded = state.models.get(name, resolved)
     check_servable(loaded)
@@ -119,7 +101,7 @@ def model_metadata(model: str, version: str | None = None) -> Response:
     if covariates:
         inputs.append({"name": "future", "datatype": "FP32",
                        "shape": [-1, -1, len(covariates)]})
-    return jsonify({"name": loaded.name, "versions": _state().registry.versions(loaded.name),
+    return jsonify({"name": loaded.name, "versions": runtime().registry.versions(loaded.name),
                     "platform": "statecast", "inputs": inputs,
                     "outputs": [{"name": "forecast", "datatype": "FP32",
                                  "shape": [-1, horizon, len(spec.targets)]}]})
@@ -150,7 +132,7 @@ def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
 
 def _read_body() -> tuple[Any, bytes]:
     """The JSON header of an infer request and the binary tensor data after it."""
-    limit = _state().settings.max_body_bytes
+    limit = runtime().settings.max_body_bytes
     raw = request.get_data(cache=False)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding in ("gzip", "deflate"):
@@ -171,24 +153,18 @@ def _flatten(data: Any, into: list[float]) -> None:
     for value in data:
         if isinstance(value, list):
             _flatten(value, into)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            into.append(value)
         else:
-            raise RequestError(f"tensor data must be numbers, got {value!r}"[:120])
+            into.append(value)
 
 
-def _tensor(spec: Any, binary: bytes, offset: int, dims: int) -> tuple[np.ndarray, int]:
-    """The input as float32 ``spec.shape``, and the offset of the next binary input."""
-    if spec.datatype != "FP32":
-        raise RequestError(f"input {spec.name!r} must be FP32, got {spec.datatype}")
+def _tensor(spec: InferTensor, binary: bytes, offset: int) -> tuple[np.ndarray, int]:
+    """The input as float32 ``spec.shape``, and the offset of the next binary input (the
+    schema checked its name, type and shape; here its values are checked against them)."""
     shape = spec.shape
-    if len(shape) != dims or any(d < 1 for d in shape):
-        raise RequestError(f"input {spec.name!r} must have shape [batch, steps, values] with "
-                           f"every dimension at least 1, got {shape}")
     size = int(np.prod(shape))
-    nbytes = (spec.parameters or {}).get("binary_data_size")
+    nbytes = spec.parameters.binary_data_size if spec.parameters is not None else None
     if nbytes is not None:
-        if spec.data is not None or isinstance(nbytes, bool) or nbytes != 4 * size:
+        if spec.data is not None or nbytes != 4 * size:
             raise RequestError(f"input {spec.name!r}: binary_data_size must be {4 * size} "
                                "(shape x 4 bytes) and no data given")
         if offset + nbytes > len(binary):
@@ -210,43 +186,18 @@ def _tensor(spec: Any, binary: bytes, offset: int, dims: int) -> tuple[np.ndarra
     return values.reshape(shape).astype(np.float32), offset
 
 
-def _flag(parameters: dict[str, Any], name: str) -> bool:
-    value = parameters.get(name, False)
-    if not isinstance(value, bool):
-        raise RequestError(f"parameter {name} must be true or false")
-    return value
-
-
-def _count(parameters: dict[str, Any], name: str, least: int) -> int | None:
-    value = parameters.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < least):
-        raise RequestError(f"parameter {name} must be an integer >= {least}")
-    return value
-
-
-def _sequence(parameters: dict[str, Any]) -> int | str | None:
+def _sequence(parameters: InferParameters) -> int | str | None:
     """The sequence id (None: stateless); 0 and "" mean none, as in Triton."""
-    value = parameters.get("sequence_id")
-    if value is None or value == 0 or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or (
-            isinstance(value, int) and value < 0):
-        raise RequestError("parameter sequence_id must be an unsigned integer or a string")
-    return value
+    value = parameters.sequence_id
+    return None if value in (None, 0, "") else value
 
 
-def _outputs(requested: list[RequestedOutput] | None, everything_binary: bool) -> bool:
+def _binary_output(requested: list[RequestedOutput] | None, everything_binary: bool) -> bool:
     """Whether ``forecast`` goes out as binary data."""
     binary = everything_binary
     for output in requested or []:
-        if output.name != "forecast":
-            raise RequestError(f"unknown output {output.name!r}: the model has 'forecast'")
-        wanted = (output.parameters or {}).get("binary_data")
-        if wanted is not None:
-            if not isinstance(wanted, bool):
-                raise RequestError("output parameter binary_data must be true or false")
-            binary = wanted
+        if output.parameters is not None and output.parameters.binary_data is not None:
+            binary = output.parameters.binary_data
     return binary
 
 
@@ -254,20 +205,19 @@ def _outputs(requested: list[RequestedOutput] | None, everything_binary: bool) -
 @v2.post("/v2/models/<model>/versions/<version>/infer")
 def infer(model: str, version: str | None = None) -> Response:
     header, binary = _read_body()
-    call: InferRequest = validated_open(InferRequest, header)
-    parameters = call.parameters or {}
+    call: InferRequest = validated(InferRequest, header)
+    parameters = call.parameters or InferParameters()
     sequence = _sequence(parameters)
-    start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
-    step = _count(parameters, "sequence_step", 0)
-    horizon = _count(parameters, "horizon", 1)
-    binary_out = _outputs(call.outputs, _flag(parameters, "binary_data_output"))
+    start, end = parameters.sequence_start, parameters.sequence_end
+    step, horizon = parameters.sequence_step, parameters.horizon
+    binary_out = _binary_output(call.outputs, parameters.binary_data_output)
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     for spec in call.inputs:
-        if spec.name not in ("window", "future") or spec.name in tensors:
-            raise RequestError(f"unexpected input {spec.name!r}: send 'window' (and 'future' "
-                               "for recursive models with covariates), once each")
-        tensors[spec.name], offset = _tensor(spec, binary, offset, 3)
+        if spec.name in tensors:
+            raise RequestError(f"input {spec.name!r} is given twice: send 'window' (and "
+                               "'future' for models with future covariates), once each")
+        tensors[spec.name], offset = _tensor(spec, binary, offset)
     if "window" not in tensors:
         raise RequestError("input 'window' [batch, steps, features] is missing")
     window, future = tensors["window"], tensors.get("future")
@@ -281,7 +231,7 @@ def infer(model: str, version: str | None = None) -> Response:
         if future is not None:
             body["future"] = future[row].tolist()
         bodies.append(body)
-    service = _state().service
+    service = runtime().service
     reference = _reference(model, version)
     if sequence is None:
         if start or end or step is not None:

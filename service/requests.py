@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,19 +15,18 @@ from statecast.service.errors import (
     MissingFuture,
     NonFiniteValue,
     RequestError,
+    UnexpectedFuture,
     WindowTooLong,
     WrongFeatureCount,
 )
 from statecast.service.json_codec import (
     parse_json as parse_json,  # re-exported: the API's JSON reader
 )
-from statecast.service.schemas import ForecastRequestBody, validated
+from statecast.service.schemas import STREAM_ID, ForecastRequestBody, validated
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: How far a recursive model may be rolled out in one call (default of ``max_horizon``).
 MAX_RECURSIVE_HORIZON = 1000
-#: Stream ids: a letter or digit, then letters, digits and ``. _ : -``.
-STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 MAX_STREAM_ID = 256
 
 
@@ -110,7 +108,7 @@ def _future(raw: Any, spec: ModelSpec, horizon: int, max_horizon: int
     covariates = future_features_of(spec)
     if not covariates:
         if raw is not None:
-            raise RequestError("this model takes no future covariates (drop \"future\")")
+            raise UnexpectedFuture("this model takes no future covariates (drop \"future\")")
         return None
     if raw is None:
         raise MissingFuture(f"this model needs the future values of {list(covariates)} for "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field
@@ -80,6 +81,24 @@ class Settings(BaseSettings):
         if self.threads:
             return self.threads
         return 4 if self.resolved_worker_class() == "gthread" else 1
+
+
+def serve_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a server process (gunicorn, exec'd by ``statecast serve``) that
+    reads back exactly ``settings``: ``base`` (the caller's environment, not changed) with
+    every field as its ``STATECAST_<FIELD>`` variable, and no variable for a field that is
+    None."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    environment = dict(base)
+    for name, value in settings.model_dump().items():
+        key = f"{prefix}{name}".upper()
+        if value is None:
+            environment.pop(key, None)
+        elif isinstance(value, bool):
+            environment[key] = "true" if value else "false"
+        else:
+            environment[key] = str(value)
+    return environment
 
 
 def kernel_cache_dir(base: Path) -> Path:

@@ -25,6 +25,7 @@ class BatchInputError(ServiceError):
     duplicate ``(unique_id, ds)`` rows, an unknown frequency."""
 
     code = "invalid_batch_input"
+    status = 422
 
 
 @dataclass(frozen=True)

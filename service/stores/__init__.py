@@ -1,5 +1,5 @@
 """State stores behind one interface, addressed by one syntax everywhere:
-``memory``, ``sqlite:PATH`` or ``redis://host:port/db`` (DESIGN.md §3)."""
+``memory``, ``sqlite:PATH`` or ``redis://host:port/db``."""
 
 from __future__ import annotations
 

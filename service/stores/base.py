@@ -2,9 +2,9 @@
 
 Writes are compare-and-set: a writer reads a record, computes, and writes back only if the
 record's ``revision`` is still the one it read; a writer that lost the race re-reads and
-re-applies only what is still new. DESIGN.md §3 says "on ``step``"; the revision is
-stricter: a stream reset and advanced again to the same step by another writer in between
-would pass a check on ``step`` alone.
+re-applies only what is still new. The check is on the revision, not on ``step``: a stream
+reset and advanced again to the same step by another writer in between would pass a check
+on ``step`` alone.
 """
 
 from __future__ import annotations

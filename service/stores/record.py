@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class StreamRecord:
-    """One stream's server-side record (DESIGN.md §3).
+    """One stream's server-side record: its version, position, state and retained tail.
 
     Attributes
     ----------

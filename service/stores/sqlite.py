@@ -82,8 +82,8 @@ class SqliteStore(StateStore):
 
     @staticmethod
     def _create_or_migrate(connection: sqlite3.Connection) -> None:
-        """Create the table, or move a file made before session 3 of issue 9 to the current
-        layout. Rows are kept in a rowid table with a unique key on ``(model, stream)``: a
+        """Create the table, or move a file whose table has the ``WITHOUT ROWID`` layout to
+        the rowid one. Rows are kept in a rowid table with a unique key on ``(model, stream)``: a
         row (state and tail, ~1 KiB for a small model) is too large for a ``WITHOUT ROWID``
         table, whose every B-tree page then holds only a few rows (SQLite's own advice);
         writing 256 streams in one transaction took twice as long there (measured)."""

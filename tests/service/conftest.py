@@ -2,8 +2,8 @@
 
 import pytest
 
-from statecast.service.app import create_app
 from statecast.service.settings import Settings
+from statecast.service.startup import serving_app
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -12,7 +12,7 @@ def app(request, tmp_path):
         request.param) or request.getfixturevalue("redis_url")
     settings = Settings(registry=tmp_path / "registry", store=store, max_body_bytes=64 * 1024,
                         max_window=500)
-    application = create_app(settings)
+    application = serving_app(settings)
     application.config["TESTING"] = True
     yield application
     application.extensions["statecast"].close()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from statecast.models import Registry
-from statecast.service.app import create_app
 from statecast.service.settings import Settings
+from statecast.service.startup import serving_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -20,7 +20,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def client(request, tmp_path):
     store = {"memory": "memory", "sqlite": f"sqlite:{tmp_path / 'state.db'}"}.get(
         request.param) or request.getfixturevalue("redis_url")
-    app = create_app(Settings(registry=tmp_path / "registry", store=store,
+    app = serving_app(Settings(registry=tmp_path / "registry", store=store,
                               admin_token=TOKEN), warm=False)
     yield app.test_client()
     app.extensions["statecast"].close()
@@ -51,7 +51,7 @@ ROUTES = [("post", "/v1/admin/models/sunspots/versions"),
 
 @pytest.mark.parametrize("method,url", ROUTES)
 def test_without_a_configured_token_every_admin_route_is_403(tmp_path, method, url):
-    app = create_app(Settings(registry=tmp_path / "r", store="memory"), warm=False)
+    app = serving_app(Settings(registry=tmp_path / "r", store="memory"), warm=False)
     response = getattr(app.test_client(), method)(url, json={}, headers=AUTH)
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "admin_disabled"

@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from statecast.service.app import create_app
 from statecast.service.settings import Settings
+from statecast.service.startup import serving_app
 
 V1 = "/v1/models/sunspots/streams/{}/forecast"
 INFER = "/v2/models/sunspots/infer"
@@ -18,7 +18,7 @@ SERIES = [5.0, 11.0, 16.0, 23.0, 36.0, 58.0, 29.0, 20.0, 10.0, 8.0, 3.0, 0.0]
 
 @pytest.fixture()
 def client(tmp_path):
-    app = create_app(Settings(registry=tmp_path / "registry", store=f"sqlite:{tmp_path / 's.db'}",
+    app = serving_app(Settings(registry=tmp_path / "registry", store=f"sqlite:{tmp_path / 's.db'}",
                               max_streams=50, max_body_bytes=64 * 1024, access_log=False))
     yield app.test_client()
     app.extensions["statecast"].close()
@@ -172,19 +172,19 @@ def test_a_version_can_be_chosen(client):
     (lambda b: b["inputs"][0].update(shape=[1, 3]), 400, "shape"),
     (lambda b: b["inputs"][0].update(shape=[1, 5, 1]), 400, "needs 5"),
     (lambda b: b["inputs"][0].update(shape=[1, 4, 2], data=[1.0] * 8), 400, "the model takes 1"),
-    (lambda b: b["inputs"][0].update(data=[[["1"], [2.0], [3.0], [4.0]]]), 400, "numbers"),
+    (lambda b: b["inputs"][0].update(data=[[["1"], [2.0], [3.0], [4.0]]]), 400, "valid number"),
     (lambda b: b["inputs"][0].update(data=[[[1.0], [2.0], [3.0], [1e39]]]), 400, "finite"),
-    (lambda b: b["inputs"][0].update(name="x"), 400, "unexpected input"),
+    (lambda b: b["inputs"][0].update(name="x"), 400, "'window' or 'future'"),
     (lambda b: b["inputs"].append(dict(b["inputs"][0])), 400, "once each"),
     (lambda b: b.update(inputs=[]), 400, "inputs"),
-    (lambda b: b.update(outputs=[{"name": "other"}]), 400, "unknown output"),
+    (lambda b: b.update(outputs=[{"name": "other"}]), 400, "'forecast'"),
     (lambda b: b.update(parameters={"horizon": 0}), 400, "horizon"),
     (lambda b: b.update(parameters={"horizon": 13}), 400, "exceeds"),
-    (lambda b: b.update(parameters={"sequence_id": -3}), 400, "unsigned"),
+    (lambda b: b.update(parameters={"sequence_id": -3}), 400, "greater than or equal to 0"),
     (lambda b: b.update(parameters={"sequence_id": "bad id!", "sequence_start": True}), 400,
-     "stream id"),
+     "should match pattern"),
     (lambda b: b.update(parameters={"sequence_id": 3, "sequence_start": "yes"}), 400,
-     "true or false"),
+     "valid boolean"),
     (lambda b: b.update(parameters={"sequence_end": True}), 400, "need a sequence_id"),
     (lambda b: b["inputs"][0].update(shape=[2, 2, 1]) or b.update(
         parameters={"sequence_id": 3, "sequence_start": True}), 400, "batch size 1"),
@@ -218,7 +218,7 @@ def test_framing_and_encoding_errors(client):
 
 
 def test_capacity_is_503_with_retry_after(tmp_path):
-    app = create_app(Settings(registry=tmp_path / "registry", store="memory", max_streams=1,
+    app = serving_app(Settings(registry=tmp_path / "registry", store="memory", max_streams=1,
                               access_log=False))
     client = app.test_client()
     try:

@@ -15,9 +15,9 @@ pytest.importorskip("darts")
 pytest.importorskip("neuralforecast")
 statsmodels_api = pytest.importorskip("statsmodels.api")
 
-from statecast.service.app import create_app  # noqa: E402
 from statecast.service.cli import main  # noqa: E402
 from statecast.service.settings import Settings  # noqa: E402
+from statecast.service.startup import serving_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SERIES = ("realinv", "realcons")
@@ -98,7 +98,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture()
 def client(trained, tmp_path):
-    app = create_app(Settings(registry=trained["registry"], store=f"sqlite:{tmp_path / 's.db'}",
+    app = serving_app(Settings(registry=trained["registry"], store=f"sqlite:{tmp_path / 's.db'}",
                               max_window=500))
     yield app.test_client()
     app.extensions["statecast"].close()

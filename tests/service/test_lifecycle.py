@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from statecast.service.app import create_app
 from statecast.service.settings import Settings
+from statecast.service.startup import serving_app
 
 URL = "/v1/models/sunspots/streams/{}"
 
@@ -21,7 +21,7 @@ def make_client(request, tmp_path):
     def make(**settings):
         store = {"memory": "memory", "sqlite": f"sqlite:{tmp_path / 'state.db'}"}.get(
             request.param) or redis_url
-        app = create_app(Settings(registry=tmp_path / "registry", store=store, **settings),
+        app = serving_app(Settings(registry=tmp_path / "registry", store=store, **settings),
                          warm=False)
         apps.append(app)
         return app.test_client()
@@ -53,7 +53,7 @@ def test_an_idle_stream_expires_into_a_tombstone_until_reset(make_client):
 def test_the_sweep_expires_streams_nobody_calls(make_client):
     client = make_client()  # no TTL at start: no sweep thread
     service = client.application.extensions["statecast"].service
-    service.ttl = 0.2
+    service.lifecycle.ttl = 0.2
     for name in "abc":
         forecast(client, name, {"window": [1.0]})
     assert service.expire_idle() == 0
@@ -120,7 +120,7 @@ def test_limits_are_configurable_and_answer_their_codes(make_client):
 
 def test_with_redis_the_ttl_is_done_by_redis(redis_url, tmp_path):
     sweeps = sum(t.name == "statecast-expiry" for t in threading.enumerate())
-    app = create_app(Settings(registry=tmp_path / "registry", store=redis_url, stream_ttl=0.2,
+    app = serving_app(Settings(registry=tmp_path / "registry", store=redis_url, stream_ttl=0.2,
                               tombstone_ttl=60), warm=False)
     try:
         assert sum(t.name == "statecast-expiry" for t in threading.enumerate()) == sweeps

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from statecast.service.access_log import LOGGER
-from statecast.service.app import create_app
 from statecast.service.settings import Settings
+from statecast.service.startup import serving_app
 from statecast.service.stores import MemoryStore
 
 URL = "/v1/models/sunspots/streams/{}/forecast"
@@ -52,7 +52,7 @@ def make_client(tmp_path):
 
     def build(store=None, **overrides):
         settings = Settings(registry=tmp_path / "registry", store="memory", **overrides)
-        app = create_app(settings, store=store)
+        app = serving_app(settings, store=store)
         apps.append(app)
         return app.test_client()
 

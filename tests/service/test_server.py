@@ -138,6 +138,7 @@ def wait_for(answered: list[int], count: int, timeout: float = 60) -> None:
 def test_no_acknowledged_observation_is_lost_or_doubled(tmp_path):
     server = Server(tmp_path, free_port())
     server.start()
+    assert_settings_passed(server)
     answered: list[int] = []
     failures: list[str] = []
     clients = [threading.Thread(target=client, args=(server.port, answered, failures))
@@ -160,6 +161,16 @@ def test_no_acknowledged_observation_is_lost_or_doubled(tmp_path):
     finally:
         server.stop()
     assert_replayed(SqliteStore(tmp_path / "state.db"), tmp_path / "registry")
+
+
+def assert_settings_passed(server: Server) -> None:
+    """``statecast serve`` exec'd gunicorn (same process) with its flags as settings in the
+    new process's environment."""
+    environ = dict(entry.split("=", 1) for entry in Path(
+        f"/proc/{server.process.pid}/environ").read_text().split("\0") if "=" in entry)
+    assert environ["STATECAST_PORT"] == str(server.port)
+    assert (environ["STATECAST_WORKERS"], environ["STATECAST_STORE"]) == ("2", server.store)
+    assert "gunicorn" in Path(f"/proc/{server.process.pid}/cmdline").read_text()
 
 
 def assert_served_steps(port: int) -> None:

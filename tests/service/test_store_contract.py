@@ -147,14 +147,14 @@ def test_memory_store_keeps_a_version_s_streams_in_one_arena():
 
 
 def test_redis_down_is_503_and_the_service_recovers_without_a_restart(tmp_path):
-    from statecast.service.app import create_app
     from statecast.service.settings import Settings
+    from statecast.service.startup import serving_app
     from tests.redis_server import RedisServer
 
     server = RedisServer()
     server.start()
     try:
-        app = create_app(Settings(registry=tmp_path / "r", store=server.url), warm=False)
+        app = serving_app(Settings(registry=tmp_path / "r", store=server.url), warm=False)
         client = app.test_client()
         url = "/v1/models/sunspots/streams/s/forecast"
         assert client.post(url, json={"window": [1.0]}).status_code == 200
