@@ -161,7 +161,7 @@ def parse_state_mode(value: str) -> int | None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything about a model but its weights (DESIGN.md §2)."""
+    """Everything about a model but its weights."""
 
     input_size: int
     layers: tuple[RecurrentLayerSpec, ...]

@@ -1,6 +1,5 @@
 """Forecasts of ``window:W`` models that need the window itself, as forecasting libraries
-predict (DESIGN.md §7): every forecast re-runs the last W observations from the initial
-state, with
+predict: every forecast re-runs the last W observations from the initial state, with
 
 - statistics recomputed from the window (:class:`models.spec.WindowScalerSpec`): each
   scaled feature by its own statistics over the window's observed rows (left padding is
