@@ -16,16 +16,19 @@ import numpy as np
 from statecast.kernels.config import JIT_OPTIONS
 from statecast.kernels.panels import PANEL, TILE_ROWS, panel_product
 
-#: Weight rows per product: 64 x PANEL floats (16 KiB at 64 columns) stay in L1.
-_K = 64
-_REPEATS = 20_000
+#: Weight rows per product: 128 x PANEL floats (32 KiB at 64 columns) and the rows of its
+#: ``_TILES`` tiles (16 KiB) stay in L1; many tiles per call make a call's set-up noise.
+_K = 128
+_TILES = 8
+_REPEATS = 4_000
 
 
 @numba.njit(parallel=True, **JIT_OPTIONS)
 def _products(a, w, src, dst, repeats):
+    rows = _TILES * TILE_ROWS
     for worker in numba.prange(dst.shape[0]):
         for _ in range(repeats):
-            panel_product(a[worker], 0, _K, TILE_ROWS, w, 0, _K * PANEL, _K, 1, src, 0, 0,
+            panel_product(a[worker], 0, _K, rows, w, 0, _K * PANEL, _K, 1, src, 0, 0,
                           dst[worker], 0, PANEL)
 
 
@@ -33,12 +36,13 @@ def fma_peak(rounds: int = 5) -> float:
     """GFLOP/s of the tile on every Numba thread at once, best of ``rounds``."""
     threads = numba.get_num_threads()
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((threads, TILE_ROWS, _K)).astype(np.float32) * 1e-3
+    rows = _TILES * TILE_ROWS
+    a = rng.standard_normal((threads, rows, _K)).astype(np.float32) * 1e-3
     w = rng.standard_normal(_K * PANEL).astype(np.float32)
     src = np.zeros(PANEL, np.float32)
-    dst = np.empty((threads, TILE_ROWS, PANEL), np.float32)
+    dst = np.empty((threads, rows, PANEL), np.float32)
     _products(a, w, src, dst, 1)
-    flops = 2.0 * threads * _REPEATS * TILE_ROWS * PANEL * _K
+    flops = 2.0 * threads * _REPEATS * rows * PANEL * _K
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()

@@ -12,10 +12,11 @@ one stream of a wide layer, with       each step's hidden units over Numba's    
 threads
 =====================================  ==========================================  =========
 
-``spread`` is a setting, not a guess: it pays when one process serves one call at a time
-with several cores to itself (a notebook, a script: ``Model.run`` turns it on), and costs
-when calls run side by side (the server's workers have one Numba thread each, and turn it
-off). Every path computes each gate as the same chain of multiply-adds, so a stream's
+``spread`` is a setting, not a guess: it pays when one process runs one call at a time
+with several cores to itself (a notebook, a script: ``Model`` turns it on), and costs when
+other work keeps the cores busy (measured: 2-3x slower while another library's thread pool
+spins) or calls run side by side (the server turns it off; its workers have one Numba
+thread each). Set ``model.engine.spread = False`` where the cores are shared. Every path computes each gate as the same chain of multiply-adds, so a stream's
 results do not depend on the path, the other streams of its call or the threads.
 """
 
@@ -34,11 +35,11 @@ from statecast.kernels.fused import forward_fused, head_only
 from statecast.kernels.panels import pack_panels
 from statecast.kernels.split import _forward_split, pack_split
 
-#: The narrowest layer one stream spreads over the threads: from hidden 128 for several
-#: steps, 256 for one (a parallel region per layer costs 1-2 us, the threads' handshake
-#: per step ~0.3 us; measured on 2-core Zen 5 and Ice Lake machines).
-SPREAD_MIN_HIDDEN_STEPS = 128
-SPREAD_MIN_HIDDEN_STEP = 256
+#: The narrowest layer one stream spreads over the threads. Measured on a 2-core Zen 5 with
+#: the cores otherwise idle, 2-layer LSTM: hidden 256 one step 36 us split vs 51 us fused,
+#: 24 steps 359 vs 593 us panels; hidden 128 24 steps 143 vs 132 us (a parallel region per
+#: layer costs 1-2 us, the threads' handshake per step ~0.3 us).
+SPREAD_MIN_HIDDEN = 256
 #: Paths by name, for :meth:`Engine.forward_on` (tests and benchmarks compare them).
 PATHS = ("fused", "panels", "split")
 
@@ -84,7 +85,7 @@ class Engine:
         self._spread = bool(value)
         # One stream, one step goes straight to the fused loops unless it may spread.
         self._step_fused = not (self._spread
-                                and self.net.widest_splittable >= SPREAD_MIN_HIDDEN_STEP)
+                                and self.net.widest_splittable >= SPREAD_MIN_HIDDEN)
 
     def __repr__(self) -> str:
         return f"Engine({int(self._meta[nw.N_LAYERS])} layers, spread={self.spread})"
@@ -94,8 +95,7 @@ class Engine:
     def path(self, streams: int, steps: int) -> str:
         """The path a call of this shape takes now: ``fused``, ``panels`` or ``split``."""
         if self.spread and streams == 1 and numba.get_num_threads() > 1:
-            least = SPREAD_MIN_HIDDEN_STEPS if steps > 1 else SPREAD_MIN_HIDDEN_STEP
-            if self.net.widest_splittable >= least:
+            if self.net.widest_splittable >= SPREAD_MIN_HIDDEN:
                 return "split"
         return "fused" if streams == 1 and steps == 1 else "panels"
 
@@ -126,11 +126,16 @@ class Engine:
         """
         if check:
             self.check(x, arena, slots, y, head_out)
-        streams, steps = x.shape[0], x.shape[1]
-        if streams == 1 and steps == 1 and self._step_fused:
+        self.run(x, arena, slots, y, head_out)
+
+    def run(self, x: np.ndarray, arena: np.ndarray, slots: np.ndarray, y: np.ndarray,
+            head_out: np.ndarray) -> None:
+        """:meth:`forward` without the checks, for callers that built the arrays (every
+        argument positional: this is the hot path's entry, ~0.1 us of Python counts)."""
+        if x.shape[0] == 1 and x.shape[1] == 1 and self._step_fused:
             forward_fused(x, self._params, self._meta, arena, slots, y, head_out)
             return
-        self.forward_on(self.path(streams, steps), x, arena, slots, y, head_out)
+        self.forward_on(self.path(x.shape[0], x.shape[1]), x, arena, slots, y, head_out)
 
     def forward_on(self, path: str, x: np.ndarray, arena: np.ndarray, slots: np.ndarray,
                    y: np.ndarray, head_out: np.ndarray) -> None:
@@ -147,16 +152,15 @@ class Engine:
                 self._panel_at)
         elif path == "split":
             weights, offsets = self._split_weights(numba.get_num_threads())
-            least = SPREAD_MIN_HIDDEN_STEPS if x.shape[1] > 1 else SPREAD_MIN_HIDDEN_STEP
             _forward_split(x, self._params, self._meta, arena, slots, y, head_out, weights,
-                           offsets, least)
+                           offsets, SPREAD_MIN_HIDDEN)
         else:
             raise ValueError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
 
     def _split_weights(self, parts: int) -> tuple[np.ndarray, np.ndarray]:
         found = self._split.get(parts)
         if found is None:
-            found = self._split[parts] = pack_split(self.net, parts, SPREAD_MIN_HIDDEN_STEPS)
+            found = self._split[parts] = pack_split(self.net, parts, SPREAD_MIN_HIDDEN)
         return found
 
     def head(self, outputs: np.ndarray) -> np.ndarray:

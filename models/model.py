@@ -113,6 +113,7 @@ class Model:
         #: Runs every window of this model; ``spread`` on for a process that runs one call
         #: at a time (the server turns it off, see :mod:`kernels.engine`).
         self.engine = Engine(self.network, spread=True)
+        self._run = self.engine.run
         # The network's fields that Model.run reads on every call, as plain attributes.
         net = self.network
         self._input_size, self._output_size = net.input_size, net.output_size
@@ -120,6 +121,7 @@ class Model:
         self._state_size, self._offsets = net.state_size, net.state_offsets
         self._initial_row = self._initial_state_row()
         self._slots = np.arange(1024, dtype=np.int64)
+        self._one_slot = self._slots[:1]
 
     def __repr__(self) -> str:
         return f"Model({self.name or '?'}@{self.version or '?'}, {len(self.spec.layers)} layers)"
@@ -270,9 +272,13 @@ class Model:
         y = np.empty((batch, steps, self._output_size), _FLOAT32)
         every = self._head_every_step
         head = np.empty((batch * steps if every else batch, self._head_size), _FLOAT32)
-        slots = self._slots[:batch] if batch <= self._slots.size else np.arange(
-            batch, dtype=np.int64)
-        self.engine.forward(x, arena, slots, y, head, check=False)
+        if batch == 1:
+            slots = self._one_slot
+        elif batch <= self._slots.size:
+            slots = self._slots[:batch]
+        else:
+            slots = np.arange(batch, dtype=np.int64)
+        self._run(x, arena, slots, y, head)
         new_state = State(arena, self._offsets)
         if not self._head_size:
             return y, new_state, None
@@ -296,7 +302,9 @@ class Model:
         outputs]`` (``[streams * time, ...]`` for a head at every step) preallocated and
         written.
         """
-        self.engine.forward(x, arena, slots, y, head_out, check=check)
+        if check:
+            self.engine.check(x, arena, slots, y, head_out)
+        self._run(x, arena, slots, y, head_out)
 
     def head_from_state(self, rows: np.ndarray) -> np.ndarray:
         """Head outputs ``float32 [streams, head outputs]`` from state rows ``float32

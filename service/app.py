@@ -17,6 +17,8 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from statecast.models import Registry
 from statecast.service.access_log import access_line, access_logger, write_access_line
 from statecast.service.admin_api import admin
+from statecast.service.batch_body import batch_calls, item_error
+from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import BodyTooLarge, NotReady, UnsupportedMediaType
 from statecast.service.forecasting import ForecastService
 from statecast.service.http_errors import register_error_handlers
@@ -48,18 +50,21 @@ def _json_body() -> Any:
 @v1.post("/v1/models/<model>/streams/<stream>/forecast")
 def forecast(model: str, stream: str) -> Response:
     g.streams = 1
-    result = runtime().service.forecast(model, stream, _json_body())
-    g.version = result["version"]
-    return jsonify(result)
+    result = runtime().service.forecast(model, stream, StreamCall.from_json(_json_body()))
+    g.version = result.version
+    return jsonify(result.to_json())
 
 
 @v1.post("/v1/models/<model>/forecast")
 def forecast_many(model: str) -> Response:
-    result = runtime().service.forecast_many(model, _json_body())
-    items = result["items"]
-    g.streams = len(items)
-    g.version = ",".join(sorted({item["version"] for item in items if "version" in item}))
-    return jsonify(result)
+    service = runtime().service
+    calls = batch_calls(_json_body(), service.max_items)
+    answers = service.forecast_many(model, calls)
+    g.streams = len(answers)
+    g.version = ",".join(sorted({a.version for a in answers if isinstance(a, StreamForecast)}))
+    return jsonify({"items": [
+        answer.to_json() if isinstance(answer, StreamForecast) else item_error(stream, answer)
+        for (stream, _), answer in zip(calls, answers, strict=True)]})
 
 
 @v1.get("/v1/models/<model>/streams/<stream>")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from statecast.models import StatecastError
+from statecast.service.calls import StreamCall
 from statecast.service.errors import BatchTooLarge, RequestError
 from statecast.service.schemas import BatchOptions, validated
 
@@ -29,25 +30,27 @@ def batch_items(body: Any, max_items: int) -> list[Any]:
     return items
 
 
-def item_streams(items: list[Any]) -> tuple[list[int], dict[int, dict[str, Any]]]:
-    """The indexes of the items that name a distinct stream, and the errors of the others
-    (no ``"stream"`` string, or a stream named twice)."""
+def batch_calls(body: Any, max_items: int) -> list[tuple[Any, StreamCall | StatecastError]]:
+    """``(stream, call)`` per item of a batch body, the call being the item's error where the
+    item is not a valid forecast body of its own (no ``"stream"`` string, a stream named
+    twice, a field the schema refuses): that item fails alone."""
+    items = batch_items(body, max_items)
     seen: set[str] = set()
-    valid: list[int] = []
-    errors: dict[int, dict[str, Any]] = {}
-    for index, item in enumerate(items):
+    calls: list[tuple[Any, StreamCall | StatecastError]] = []
+    for item in items:
         stream = item.get("stream") if isinstance(item, dict) else None
         if not isinstance(stream, str):
-            errors[index] = item_error(stream, RequestError(
-                "each item needs a \"stream\" string"))
+            calls.append((stream, RequestError("each item needs a \"stream\" string")))
             continue
         if stream in seen:
-            errors[index] = item_error(stream, RequestError(
-                "each item needs a distinct stream id"))
+            calls.append((stream, RequestError("each item needs a distinct stream id")))
             continue
         seen.add(stream)
-        valid.append(index)
-    return valid, errors
+        try:
+            calls.append((stream, StreamCall.from_json(item_body(body, item))))
+        except StatecastError as error:
+            calls.append((stream, error))
+    return calls
 
 
 def item_body(body: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from statecast.models import Model, ModelError
+from statecast.models import Model, ModelError, StatecastError
 from statecast.models.windowed import forecast_windows
-from statecast.service.batch_body import batch_items, item_body, item_error, item_streams
+from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
+    BatchTooLarge,
     GapInStream,
     InsufficientHistory,
     ModelNotSupported,
@@ -37,7 +38,7 @@ from statecast.service.requests import (
     MAX_STREAM_ID,
     ForecastRequest,
     check_stream_id,
-    parse_forecast,
+    validate_call,
 )
 from statecast.service.retries import attempts, contention, until_written
 from statecast.service.stores import StateStore, StreamRecord
@@ -120,24 +121,22 @@ def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Pla
 
 
 def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
-                      ) -> list[list[Any] | None]:
-    """For a direct model, every stream's forecast (as the JSON lists of
-    :meth:`ForecastService._finish`) from one :meth:`Model.predict` over all the states;
-    None for each stream of a recursive model."""
+                      ) -> list[np.ndarray | None]:
+    """For a direct model, every stream's forecast ``[horizon, targets]`` from one
+    :meth:`Model.predict` over all the states; None for each stream of a recursive model."""
     if model.spec.forecast_mode != "direct" or not states:
         return [None] * len(states)
     block = model.predict(np.stack(states), max(horizons))
-    rows = block.astype(float).tolist()  # one conversion for the group, not one per stream
-    return [row[:horizon] for row, horizon in zip(rows, horizons, strict=True)]
+    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)]
 
 
 def _group_forecasts(model: Model, works: list[_Work], states: list[np.ndarray]
-                     ) -> list[list[Any] | None]:
-    """Every work's forecast as JSON lists, computed for the group at once where the model
-    allows (from the windows, or one head call over the states); None where
+                     ) -> list[np.ndarray | None]:
+    """Every work's forecast ``[horizon, targets]``, computed for the group at once where
+    the model allows (from the windows, or one head call over the states); None where
     :meth:`ForecastService._finish` rolls a recursive model out one stream at a time."""
     if model.spec.forecasts_from_window:
-        return [f.astype(float).tolist() for f in _window_forecasts(model, works)]
+        return list(_window_forecasts(model, works))
     return _direct_forecasts(model, states, [work.request.horizon for work in works])
 
 
@@ -207,16 +206,14 @@ class ForecastService:
 
     # -- the call ------------------------------------------------------------------------
 
-    def forecast(self, reference: str, stream: str, body: Any) -> dict[str, Any]:
-        """Run one forecast call and return its JSON response."""
+    def forecast(self, reference: str, stream: str, call: StreamCall) -> StreamForecast:
+        """Run one stream's forecast call."""
         check_stream_id(stream, self.max_stream_id)
-        reset = isinstance(body, dict) and body.get("reset") is True
 
-        def attempt() -> dict[str, Any] | None:
-            plan = self._plan(reference, stream, reset)
+        def attempt() -> StreamForecast | None:
+            plan = self._plan(reference, stream, call.reset)
             check_servable(plan.model)
-            request = parse_forecast(body, plan.model.spec, self.max_window,
-                                     self.max_horizon)
+            request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
             work = self._prepare(plan, stream, request)
             with self.metrics.timing_kernel(plan.model.name):
                 state = _advance(plan.model, [work])[0]
@@ -231,37 +228,38 @@ class ForecastService:
 
         return until_written(attempt, f"stream {stream!r}")
 
-    def forecast_many(self, reference: str, body: Any) -> dict[str, Any]:
-        """The batch form: many streams of one model, one kernel call per model version
-        and window length; each item answers alone (an item's error fails only it)."""
+    def forecast_many(self, reference: str, calls: list[tuple[Any, StreamCall | StatecastError]]
+                      ) -> list[StreamForecast | StatecastError]:
+        """The batch form: ``(stream, call)`` pairs of one model, one kernel call per model
+        version and window length; each answers alone (a pair whose call is already an
+        error, or whose stream fails, fails only itself)."""
         self.models.resolve(reference)  # an unknown model fails the whole call
-        items = batch_items(body, self.max_items)
-        pending, refused = item_streams(items)
-        results: list[dict[str, Any] | None] = [refused.get(i) for i in range(len(items))]
+        if len(calls) > self.max_items:
+            raise BatchTooLarge(f"{len(calls)} items; at most {self.max_items} per call",
+                                limit=self.max_items)
+        results: list[StreamForecast | StatecastError | None] = [
+            call if isinstance(call, StatecastError) else None for _, call in calls]
+        pending = [i for i, (_, call) in enumerate(calls) if isinstance(call, StreamCall)]
         for _ in attempts():
             if not pending:
                 break
             works: list[tuple[int, _Work]] = []
             # One store round trip for every pending stream's record (pipelined in Redis).
             name = ModelCache.split(reference)[0]
-            fetched = dict(zip(
-                (items[i]["stream"] for i in pending),
-                self.store.get_many(name, [items[i]["stream"] for i in pending]),
-                strict=True))
+            streams = [calls[i][0] for i in pending]
+            fetched = dict(zip(streams, self.store.get_many(name, streams), strict=True))
             for index in pending:
-                item = items[index]
-                stream = item["stream"]
+                stream, call = calls[index]
+                assert isinstance(call, StreamCall)
                 try:
                     check_stream_id(stream, self.max_stream_id)
-                    merged = item_body(body, item)
-                    plan = self._plan(reference, stream, merged.get("reset") is True,
-                                      (fetched[stream],))
+                    plan = self._plan(reference, stream, call.reset, (fetched[stream],))
                     check_servable(plan.model)
-                    request = parse_forecast(merged, plan.model.spec, self.max_window,
-                                             self.max_horizon)
+                    request = validate_call(call, plan.model.spec, self.max_window,
+                                            self.max_horizon)
                     works.append((index, self._prepare(plan, stream, request)))
                 except (RequestError, ModelError) as error:
-                    results[index] = item_error(stream, error)
+                    results[index] = error
             retry = []
             for model_works in _by_version(works):
                 model = model_works[0][1].plan.model
@@ -286,22 +284,23 @@ class ForecastService:
                         self.metrics.conflicts.labels(model.name).inc()
             pending = retry
         for index in pending:
-            stream = items[index]["stream"]
-            results[index] = item_error(stream, contention(f"stream {stream!r}"))
-        return {"items": results}
+            results[index] = contention(f"stream {calls[index][0]!r}")
+        answered = [result for result in results if result is not None]
+        assert len(answered) == len(calls)
+        return answered
 
-    def forecast_stateless(self, reference: str, bodies: list[dict[str, Any]]
+    def forecast_stateless(self, reference: str, calls: list[StreamCall]
                            ) -> tuple[str, str, list[np.ndarray]]:
         """Forecasts from the model's initial state for windows that belong to no stream
-        (nothing is read or stored); each body is validated as a /v1 forecast body, the
-        windows run in one kernel call per length. Returns the model's name, the version
-        that answered and ``[horizon, targets]`` per body."""
+        (nothing is read or stored), the windows run in one kernel call per length.
+        Returns the model's name, the version that answered and ``[horizon, targets]`` per
+        call."""
         name, version = self.models.resolve(reference)
         model = self.models.get(name, version)
         check_servable(model)
         works = []
-        for body in bodies:
-            request = parse_forecast(body, model.spec, self.max_window, self.max_horizon)
+        for call in calls:
+            request = validate_call(call, model.spec, self.max_window, self.max_horizon)
             if request.start not in (None, 0):
                 raise RequestError("a call without a stream starts at 0")
             works.append(self._prepare(_fresh_plan(model, version, None), "", request))
@@ -337,21 +336,20 @@ class ForecastService:
                     "(nothing was stored)", needed=spec.window, have=have)
         return work
 
-    def _finish(self, work: _Work, state: np.ndarray, forecast: list[Any] | None = None
-                ) -> tuple[dict[str, Any], StreamRecord | None]:
-        """The response and the record to write, from the stream's new state (and its
-        forecast as JSON lists, when the caller computed it with others')."""
+    def _finish(self, work: _Work, state: np.ndarray, forecast: np.ndarray | None = None
+                ) -> tuple[StreamForecast, StreamRecord | None]:
+        """The answer and the record to write, from the stream's new state (and its
+        forecast, when the caller computed it with others')."""
         plan, model = work.plan, work.plan.model
         spec = model.spec
         if forecast is None:
-            forecast = _forecast(model, state, work.request.horizon,
-                                 work.request.future).astype(float).tolist()
+            forecast = _forecast(model, state, work.request.horizon, work.request.future)
         new = work.new
         new_step = work.step + len(new)
-        response = {"model": model.name, "version": plan.version, "stream": work.stream,
-                    "step": new_step, "consumed": len(new), "skipped": int(work.skipped),
-                    "created": plan.record is None, "committed": work.request.commit,
-                    "forecast": forecast}
+        response = StreamForecast(
+            model=model.name, version=plan.version, stream=work.stream, step=new_step,
+            consumed=len(new), skipped=int(work.skipped), created=plan.record is None,
+            committed=work.request.commit, forecast=forecast)
         if not (len(new) or plan.fresh):
             return response, None
         tail = np.concatenate([plan.tail, new])[-spec.retain:] if len(new) else plan.tail
@@ -380,6 +378,11 @@ class ForecastService:
                     "consumed; reset the stream to correct history", index=index)
 
     # -- stream administration -----------------------------------------------------------
+
+    def exists(self, reference: str, stream: str) -> bool:
+        """Whether the stream has a record (live or expired)."""
+        check_stream_id(stream, self.max_stream_id)
+        return self.store.get(ModelCache.split(reference)[0], stream) is not None
 
     def describe(self, reference: str, stream: str) -> dict[str, Any]:
         check_stream_id(stream, self.max_stream_id)

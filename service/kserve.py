@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from statecast.service.calls import StreamCall
 from statecast.service.errors import (
     BodyTooLarge,
     MalformedRequest,
@@ -223,34 +225,27 @@ def infer(model: str, version: str | None = None) -> Response:
     window, future = tensors["window"], tensors.get("future")
     if future is not None and future.shape[0] != window.shape[0]:
         raise RequestError("inputs 'window' and 'future' must have the same batch size")
-    bodies = []
-    for row in range(window.shape[0]):
-        body: dict[str, Any] = {"window": window[row].tolist()}
-        if horizon is not None:
-            body["horizon"] = horizon
-        if future is not None:
-            body["future"] = future[row].tolist()
-        bodies.append(body)
+    calls = [StreamCall(window=window[row], horizon=horizon,
+                        future=None if future is None else future[row])
+             for row in range(window.shape[0])]
     service = runtime().service
     reference = _reference(model, version)
     if sequence is None:
         if start or end or step is not None:
             raise RequestError("sequence_start, sequence_end and sequence_step need a "
                                "sequence_id")
-        name, answered, forecasts = service.forecast_stateless(reference, bodies)
+        name, answered, forecasts = service.forecast_stateless(reference, calls)
     else:
         if window.shape[0] != 1:
             raise RequestError("a sequence is one stream: send batch size 1")
         stream = check_stream_id(str(sequence), service.max_stream_id)
         name = service.models.split(reference)[0]
-        if not start and service.store.get(name, stream) is None:
+        if not start and not service.exists(reference, stream):
             raise StreamNotFound(f"unknown sequence {sequence!r}: send sequence_start to "
                                  "begin it")
-        body = dict(bodies[0], reset=start)
-        if step is not None:
-            body["start"] = step
-        result = service.forecast(reference, stream, body)
-        answered, forecasts = result["version"], [np.asarray(result["forecast"], np.float32)]
+        result = service.forecast(reference, stream,
+                                  replace(calls[0], reset=bool(start), start=step))
+        answered, forecasts = result.version, [result.forecast]
         if end:
             try:
                 service.delete(reference, stream)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from statecast.models.spec import ModelSpec
+from statecast.service.calls import StreamCall
 from statecast.service.errors import (
     HorizonTooLong,
     InvalidStreamId,
@@ -22,7 +23,7 @@ from statecast.service.errors import (
 from statecast.service.json_codec import (
     parse_json as parse_json,  # re-exported: the API's JSON reader
 )
-from statecast.service.schemas import STREAM_ID, ForecastRequestBody, validated
+from statecast.service.schemas import STREAM_ID
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: How far a recursive model may be rolled out in one call (default of ``max_horizon``).
@@ -52,8 +53,32 @@ class ForecastRequest:
     future: np.ndarray | None = None
 
 
+def _array_rows(raw: np.ndarray, names: tuple[str, ...], what: str, max_rows: int
+                ) -> np.ndarray:
+    """An array ``[time, len(names)]`` (``[time]`` for one column) checked as :func:`_rows`
+    checks JSON rows, as float32."""
+    columns = len(names)
+    values = raw.reshape(-1, 1) if raw.ndim == 1 and columns == 1 else raw
+    if values.ndim != 2 or values.shape[1] != columns:
+        raise WrongFeatureCount(f"{what} has shape {list(raw.shape)}; the model takes "
+                                f"{columns} ({', '.join(names)}) per row", expected=columns)
+    if not len(values):
+        raise RequestError(f"{what} must hold at least one row")
+    if len(values) > max_rows:
+        raise WindowTooLong(f"{what} has {len(values)} rows; at most {max_rows} per call",
+                            limit=max_rows)
+    values = values.astype(np.float64, copy=False)
+    if not np.isfinite(values).all():
+        raise NonFiniteValue(f"{what} holds NaN or infinite values")
+    if np.abs(values).max() > _FLOAT32_MAX:
+        raise NonFiniteValue(f"{what} holds values beyond float32's range")
+    return values.astype(np.float32)
+
+
 def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndarray:
     """``[time][len(names)]`` numbers (a flat list when there is one column) as float32."""
+    if isinstance(raw, np.ndarray):
+        return _array_rows(raw, names, what, max_rows)
     columns = len(names)
     if not isinstance(raw, list) or not raw:
         raise RequestError(f"{what} must be a non-empty list of rows ([time][{columns}]; a "
@@ -121,16 +146,21 @@ def _future(raw: Any, spec: ModelSpec, horizon: int, max_horizon: int
     return future
 
 
-def parse_forecast(body: Any, spec: ModelSpec, max_window: int,
-                   max_horizon: int = MAX_RECURSIVE_HORIZON) -> ForecastRequest:
-    """Validate a forecast body (:class:`service.schemas.ForecastRequestBody`, then against
-    the model's spec); nothing is changed on failure."""
-    fields = validated(ForecastRequestBody, body)
-    horizon = spec.horizon if fields.horizon is None else fields.horizon
+def validate_call(call: StreamCall, spec: ModelSpec, max_window: int,
+                  max_horizon: int = MAX_RECURSIVE_HORIZON) -> ForecastRequest:
+    """A call checked against the model of its stream: feature count, window length,
+    horizon, finite values, future covariates; nothing is changed on failure."""
+    horizon = spec.horizon if call.horizon is None else call.horizon
     limit = spec.horizon if spec.forecast_mode == "direct" else max_horizon
     if horizon > limit:
         raise HorizonTooLong(f"horizon {horizon} exceeds the model's {limit}", limit=limit)
-    window = _rows(fields.window, spec.features, "window", max_window)
-    return ForecastRequest(window=window, start=fields.start, horizon=horizon,
-                           commit=fields.commit, reset=fields.reset,
-                           future=_future(fields.future, spec, horizon, max_horizon))
+    window = _rows(call.window, spec.features, "window", max_window)
+    return ForecastRequest(window=window, start=call.start, horizon=horizon,
+                           commit=call.commit, reset=call.reset,
+                           future=_future(call.future, spec, horizon, max_horizon))
+
+
+def parse_forecast(body: Any, spec: ModelSpec, max_window: int,
+                   max_horizon: int = MAX_RECURSIVE_HORIZON) -> ForecastRequest:
+    """A JSON forecast body validated by its schema, then against the model's spec."""
+    return validate_call(StreamCall.from_json(body), spec, max_window, max_horizon)

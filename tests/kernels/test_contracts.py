@@ -66,8 +66,7 @@ def test_every_path_gives_a_stream_the_same_bits(wide, monkeypatch, steps):
     has FMA, a multiply then an add where it has not), so the results are bit-identical.
     This holds on the host, on ``NUMBA_CPU_NAME=generic`` and without JIT
     (``tests/kernels/test_targets.py`` runs this module there)."""
-    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEPS", 1)
-    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEP", 1)
+    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN", 1)
     rng = np.random.default_rng(11)
     x, arena, slots, y, head = buffers(wide, 43, steps, rng)
     slots = rng.permutation(60)[:43].astype(np.int64)

@@ -16,8 +16,7 @@ def path(request, monkeypatch):
     """Every test runs on every path, whatever its shape: the fused loops (normally one
     stream, one step), the panel products (everything else) and the split path (normally one
     stream of a wide layer, with ``spread`` on and more than one thread)."""
-    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEPS", 1)
-    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN_STEP", 1)
+    monkeypatch.setattr(engine, "SPREAD_MIN_HIDDEN", 1)
 
     def forced(self, x, arena, slots, y, head_out, *, check=True):
         if check:

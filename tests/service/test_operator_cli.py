@@ -2,8 +2,11 @@
 
 import json
 
+import numpy as np
+
 from statecast.models import Registry
 from statecast.service.bundled import seed_registry
+from statecast.service.calls import StreamCall
 from statecast.service.cli import main
 from statecast.service.forecasting import ForecastService
 from statecast.service.model_cache import ModelCache
@@ -16,10 +19,10 @@ def setup(tmp_path):
     store_url = f"sqlite:{tmp_path / 'state.db'}"
     service = ForecastService(ModelCache(registry), SqliteStore(tmp_path / "state.db"), 100)
     for name in ("a", "b"):
-        service.forecast("sunspots", name, {"window": [1.0, 2.0]})
+        service.forecast("sunspots", name, StreamCall(np.array([1.0, 2.0])))
     model = registry.load("sunspots")
     registry.publish("sunspots", model.spec, model.tensors)
-    service.forecast("sunspots@2", "c", {"window": [3.0]})
+    service.forecast("sunspots@2", "c", StreamCall([3.0]))
     return str(tmp_path / "registry"), store_url
 
 
