@@ -7,8 +7,8 @@ call                                   path                                     
 one stream, one step                   fused loops: row axpys, fewest arguments    ``fused``
 any other call                         panel products, blocks of streams on        ``batched``
                                        Numba's threads
-one stream of a wide layer, with       each step's hidden units over Numba's        ``split``
-``spread`` on and several Numba        threads, which meet on atomic counters
+one stream of a layer of >= 256       each step's hidden units over Numba's       ``split``
+units, ``spread`` on, several Numba    threads, which meet on atomic counters
 threads
 =====================================  ==========================================  =========
 
@@ -16,8 +16,10 @@ threads
 with several cores to itself (a notebook, a script: ``Model`` turns it on), and costs when
 other work keeps the cores busy (measured: 2-3x slower while another library's thread pool
 spins) or calls run side by side (the server turns it off; its workers have one Numba
-thread each). Set ``model.engine.spread = False`` where the cores are shared. Every path computes each gate as the same chain of multiply-adds, so a stream's
-results do not depend on the path, the other streams of its call or the threads.
+thread each). Set ``model.engine.spread = False`` where the cores are shared.
+
+Every path computes each gate as the same chain of multiply-adds, so a stream's results do
+not depend on the path, the other streams of its call or the threads.
 """
 
 from __future__ import annotations
