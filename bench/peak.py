@@ -1,5 +1,5 @@
 """This machine's measured FMA peak: the register tile of the panel products
-(:mod:`kernels.panels`) on data that stays in L1, on every Numba thread at once.
+(:mod:`kernels.panels`) on data that stays in L1, on one core, times the cores.
 
 The tile keeps ``TILE_ROWS x PANEL`` sums in registers and issues one vector FMA per weight
 vector and row, so on L1-resident data it runs at the cores' FMA throughput: the ceiling
@@ -33,8 +33,20 @@ def _products(a, w, src, dst, repeats):
 
 
 def fma_peak(rounds: int = 5) -> float:
-    """GFLOP/s of the tile on every Numba thread at once, best of ``rounds``."""
+    """GFLOP/s of the tile on one core, best of ``rounds``, times the Numba threads: the
+    machine's ceiling. (Measured on every thread at once, the figure was bimodal on a
+    2-vCPU VM, 215 or 450 GFLOP/s from one process to the next, as if both threads shared
+    a core now and then.)"""
     threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return threads * _one_core(rounds)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _one_core(rounds: int) -> float:
+    threads = 1
     rng = np.random.default_rng(0)
     rows = _TILES * TILE_ROWS
     a = rng.standard_normal((threads, rows, _K)).astype(np.float32) * 1e-3
