@@ -48,16 +48,25 @@ def advance(model: Model, states: np.ndarray, observations: Sequence[np.ndarray]
             groups.setdefault(used, []).append(index)
     net = model.network
     for used, members in groups.items():
-        arena = (result[members] if window is None
-                 else model.new_arena(len(members)))
-        raw = np.stack([observations[i][len(observations[i]) - used:] for i in members])
+        # One group of every stream (a single call's usual case) runs in place.
+        whole = window is None and len(members) == len(result)
+        if whole:
+            arena = result
+        elif window is None:
+            arena = result[members]
+        else:
+            arena = model.new_arena(len(members))
+        raw = (observations[members[0]][len(observations[members[0]]) - used:][None]
+               if len(members) == 1 else
+               np.stack([observations[i][len(observations[i]) - used:] for i in members]))
         x = np.ascontiguousarray(model.scale_inputs(raw), np.float32)
         count = len(members)
         y = np.empty((count, used, net.output_size), np.float32)
         head = np.empty((count * used if net.head_every_step else count, net.head_size),
                         np.float32)
         model.forward_into(x, arena, np.arange(count, dtype=np.int64), y, head, check=False)
-        result[members] = arena
+        if not whole:
+            result[members] = arena
     return result
 
 
