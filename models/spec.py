@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from statecast.models.errors import InvalidSpec
@@ -218,10 +218,6 @@ class ModelSpec:
         over the last steps) the future covariates of that forecast step."""
         extra = len(self.future_features) if self.head_steps else 0
         return self.layers[-1].output_size + extra
-
-    def with_changes(self, **changes: Any) -> ModelSpec:
-        """A copy with fields replaced (validated again)."""
-        return replace(self, **changes)
 
     def validate(self) -> None:
         """Raise :class:`InvalidSpec` naming the first inconsistency."""

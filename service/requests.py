@@ -159,8 +159,3 @@ def validate_call(call: StreamCall, spec: ModelSpec, max_window: int,
                            commit=call.commit, reset=call.reset,
                            future=_future(call.future, spec, horizon, max_horizon))
 
-
-def parse_forecast(body: Any, spec: ModelSpec, max_window: int,
-                   max_horizon: int = MAX_RECURSIVE_HORIZON) -> ForecastRequest:
-    """A JSON forecast body validated by its schema, then against the model's spec."""
-    return validate_call(StreamCall.from_json(body), spec, max_window, max_horizon)
