@@ -79,6 +79,19 @@ def _initial_state(model: Model, inputs: Any) -> Any:
     return None
 
 
+def _run_forecast(model: Model, x: np.ndarray, horizon: int, output: str) -> int:
+    """``x`` as raw observations: each series' state after them and its forecast, in
+    original units, by the verbs the service and the batch job run."""
+    if x.ndim != 3:
+        raise InvalidInput(f"x must be [series, time, features], got shape {x.shape}")
+    states = model.advance(model.new_arena(len(x)), list(x))
+    forecast = model.predict(states, horizon)
+    np.savez(output, state=states, forecast=forecast)
+    print(f"forecast {model.name}@{model.version} {horizon} steps for {len(x)} series: "
+          f"wrote state, forecast to {output}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     model = _registry(args.registry).load(args.model)
     try:
@@ -91,6 +104,8 @@ def _run(args: argparse.Namespace) -> int:
                if "h0_0" in inputs.files and f"h0_{i}" not in inputs.files]
     if missing:
         raise InvalidInput(f"{args.inputs} gives per-layer states but lacks {missing}")
+    if args.forecast is not None:
+        return _run_forecast(model, inputs["x"], args.forecast, args.output)
     outputs, state, head = model.run(inputs["x"], _initial_state(model, inputs))
     result: dict[str, np.ndarray] = {"y": outputs}
     widths = {(h.shape[1], None if c is None else c.shape[1]) for h, c in zip(state.h, state.c,
@@ -278,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=".npz with x [batch, time, features] and optional h0/c0 "
                           "([layers, batch, size]) or h0_<l>/c0_<l>")
     run.add_argument("--output", required=True, help=".npz to write y, h_n/c_n, head")
+    run.add_argument("--forecast", type=int, metavar="H",
+                     help="x holds raw observations: write each series' state after them "
+                          "and its H-step forecast in original units (as the service "
+                          "computes them) instead")
     run.set_defaults(handler=_run)
 
     serve = commands.add_parser("serve", help="serve the registry's models over HTTP (gunicorn)")

@@ -161,3 +161,21 @@ def test_run_on_a_fresh_registry_finds_the_bundled_model(tmp_path):
                  "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "o.npz")]) == 0
     out = np.load(tmp_path / "o.npz")
     assert out["head"].shape == (1, 12) and out["h_n"].shape == (1, 1, 32)
+
+
+def test_run_forecast_gives_the_verbs_forecast_in_original_units(tmp_path):
+    """``statecast run --forecast H``: raw observations in, each series' state and forecast
+    out, exactly as ``Model.advance``/``Model.predict`` (what the service runs) give them."""
+    from statecast.models import Registry
+
+    x = (np.arange(2 * 5).reshape(2, 5, 1) * 7.0 + 20.0).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main(["run", "--registry", str(tmp_path / "r"), "--model", "sunspots",
+                 "--inputs", str(tmp_path / "in.npz"), "--output", str(tmp_path / "o.npz"),
+                 "--forecast", "6"]) == 0
+    out = np.load(tmp_path / "o.npz")
+    model = Registry(tmp_path / "r").load("sunspots")
+    states = model.advance(model.new_arena(2), list(x))
+    np.testing.assert_array_equal(out["state"], states)
+    np.testing.assert_array_equal(out["forecast"], model.predict(states, 6))
+    assert out["forecast"].shape == (2, 6, 1)
