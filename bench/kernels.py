@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     print(machine())
     peak = fma_peak()
-    print(f"measured FMA peak (the panel tile on L1-resident data, every thread): "
+    print(f"measured FMA peak (the panel tile on L1-resident data, one core x cores): "
           f"{peak:.0f} GFLOP/s")
     print(f"{'shape':42s} {'statecast':>10s} {'torch':>10s} {'onnxrt':>10s} "
           f"{'stream-steps/s':>15s} {'GFLOP/s':>8s} {'% peak':>6s} {'vs torch':>9s} "
