@@ -15,8 +15,9 @@ threads
 ``spread`` is a setting, not a guess: it pays when one process runs one call at a time
 with several cores to itself (a notebook, a script: ``Model`` turns it on), and costs when
 other work keeps the cores busy (measured: 2-3x slower while another library's thread pool
-spins) or calls run side by side (the server turns it off; its workers have one Numba
-thread each). Set ``model.engine.spread = False`` where the cores are shared.
+spins) or calls run side by side (the server turns it off: its workers split the cores
+between them, and a threaded worker runs several calls at once). Set
+``model.engine.spread = False`` where the cores are shared.
 
 Every path computes each gate as the same chain of multiply-adds, so a stream's results do
 not depend on the path, the other streams of its call or the threads.

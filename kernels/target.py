@@ -58,10 +58,15 @@ def target_geometry() -> Geometry:
     """
     features = _target_features()
     name = NUMBA_CONFIG.CPU_NAME or binding.get_host_cpu_name()
-    fma = bool(features.get("fma") or features.get("avx512f"))
-    if features.get("avx512f"):
+    # A feature list may name a feature without those it implies (avx512f implies avx2,
+    # fma and avx). A CPU name given with an empty list is read as that list: its own
+    # features are not known here, so the tiles are the baseline's (correct, slower).
+    avx512 = bool(features.get("avx512f"))
+    avx = avx512 or bool(features.get("avx2") or features.get("avx"))
+    fma = avx512 or bool(features.get("fma"))
+    if avx512:
         return Geometry(name, 16, 4, fma)
-    if features.get("avx"):
+    if avx:
         return Geometry(name, 8, 2, fma)
     return Geometry(name, 4, 2, fma)
 

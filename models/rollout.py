@@ -35,9 +35,13 @@ def advance(model: Model, states: np.ndarray, observations: Sequence[np.ndarray]
     ``[time, features]`` raw observations (none: the state is kept). Streams with the same
     number of observations run in one kernel call.
     """
-    result = np.array(states, np.float32, order="C", copy=True)
+    result = _state_rows(model, states)
     if len(observations) != len(result):
         raise InvalidInput(f"{len(observations)} observation arrays for {len(result)} states")
+    for index, rows in enumerate(observations):
+        if np.ndim(rows) != 2 or np.shape(rows)[1] != model.spec.input_size:
+            raise InvalidInput(f"observations {index} must be [time, {model.spec.input_size}],"
+                               f" got shape {np.shape(rows)}")
     if model.spec.forecasts_from_window:
         return result
     window = model.spec.window
@@ -70,6 +74,15 @@ def advance(model: Model, states: np.ndarray, observations: Sequence[np.ndarray]
     return result
 
 
+def _state_rows(model: Model, states: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``states``, refused unless it is ``[streams, state_size]``."""
+    rows = np.array(states, np.float32, order="C", copy=True)
+    if rows.ndim != 2 or rows.shape[1] != model.state_size:
+        raise InvalidInput(f"states must be [streams, {model.state_size}], got shape "
+                           f"{rows.shape}")
+    return rows
+
+
 def predict(model: Model, states: np.ndarray, horizon: int,
             future: np.ndarray | None = None) -> np.ndarray:
     """Forecasts ``float32 [streams, horizon, targets]`` in original units from state rows
@@ -80,19 +93,26 @@ def predict(model: Model, states: np.ndarray, horizon: int,
     for a recursive model with covariates; row k goes with the prediction of step k.
     """
     spec = model.spec
+    if spec.forecasts_from_window:
+        raise InvalidInput(f"{model.name or 'this model'} forecasts from its window, not a "
+                           "state: use models.windowed.forecast_windows")
+    if horizon < 1:
+        raise InvalidInput(f"horizon must be at least 1, got {horizon}")
+    states = _state_rows(model, states)
     count, n_targets = len(states), len(spec.targets)
     if spec.forecast_mode == "direct":
         if not 1 <= horizon <= spec.horizon:
             raise InvalidInput(f"horizon must be 1-{spec.horizon} for this direct model")
-        heads = model.head_from_state(np.ascontiguousarray(states, np.float32))
+        heads = model.head_from_state(states)
         return model.unscale_targets(heads.reshape(count, spec.horizon, n_targets)[:, :horizon])
     targets = [spec.features.index(name) for name in spec.targets]
     covariates = [i for i, name in enumerate(spec.features) if name not in spec.targets]
     if covariates and horizon > 1 and (
-            future is None or future.shape[0] != count or future.shape[1] < horizon - 1):
+            future is None or np.ndim(future) != 3 or future.shape[0] != count
+            or future.shape[1] < horizon - 1 or future.shape[2] != len(covariates)):
         raise InvalidInput(f"a recursive model with covariates needs future [streams, "
                            f"{horizon - 1}, {len(covariates)}]")
-    arena = np.array(states, np.float32, order="C", copy=True)
+    arena = states
     net = model.network
     head = model.head_from_state(arena)
     out = np.empty((count, horizon, n_targets), np.float32)

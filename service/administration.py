@@ -180,11 +180,8 @@ class Administration:
                 raise StreamNotFound(f"no live stream {stream!r} of model {name!r}")
             observations = record.tail.reshape(-1, model.spec.input_size)[
                 -model.spec.retain:]
-            state = model.new_arena(1)
-            if len(observations):
-                x = np.ascontiguousarray(model.scale_inputs(observations)[None], np.float32)
-                _, ran, _ = model.run(x, model.to_state(None, 1))
-                state = ran.arena
+            # As a call computes it: a window:W model from its last W observations.
+            state = model.advance(model.new_arena(1), [observations])
             window = model.spec.window
             exact = window is not None and (len(observations) >= window
                                             or record.step - record.origin == len(observations))

@@ -105,6 +105,9 @@ def _run(args: argparse.Namespace) -> int:
     if missing:
         raise InvalidInput(f"{args.inputs} gives per-layer states but lacks {missing}")
     if args.forecast is not None:
+        if any(name.startswith(("h0", "c0")) for name in inputs.files):
+            raise InvalidInput("--forecast starts every series from the model's initial "
+                               "state: drop h0/c0 from the inputs")
         return _run_forecast(model, inputs["x"], args.forecast, args.output)
     outputs, state, head = model.run(inputs["x"], _initial_state(model, inputs))
     result: dict[str, np.ndarray] = {"y": outputs}

@@ -87,3 +87,29 @@ def test_a_model_that_forecasts_from_its_window_keeps_its_initial_state():
     assert spec.forecasts_from_window
     start = model.new_arena(1)
     np.testing.assert_array_equal(model.advance(start, [np.ones((5, 2), np.float32)]), start)
+
+
+def test_the_verbs_refuse_arrays_that_do_not_fit_before_any_kernel_runs():
+    """The kernels do not check bounds: every shape is checked first, with the fix named."""
+    model = model_of(forecast_mode="recursive", horizon=1, head=(DenseLayerSpec(3, 1),))
+    rng = np.random.default_rng(4)
+    states = raw(rng, 2, model.state_size)
+    with pytest.raises(InvalidInput, match=r"observations 1 must be \[time, 2\]"):
+        model.advance(states, [raw(rng, 3, 2), raw(rng, 3, 1)])
+    with pytest.raises(InvalidInput, match="states must be"):
+        model.advance(states[:, :-1], [raw(rng, 3, 2), raw(rng, 3, 2)])
+    with pytest.raises(InvalidInput, match="states must be"):
+        model.predict(states[:, :-1], 2, raw(rng, 2, 2, 1))
+    with pytest.raises(InvalidInput, match="needs future"):
+        model.predict(states, 3, raw(rng, 2, 2, 2))
+    with pytest.raises(InvalidInput, match="at least 1"):
+        model.predict(states, 0)
+
+
+def test_predict_refuses_a_model_that_forecasts_from_its_window():
+    spec = tiny_spec(layers=(RecurrentLayerSpec("lstm", 2, 4),), head=(DenseLayerSpec(5, 1),),
+                     features=("y", "x"), targets=("y",), state_mode="window:3",
+                     head_steps=1, future_features=("x",), horizon=1)
+    model = Model(spec, tiny_tensors(spec))
+    with pytest.raises(InvalidInput, match="forecasts from its window"):
+        model.predict(model.new_arena(1), 1)
