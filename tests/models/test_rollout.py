@@ -79,12 +79,18 @@ def test_a_recursive_rollout_feeds_back_predictions_with_the_future_covariates()
         model.predict(states, 4)
 
 
-def test_a_model_that_forecasts_from_its_window_keeps_its_initial_state():
+def window_model() -> Model:
+    """A model with a head over its last step and future covariates: it forecasts from its
+    window (models.windowed), not from a state."""
     spec = tiny_spec(layers=(RecurrentLayerSpec("lstm", 2, 4),), head=(DenseLayerSpec(5, 1),),
                      features=("y", "x"), targets=("y",), state_mode="window:3",
                      head_steps=1, future_features=("x",), horizon=1)
-    model = Model(spec, tiny_tensors(spec))
-    assert spec.forecasts_from_window
+    return Model(spec, tiny_tensors(spec))
+
+
+def test_a_model_that_forecasts_from_its_window_keeps_its_initial_state():
+    model = window_model()
+    assert model.spec.forecasts_from_window
     start = model.new_arena(1)
     np.testing.assert_array_equal(model.advance(start, [np.ones((5, 2), np.float32)]), start)
 
@@ -107,9 +113,6 @@ def test_the_verbs_refuse_arrays_that_do_not_fit_before_any_kernel_runs():
 
 
 def test_predict_refuses_a_model_that_forecasts_from_its_window():
-    spec = tiny_spec(layers=(RecurrentLayerSpec("lstm", 2, 4),), head=(DenseLayerSpec(5, 1),),
-                     features=("y", "x"), targets=("y",), state_mode="window:3",
-                     head_steps=1, future_features=("x",), horizon=1)
-    model = Model(spec, tiny_tensors(spec))
+    model = window_model()
     with pytest.raises(InvalidInput, match="forecasts from its window"):
         model.predict(model.new_arena(1), 1)
