@@ -5,20 +5,18 @@ runs them through the stream's model version from its stored state, and compare-
 the new record; a writer that lost the race re-reads and re-applies only what is still new.
 A retried call consumes nothing and returns the same forecast (it is recomputed from the
 stored state with the same code, bit for bit). Writes retry under the one policy of
-:mod:`service.retries`; stream expiry and capacity are :mod:`service.lifecycle`'s, and the
-parts of a batch body :mod:`service.batch_body`'s.
+:mod:`service.retries`; stream expiry and capacity are :mod:`service.lifecycle`'s, the
+states and forecasts of a group of streams :mod:`service.work`'s.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from statecast.models import Model, ModelError, StatecastError
-from statecast.models.windowed import forecast_windows
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
     BatchTooLarge,
@@ -42,109 +40,16 @@ from statecast.service.requests import (
 )
 from statecast.service.retries import attempts, contention, until_written
 from statecast.service.stores import StateStore, StreamRecord
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What one attempt of a call will do, from the record it read."""
-
-    model: Model
-    version: str
-    record: StreamRecord | None
-    origin: int
-    step: int
-    state: np.ndarray
-    tail: np.ndarray
-    expected_revision: int | None
-    fresh: bool
-
-
-@dataclass(frozen=True)
-class _Work:
-    """One stream's part of a call: its plan, request, and the observations it consumes."""
-
-    plan: _Plan
-    stream: str
-    request: ForecastRequest
-    origin: int
-    step: int
-    skipped: int
-    new: np.ndarray
-
-
-def _advance(model: Model, works: list[_Work]) -> list[np.ndarray]:
-    """The state of each work's stream after its new observations (:meth:`Model.advance`:
-    a ``carry`` stream continues from its state, a ``window:W`` stream re-runs its last W
-    observations). Streams with nothing new keep their state."""
-    window = model.spec.window
-    observations = [work.new if window is None or not len(work.new)
-                    else np.concatenate([work.plan.tail, work.new]) for work in works]
-    states = model.advance(np.stack([work.plan.state for work in works]), observations)
-    return list(states)
-
-
-def _forecast(model: Model, state: np.ndarray, horizon: int, future: np.ndarray | None
-              ) -> np.ndarray:
-    """``[horizon, targets]`` in original units from a stream's state
-    (:meth:`Model.predict`; ``future`` row h: the covariates at forecast step h)."""
-    return model.predict(state[None], horizon, None if future is None else future[None])[0]
-
-
-def _window_of(work: _Work) -> np.ndarray:
-    """The last W raw observations of a window model's stream after this call."""
-    window = work.plan.model.spec.window or 0
-    return np.concatenate([work.plan.tail, work.new])[-window:]
-
-
-def _window_forecasts(model: Model, works: list[_Work]) -> list[np.ndarray]:
-    """For a model that forecasts from its window (:mod:`models.windowed`), every work's
-    forecast ``float32 [horizon, targets]``, one call per horizon."""
-    results: list[np.ndarray] = [np.empty(0, np.float32)] * len(works)
-    by_horizon: dict[int, list[int]] = {}
-    for index, work in enumerate(works):
-        by_horizon.setdefault(work.request.horizon, []).append(index)
-    for horizon, members in by_horizon.items():
-        windows = np.stack([_window_of(works[i]) for i in members])
-        futures = [works[i].request.future for i in members]
-        future = None if futures[0] is None else np.stack(futures)  # type: ignore[arg-type]
-        block = forecast_windows(model, windows, future, horizon)
-        for row, index in enumerate(members):
-            results[index] = block[row]
-    return results
-
-
-def _fresh_plan(model: Model, version: str, record: StreamRecord | None) -> _Plan:
-    """A plan that starts a stream over from the model's initial state."""
-    return _Plan(model, version, record, origin=0, step=0, state=model.new_arena(1)[0],
-                 tail=np.zeros((0, model.spec.input_size), np.float32),
-                 expected_revision=None if record is None else record.revision, fresh=True)
-
-
-def _direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
-                      ) -> list[np.ndarray | None]:
-    """For a direct model, every stream's forecast ``[horizon, targets]`` from one
-    :meth:`Model.predict` over all the states; None for each stream of a recursive model."""
-    if model.spec.forecast_mode != "direct" or not states:
-        return [None] * len(states)
-    block = model.predict(np.stack(states), max(horizons))
-    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)]
-
-
-def _group_forecasts(model: Model, works: list[_Work], states: list[np.ndarray]
-                     ) -> list[np.ndarray | None]:
-    """Every work's forecast ``[horizon, targets]``, computed for the group at once where
-    the model allows (from the windows, or one head call over the states); None where
-    :meth:`ForecastService._finish` rolls a recursive model out one stream at a time."""
-    if model.spec.forecasts_from_window:
-        return list(_window_forecasts(model, works))
-    return _direct_forecasts(model, states, [work.request.horizon for work in works])
-
-
-def _by_version(works: list[tuple[int, _Work]]) -> list[list[tuple[int, _Work]]]:
-    groups: dict[str, list[tuple[int, _Work]]] = {}
-    for index, work in works:
-        groups.setdefault(work.plan.version, []).append((index, work))
-    return list(groups.values())
+from statecast.service.work import (
+    Plan,
+    Work,
+    advance_works,
+    by_version,
+    forecast_one,
+    fresh_plan,
+    group_forecasts,
+    window_forecasts,
+)
 
 
 def check_servable(model: Model) -> None:
@@ -179,7 +84,7 @@ class ForecastService:
     # -- planning ------------------------------------------------------------------------
 
     def _plan(self, reference: str, stream: str, reset: bool,
-              prefetched: tuple[StreamRecord | None] | None = None) -> _Plan:
+              prefetched: tuple[StreamRecord | None] | None = None) -> Plan:
         name, tag = ModelCache.split(reference)
         record = prefetched[0] if prefetched is not None else self.store.get(name, stream)
         if record is None or reset or record.expired:
@@ -188,7 +93,7 @@ class ForecastService:
             if record is None or record.expired:
                 self.lifecycle.check_capacity(name)
             _, version = self.models.resolve(reference)
-            return _fresh_plan(self.models.get(name, version), version, record)
+            return fresh_plan(self.models.get(name, version), version, record)
         record = self.lifecycle.live(record, stream)
         assert record is not None
         if tag is not None:
@@ -200,7 +105,7 @@ class ForecastService:
         model = self.models.get(name, record.version)
         # An empty tail read back from bytes has lost its width: restore [0, features].
         tail = record.tail.reshape(-1, model.spec.input_size)
-        return _Plan(model, record.version, record, origin=record.origin, step=record.step,
+        return Plan(model, record.version, record, origin=record.origin, step=record.step,
                      state=record.state, tail=tail, expected_revision=record.revision,
                      fresh=False)
 
@@ -216,8 +121,8 @@ class ForecastService:
             request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
             work = self._prepare(plan, stream, request)
             with self.metrics.timing_kernel(plan.model.name):
-                state = _advance(plan.model, [work])[0]
-                forecast = _group_forecasts(plan.model, [work], [state])[0]
+                state = advance_works(plan.model, [work])[0]
+                forecast = group_forecasts(plan.model, [work], [state])[0]
                 response, new_record = self._finish(work, state, forecast)
             if new_record is None or not request.commit:
                 return response
@@ -243,7 +148,7 @@ class ForecastService:
         for _ in attempts():
             if not pending:
                 break
-            works: list[tuple[int, _Work]] = []
+            works: list[tuple[int, Work]] = []
             # One store round trip for every pending stream's record (pipelined in Redis).
             name = ModelCache.split(reference)[0]
             streams = [calls[i][0] for i in pending]
@@ -261,12 +166,12 @@ class ForecastService:
                 except (RequestError, ModelError) as error:
                     results[index] = error
             retry = []
-            for model_works in _by_version(works):
+            for model_works in by_version(works):
                 model = model_works[0][1].plan.model
                 writes, written = [], []
                 with self.metrics.timing_kernel(model.name):
-                    states = _advance(model, [w for _, w in model_works])
-                    forecasts = _group_forecasts(model, [w for _, w in model_works], states)
+                    states = advance_works(model, [w for _, w in model_works])
+                    forecasts = group_forecasts(model, [w for _, w in model_works], states)
                     finished = [self._finish(work, state, forecast) for (_, work), state, forecast
                                 in zip(model_works, states, forecasts, strict=True)]
                 for (index, work), (response, record) in zip(model_works, finished,
@@ -303,17 +208,17 @@ class ForecastService:
             request = validate_call(call, model.spec, self.max_window, self.max_horizon)
             if request.start not in (None, 0):
                 raise RequestError("a call without a stream starts at 0")
-            works.append(self._prepare(_fresh_plan(model, version, None), "", request))
+            works.append(self._prepare(fresh_plan(model, version, None), "", request))
         with self.metrics.timing_kernel(name):
-            states = _advance(model, works)
+            states = advance_works(model, works)
             if model.spec.forecasts_from_window:
-                forecasts = _window_forecasts(model, works)
+                forecasts = window_forecasts(model, works)
             else:
-                forecasts = [_forecast(model, state, work.request.horizon, work.request.future)
+                forecasts = [forecast_one(model, state, work.request.horizon, work.request.future)
                              for work, state in zip(works, states, strict=True)]
         return name, version, forecasts
 
-    def _prepare(self, plan: _Plan, stream: str, request: ForecastRequest) -> _Work:
+    def _prepare(self, plan: Plan, stream: str, request: ForecastRequest) -> Work:
         """Check the window against the stream (gap, overlap) and pick what is new."""
         window = request.window
         origin, step = plan.origin, plan.step
@@ -325,7 +230,7 @@ class ForecastService:
                               f"this window starts at {start}", expected_start=step)
         skipped = min(step - start, len(window))
         self._check_overlap(plan.tail, step, start, window[:skipped], stream)
-        work = _Work(plan, stream, request, origin, step, skipped, window[skipped:])
+        work = Work(plan, stream, request, origin, step, skipped, window[skipped:])
         spec = plan.model.spec
         if spec.forecasts_from_window:
             have = len(plan.tail) + len(work.new)
@@ -336,14 +241,14 @@ class ForecastService:
                     "(nothing was stored)", needed=spec.window, have=have)
         return work
 
-    def _finish(self, work: _Work, state: np.ndarray, forecast: np.ndarray | None = None
+    def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray | None = None
                 ) -> tuple[StreamForecast, StreamRecord | None]:
         """The answer and the record to write, from the stream's new state (and its
         forecast, when the caller computed it with others')."""
         plan, model = work.plan, work.plan.model
         spec = model.spec
         if forecast is None:
-            forecast = _forecast(model, state, work.request.horizon, work.request.future)
+            forecast = forecast_one(model, state, work.request.horizon, work.request.future)
         new = work.new
         new_step = work.step + len(new)
         response = StreamForecast(

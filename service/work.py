@@ -1,0 +1,119 @@
+"""One call's work on its streams, independent of the store: what each attempt plans from
+the records it read, the streams' states after their new observations and their forecasts,
+a group of streams of one model version at a time (:meth:`Model.advance` and
+:meth:`Model.predict`, or :func:`models.windowed.forecast_windows` for models that forecast
+from their window)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from statecast.models import Model
+from statecast.models.windowed import forecast_windows
+from statecast.service.requests import ForecastRequest
+from statecast.service.stores import StreamRecord
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one attempt of a call will do, from the record it read."""
+
+    model: Model
+    version: str
+    record: StreamRecord | None
+    origin: int
+    step: int
+    state: np.ndarray
+    tail: np.ndarray
+    expected_revision: int | None
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class Work:
+    """One stream's part of a call: its plan, request, and the observations it consumes."""
+
+    plan: Plan
+    stream: str
+    request: ForecastRequest
+    origin: int
+    step: int
+    skipped: int
+    new: np.ndarray
+
+
+def advance_works(model: Model, works: list[Work]) -> list[np.ndarray]:
+    """The state of each work's stream after its new observations (:meth:`Model.advance`:
+    a ``carry`` stream continues from its state, a ``window:W`` stream re-runs its last W
+    observations). Streams with nothing new keep their state."""
+    window = model.spec.window
+    observations = [work.new if window is None or not len(work.new)
+                    else np.concatenate([work.plan.tail, work.new]) for work in works]
+    states = model.advance(np.stack([work.plan.state for work in works]), observations)
+    return list(states)
+
+
+def forecast_one(model: Model, state: np.ndarray, horizon: int, future: np.ndarray | None
+              ) -> np.ndarray:
+    """``[horizon, targets]`` in original units from a stream's state
+    (:meth:`Model.predict`; ``future`` row h: the covariates at forecast step h)."""
+    return model.predict(state[None], horizon, None if future is None else future[None])[0]
+
+
+def window_of(work: Work) -> np.ndarray:
+    """The last W raw observations of a window model's stream after this call."""
+    window = work.plan.model.spec.window or 0
+    return np.concatenate([work.plan.tail, work.new])[-window:]
+
+
+def window_forecasts(model: Model, works: list[Work]) -> list[np.ndarray]:
+    """For a model that forecasts from its window (:mod:`models.windowed`), every work's
+    forecast ``float32 [horizon, targets]``, one call per horizon."""
+    results: list[np.ndarray] = [np.empty(0, np.float32)] * len(works)
+    by_horizon: dict[int, list[int]] = {}
+    for index, work in enumerate(works):
+        by_horizon.setdefault(work.request.horizon, []).append(index)
+    for horizon, members in by_horizon.items():
+        windows = np.stack([window_of(works[i]) for i in members])
+        futures = [works[i].request.future for i in members]
+        future = None if futures[0] is None else np.stack(futures)  # type: ignore[arg-type]
+        block = forecast_windows(model, windows, future, horizon)
+        for row, index in enumerate(members):
+            results[index] = block[row]
+    return results
+
+
+def fresh_plan(model: Model, version: str, record: StreamRecord | None) -> Plan:
+    """A plan that starts a stream over from the model's initial state."""
+    return Plan(model, version, record, origin=0, step=0, state=model.new_arena(1)[0],
+                 tail=np.zeros((0, model.spec.input_size), np.float32),
+                 expected_revision=None if record is None else record.revision, fresh=True)
+
+
+def direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
+                      ) -> list[np.ndarray | None]:
+    """For a direct model, every stream's forecast ``[horizon, targets]`` from one
+    :meth:`Model.predict` over all the states; None for each stream of a recursive model."""
+    if model.spec.forecast_mode != "direct" or not states:
+        return [None] * len(states)
+    block = model.predict(np.stack(states), max(horizons))
+    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)]
+
+
+def group_forecasts(model: Model, works: list[Work], states: list[np.ndarray]
+                     ) -> list[np.ndarray | None]:
+    """Every work's forecast ``[horizon, targets]``, computed for the group at once where
+    the model allows (from the windows, or one head call over the states); None where
+    :meth:`ForecastService._finish` rolls a recursive model out one stream at a time."""
+    if model.spec.forecasts_from_window:
+        return list(window_forecasts(model, works))
+    return direct_forecasts(model, states, [work.request.horizon for work in works])
+
+
+def by_version(works: list[tuple[int, Work]]) -> list[list[tuple[int, Work]]]:
+    groups: dict[str, list[tuple[int, Work]]] = {}
+    for index, work in works:
+        groups.setdefault(work.plan.version, []).append((index, work))
+    return list(groups.values())
