@@ -53,6 +53,20 @@ class ForecastRequest:
     future: np.ndarray | None = None
 
 
+def _check_row_count(rows: int, what: str, max_rows: int) -> None:
+    if rows > max_rows:
+        raise WindowTooLong(f"{what} has {rows} rows; at most {max_rows} per call",
+                            limit=max_rows)
+
+
+def _within_float32(values: np.ndarray, what: str) -> np.ndarray:
+    """Finite float64 ``values`` as float32, refused when one lies beyond float32's range
+    (checked before the cast: an np.errstate block costs more than the whole parse)."""
+    if np.abs(values).max() > _FLOAT32_MAX:
+        raise NonFiniteValue(f"{what} holds values beyond float32's range")
+    return values.astype(np.float32)
+
+
 def _array_rows(raw: np.ndarray, names: tuple[str, ...], what: str, max_rows: int
                 ) -> np.ndarray:
     """An array ``[time, len(names)]`` (``[time]`` for one column) checked as :func:`_rows`
@@ -64,15 +78,11 @@ def _array_rows(raw: np.ndarray, names: tuple[str, ...], what: str, max_rows: in
                                 f"{columns} ({', '.join(names)}) per row", expected=columns)
     if not len(values):
         raise RequestError(f"{what} must hold at least one row")
-    if len(values) > max_rows:
-        raise WindowTooLong(f"{what} has {len(values)} rows; at most {max_rows} per call",
-                            limit=max_rows)
+    _check_row_count(len(values), what, max_rows)
     values = values.astype(np.float64, copy=False)
     if not np.isfinite(values).all():
         raise NonFiniteValue(f"{what} holds NaN or infinite values")
-    if np.abs(values).max() > _FLOAT32_MAX:
-        raise NonFiniteValue(f"{what} holds values beyond float32's range")
-    return values.astype(np.float32)
+    return _within_float32(values, what)
 
 
 def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndarray:
@@ -83,9 +93,7 @@ def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndar
     if not isinstance(raw, list) or not raw:
         raise RequestError(f"{what} must be a non-empty list of rows ([time][{columns}]; a "
                            "flat list when there is one value per row)")
-    if len(raw) > max_rows:
-        raise WindowTooLong(f"{what} has {len(raw)} rows; at most {max_rows} per call",
-                            limit=max_rows)
+    _check_row_count(len(raw), what, max_rows)
     rows = raw if isinstance(raw[0], list) else None
     if rows is None:
         if columns != 1:
@@ -108,10 +116,7 @@ def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndar
             if not math.isfinite(value):
                 raise NonFiniteValue(f"{what} row {t}, value {k} is not finite", index=t)
             values[t, k] = value
-    # Checked before the cast (an np.errstate block costs more than the whole parse).
-    if np.abs(values).max() > _FLOAT32_MAX:
-        raise NonFiniteValue(f"{what} holds values beyond float32's range")
-    return values.astype(np.float32)
+    return _within_float32(values, what)
 
 
 def covariates_of(spec: ModelSpec) -> tuple[str, ...]:
