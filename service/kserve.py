@@ -47,7 +47,7 @@ from statecast.service.kserve_schemas import (
     RequestedOutput,
 )
 from statecast.service.path_check import check_path_parameters
-from statecast.service.requests import check_stream_id, future_features_of, parse_json
+from statecast.service.requests import future_features_of, parse_json
 from statecast.service.runtime import runtime, server_version
 from statecast.service.schemas import validated
 
@@ -238,7 +238,7 @@ def infer(model: str, version: str | None = None) -> Response:
     else:
         if window.shape[0] != 1:
             raise RequestError("a sequence is one stream: send batch size 1")
-        stream = check_stream_id(str(sequence), service.max_stream_id)
+        stream = str(sequence)  # checked by the service, as every stream id
         name = service.models.split(reference)[0]
         if not start and not service.exists(reference, stream):
             raise StreamNotFound(f"unknown sequence {sequence!r}: send sequence_start to "
