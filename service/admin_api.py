@@ -9,10 +9,10 @@ import hmac
 
 from flask import Blueprint, Response, jsonify, request
 
-from statecast.service.administration import Administration, form_of
+from statecast.service.administration import Administration
 from statecast.service.errors import AdminDisabled, RequestError, Unauthorized
-from statecast.service.path_check import check_path_parameters
-from statecast.service.requests import parse_json
+from statecast.service.json_codec import parse_json
+from statecast.service.paths import check_path_parameters
 from statecast.service.runtime import runtime
 
 admin = Blueprint("admin", __name__)
@@ -48,7 +48,7 @@ def publish(model: str) -> tuple[Response, int]:
         raise RequestError("send the model as multipart/form-data field 'file'")
     scaler = request.files.get("scaler")
     result = _administration().publish(model, upload.filename, upload.read(),
-                                       form_of(request.form),
+                                       request.form.to_dict(),
                                        scaler.read() if scaler is not None else None)
     return jsonify(result), 201
 

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from statecast.service.stores import StateStore, StreamRecord
 UPLOAD_SUFFIXES = (*SUFFIXES, ".zip")
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
+def comma_names(text: str | None) -> tuple[str, ...] | None:
+    """``"a, b,"`` -> ``("a", "b")``; None for no text (a CLI flag or a form field)."""
     return tuple(p.strip() for p in text.split(",") if p.strip()) if text else None
 
 
@@ -64,7 +66,7 @@ class Administration:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         source = {**source, "file": Path(filename).name}
-        aliases = ("latest", *(_names(form.get("aliases")) or ()))
+        aliases = ("latest", *(comma_names(form.get("aliases")) or ()))
         version = self.registry.publish(name, spec, tensors, source,
                                         version=form.get("version") or None, aliases=aliases)
         self.service.models.get(name, version)  # loaded here before any call needs it
@@ -97,11 +99,11 @@ class Administration:
         except ValueError:
             raise RequestError(f"horizon must be an integer, got {form['horizon']!r}") from None
         options = ForecastOptions(mode=form.get("mode", "direct"), horizon=horizon,
-                                  targets=_names(form.get("targets")),
-                                  features=_names(form.get("features")),
+                                  targets=comma_names(form.get("targets")),
+                                  features=comma_names(form.get("features")),
                                   state_mode=form.get("state_mode", "carry"),
                                   scaler=scaler_data)
-        activations = _names(form.get("head_activations"))
+        activations = comma_names(form.get("head_activations"))
         return import_file(path, options=options, cell=form.get("cell") or None,
                            rnn_prefix=form.get("rnn_prefix") or None,
                            head_prefix=form.get("head_prefix") or None,
@@ -129,23 +131,20 @@ class Administration:
         check_stream_id(stream, self.service.max_stream_id)
         seed = validated(AdminSeedBody, body)
         step = seed.step
-        body = seed.model_dump()
         reference = f"{name}@{seed.version}" if seed.version else name
         version = self.registry.resolve(reference)[1]
         model = self.service.models.get(name, version)
         offsets = model.network.state_offsets
-        if len(body["layers"]) != len(offsets):
-            raise StateMismatch(f"the model has {len(offsets)} layers; got "
-                                f"{len(body['layers'])}")
+        if len(seed.layers) != len(offsets):
+            raise StateMismatch(f"the model has {len(offsets)} layers; got {len(seed.layers)}")
         row = np.zeros(model.state_size, np.float32)
         for index, (layer, (h_at, h_width, c_at, c_width)) in enumerate(
-                zip(body["layers"], offsets, strict=True)):
+                zip(seed.layers, offsets, strict=True)):
             for part, at, width in (("h", h_at, h_width), ("c", c_at, c_width)):
                 if at < 0:
                     continue
-                values = np.asarray(layer.get(part) if isinstance(layer, dict) else None,
-                                    dtype=np.float64)
-                if values.shape != (width,) or not np.all(np.isfinite(values)):
+                values = np.asarray(getattr(layer, part), dtype=np.float64)  # finite: schema
+                if values.shape != (width,):
                     raise StateMismatch(f"layer {index} needs {part} as {width} finite numbers")
                 row[at:at + width] = values
 
@@ -185,10 +184,8 @@ class Administration:
             window = model.spec.window
             exact = window is not None and (len(observations) >= window
                                             or record.step - record.origin == len(observations))
-            moved = StreamRecord(model=name, stream=stream, version=version,
-                                 origin=record.origin, step=record.step, state=state[0],
-                                 tail=observations, revision=record.revision + 1,
-                                 created_at=record.created_at, updated_at=time.time())
+            moved = replace(record, version=version).advanced(
+                step=record.step, state=state[0], tail=observations)
             if self.store.compare_and_set(moved, record.revision):
                 return {"stream": stream, "model": name, "version": version,
                         "step": record.step, "observations": len(observations),
@@ -201,9 +198,3 @@ class Administration:
 def bound_streams(store: StateStore, name: str, version: str) -> list[str]:
     """Live streams of ``name`` bound to ``version`` (what blocks deleting it), sorted."""
     return sorted(r.stream for r in store.scan(name) if r.version == version and not r.expired)
-
-
-def form_of(values: Any) -> dict[str, str]:
-    """A multipart form as plain strings."""
-    return {key: str(values.get(key)) for key in values}
-

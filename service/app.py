@@ -15,26 +15,26 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from statecast.models import Registry
-from statecast.service.access_log import access_line, access_logger, write_access_line
+from statecast.service.access_log import access_logger, write_access_line
 from statecast.service.admin_api import admin
-from statecast.service.batch_body import batch_calls, item_error
-from statecast.service.calls import StreamCall, StreamForecast
-from statecast.service.errors import BodyTooLarge, NotReady, UnsupportedMediaType
+from statecast.service.calls import StreamCall, StreamForecast, batch_calls
+from statecast.service.errors import BodyTooLarge, NotReady, UnsupportedMediaType, error_body
 from statecast.service.forecasting import ForecastService
 from statecast.service.http_errors import register_error_handlers
-from statecast.service.json_codec import FastJSONProvider
+from statecast.service.json_codec import FastJSONProvider, parse_json
 from statecast.service.kserve import v2
 from statecast.service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from statecast.service.model_cache import ModelCache
 from statecast.service.openapi import openapi_document
-from statecast.service.path_check import check_path_parameters
-from statecast.service.requests import parse_json
+from statecast.service.paths import check_path_parameters
 from statecast.service.runtime import EXTENSION, Runtime, runtime, server_version
 from statecast.service.settings import Settings
 from statecast.service.stores import StateStore, open_store
 
 v1 = Blueprint("v1", __name__)
 v1.before_request(check_path_parameters)
+#: What ``/v1/models`` shows of each version's spec.
+_SPEC_FIELDS = ("features", "targets", "horizon", "forecast_mode", "state_mode")
 
 
 def _json_body() -> Any:
@@ -63,7 +63,8 @@ def forecast_many(model: str) -> Response:
     g.streams = len(answers)
     g.version = ",".join(sorted({a.version for a in answers if isinstance(a, StreamForecast)}))
     return jsonify({"items": [
-        answer.to_json() if isinstance(answer, StreamForecast) else item_error(stream, answer)
+        answer.to_json() if isinstance(answer, StreamForecast)
+        else {"stream": stream, "error": error_body(answer)}
         for (stream, _), answer in zip(calls, answers, strict=True)]})
 
 
@@ -89,10 +90,7 @@ def _model_entry(registry: Registry, name: str) -> dict[str, Any]:
         spec = manifest.get("spec", {})
         versions.append({"version": version, "created_at": manifest.get("created_at"),
                          "source": manifest.get("source", {}).get("framework"),
-                         "features": spec.get("features"), "targets": spec.get("targets"),
-                         "horizon": spec.get("horizon"),
-                         "forecast_mode": spec.get("forecast_mode"),
-                         "state_mode": spec.get("state_mode")})
+                         **{key: spec.get(key) for key in _SPEC_FIELDS}})
     return {"name": name, "versions": versions, "aliases": registry.aliases(name)}
 
 
@@ -118,8 +116,7 @@ def healthz() -> Response:
 
 @v1.get("/openapi.json")
 def openapi() -> Response:
-    state = runtime()
-    return jsonify(openapi_document(server_version(), state.settings.max_stream_id_length))
+    return jsonify(openapi_document(server_version(), runtime().settings.max_stream_id_length))
 
 
 @v1.get("/metrics")
@@ -184,13 +181,9 @@ def _observe_requests(app: Flask, metrics: Metrics, log_access: bool) -> None:
         metrics.requests.labels(route, request.method, str(response.status_code)).observe(
             latency)
         if logger is not None:
-            annotations: dict[str, Any] = {}
             model = (request.view_args or {}).get("model")
-            if model is not None:
-                annotations["model"] = model
-            for key in ("version", "streams"):
-                if key in g:
-                    annotations[key] = g.get(key)
-            write_access_line(logger, access_line(request.method, route, request.path,
-                                                  response.status_code, latency, annotations))
+            annotations: dict[str, Any] = {} if model is None else {"model": model}
+            annotations.update({key: g.get(key) for key in ("version", "streams") if key in g})
+            write_access_line(logger, request.method, route, request.path,
+                              response.status_code, latency, annotations)
         return response

@@ -1,7 +1,11 @@
 """The typed dataplane: what the HTTP codecs (``/v1`` JSON, ``/v2`` tensors, the batch
-route) hand to :class:`service.forecasting.ForecastService` and get back. No JSON here:
-windows and forecasts are arrays (or, from JSON, rows of numbers, checked against the
-stream's model by :func:`service.requests.validate_call`).
+route) hand to :class:`service.forecasting.ForecastService` and get back. Windows and
+forecasts are arrays (or, from JSON, rows of numbers, checked against the stream's model
+by :func:`service.requests.validate_call`).
+
+A batch call's body (``POST /v1/models/{model}/forecast``) has its options checked for the
+whole call and its items one by one, so that a bad item fails alone with an error in the
+response and the others are served.
 """
 
 from __future__ import annotations
@@ -11,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from statecast.service.schemas import ForecastRequestBody, validated
+from statecast.models import StatecastError
+from statecast.service.errors import BatchTooLarge, RequestError
+from statecast.service.schemas import BatchOptions, ForecastRequestBody, validated
+
+#: Options of a whole batch call that an item inherits unless it sets them itself.
+INHERITED = ("horizon", "commit", "reset")
 
 
 @dataclass(frozen=True)
@@ -57,3 +66,38 @@ class StreamForecast:
                 "step": self.step, "consumed": self.consumed, "skipped": self.skipped,
                 "created": self.created, "committed": self.committed,
                 "forecast": self.forecast.astype(float).tolist()}
+
+
+def batch_calls(body: Any, max_items: int) -> list[tuple[Any, StreamCall | StatecastError]]:
+    """``(stream, call)`` per item of a batch body, the call being the item's error where the
+    item is not a valid forecast body of its own (no ``"stream"`` string, a stream named
+    twice, a field the schema refuses): that item fails alone. A body that is not
+    ``{"items": [...]}``, bad options (``BatchOptions``), no items or too many refuse the
+    whole call."""
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise RequestError('a batch body is {"items": [{"stream": ..., "window": ...}, ...]}')
+    validated(BatchOptions, {key: value for key, value in body.items() if key != "items"})
+    items = body["items"]
+    if not items:
+        raise RequestError("items must not be empty")
+    if len(items) > max_items:
+        raise BatchTooLarge(f"{len(items)} items; at most {max_items} per call",
+                            limit=max_items)
+    inherited = {key: body[key] for key in INHERITED if key in body}
+    seen: set[str] = set()
+    calls: list[tuple[Any, StreamCall | StatecastError]] = []
+    for item in items:
+        stream = item.get("stream") if isinstance(item, dict) else None
+        if not isinstance(stream, str):
+            calls.append((stream, RequestError("each item needs a \"stream\" string")))
+            continue
+        if stream in seen:
+            calls.append((stream, RequestError("each item needs a distinct stream id")))
+            continue
+        seen.add(stream)
+        try:
+            fields = {key: value for key, value in item.items() if key != "stream"}
+            calls.append((stream, StreamCall.from_json({**inherited, **fields})))
+        except StatecastError as error:
+            calls.append((stream, error))
+    return calls

@@ -15,18 +15,12 @@ from pydantic import ValidationError
 from statecast.models import Registry, StatecastError
 from statecast.models.importers import ForecastOptions, import_file, load_scaler
 from statecast.models.importers.files import FORMATS
-from statecast.service.administration import bound_streams
+from statecast.service.administration import bound_streams, comma_names
 from statecast.service.bundled import seed_registry
 from statecast.service.errors import StoreError, StreamNotFound, VersionInUse
 from statecast.service.run_command import run_arrays
 from statecast.service.settings import Settings, serve_environment
 from statecast.service.stores import open_store
-
-DEFAULT_REGISTRY = "./registry"
-
-
-def _default_registry() -> str:
-    return os.environ.get("STATECAST_REGISTRY", DEFAULT_REGISTRY)
 
 
 def _registry(root: str) -> Registry:
@@ -36,22 +30,19 @@ def _registry(root: str) -> Registry:
     return registry
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else None
-
-
 def _import(args: argparse.Namespace) -> int:
+    activations = comma_names(args.head_activations)
     options = ForecastOptions(
-        mode=args.mode, horizon=args.horizon, targets=_names(args.targets),
-        features=_names(args.features), state_mode=args.state_mode,
+        mode=args.mode, horizon=args.horizon, targets=comma_names(args.targets),
+        features=comma_names(args.features), state_mode=args.state_mode,
         scaler=load_scaler(args.scaler) if args.scaler else None)
     imported = import_file(
         Path(args.path), file_format=args.format, options=options, cell=args.cell,
         rnn_prefix=args.rnn_prefix, head_prefix=args.head_prefix,
-        head_activations=list(_names(args.head_activations) or []) or None,
+        head_activations=list(activations) if activations else None,
         head_every_step=args.head_every_step)
     registry = _registry(args.registry)
-    aliases = ("latest", *(_names(args.alias) or ()))
+    aliases = ("latest", *(comma_names(args.alias) or ()))
     version = registry.publish(args.name, imported.spec, imported.tensors, imported.source,
                                version=args.version, aliases=aliases)
     spec = imported.spec
@@ -67,21 +58,15 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    return run_arrays(args, _registry(args.registry))
-
-
 def _serve(args: argparse.Namespace) -> int:
     """Replace this process with gunicorn serving the settings the flags give (each flag
     over its ``STATECAST_*`` variable). The settings reach gunicorn and its workers as the
     environment of the exec'd process, a dict of its own (:func:`serve_environment`):
     this process's ``os.environ`` is never changed."""
-    flags = {"host": args.host, "port": args.port, "registry": args.registry,
-             "store": args.store, "workers": args.workers, "threads": args.threads,
-             "worker_class": args.worker_class}
+    flags = ("host", "port", "registry", "store", "workers", "threads", "worker_class")
     try:
-        settings = Settings(**{key: value for key, value in flags.items()
-                               if value is not None})
+        settings = Settings(**{key: getattr(args, key) for key in flags
+                               if getattr(args, key) is not None})
     except ValidationError as error:
         print(f"statecast: error: invalid settings: {error}", file=sys.stderr)
         return 2
@@ -153,7 +138,7 @@ def _batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from statecast.service.batch import Backtest, Columns, JobSpec, run_job
-    from statecast.service.batch.job import _dataset
+    from statecast.service.batch.job import read_frame
 
     registry = _registry(args.registry)  # seeds the bundled model, as everywhere
     plan = None
@@ -174,21 +159,20 @@ def _batch(args: argparse.Namespace) -> int:
     if args.plot:
         from statecast.service.batch.plot import plot
 
-        history = _dataset(Path(args.input)).to_table().to_pandas()
-        forecasts = _dataset(Path(args.output)).to_table().to_pandas()
-        plot(history, forecasts, summary["model"], args.plot, columns)
+        plot(read_frame(args.input), read_frame(args.output), summary["model"], args.plot,
+             columns)
     print(json.dumps(summary))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from statecast.service.batch import Columns, evaluate
-    from statecast.service.batch.job import _dataset
+    from statecast.service.batch.job import read_frame
 
     columns = Columns(args.id_col, args.time_col, args.target_col)
-    forecasts = _dataset(Path(args.forecasts)).to_table().to_pandas()
-    train = _dataset(Path(args.train)).to_table().to_pandas() if args.train else None
-    metrics = tuple(_names(args.metrics) or ())
+    forecasts = read_frame(args.forecasts)
+    train = read_frame(args.train) if args.train else None
+    metrics = tuple(comma_names(args.metrics) or ())
     table = evaluate(forecasts, metrics, train=train, seasonality=args.seasonality,
                      columns=columns)
     if args.output:
@@ -202,13 +186,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``statecast`` argument parser (one sub-command per job)."""
     parser = argparse.ArgumentParser(prog="statecast", description=__doc__)
+    default_registry = os.environ.get("STATECAST_REGISTRY", "./registry")
     commands = parser.add_subparsers(dest="command", required=True)
 
     imp = commands.add_parser("import", help="publish a framework file as a model version")
     imp.add_argument("path", help="a .pt/.pth state_dict, a .safetensors file, a Keras "
                                   ".keras/.h5 file or an .onnx model")
     imp.add_argument("--name", required=True, help="model name in the registry")
-    imp.add_argument("--registry", default=_default_registry(),
+    imp.add_argument("--registry", default=default_registry,
                      help="registry directory (default $STATECAST_REGISTRY or ./registry)")
     imp.add_argument("--format", choices=FORMATS,
                      help="file format (default: from the file's suffix)")
@@ -230,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=_import)
 
     run = commands.add_parser("run", help="run a model version on arrays from an .npz file")
-    run.add_argument("--registry", default=_default_registry(), help="registry directory")
+    run.add_argument("--registry", default=default_registry, help="registry directory")
     run.add_argument("--model", required=True, help="NAME, NAME@VERSION or NAME@ALIAS")
     run.add_argument("--inputs", required=True,
                      help=".npz with x [batch, time, features] and optional h0/c0 "
@@ -240,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="x holds raw observations: write each series' state after them "
                           "and its H-step forecast in original units (as the service "
                           "computes them) instead")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=lambda args: run_arrays(args, _registry(args.registry)))
 
     serve = commands.add_parser("serve", help="serve the registry's models over HTTP (gunicorn)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -261,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--input", required=True,
                        help="long-format .parquet or .csv: unique_id, ds, y (+ covariates)")
     batch.add_argument("--output", required=True, help=".parquet or .csv to write")
-    batch.add_argument("--registry", default=_default_registry(),
+    batch.add_argument("--registry", default=default_registry,
                        help="registry directory (default $STATECAST_REGISTRY or ./registry)")
     batch.add_argument("--h", "--horizon", dest="horizon", type=int,
                        help="forecast steps (default: the model's horizon)")
@@ -306,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_actions = models.add_subparsers(dest="action", required=True)
     for action in ("list", "show", "alias", "delete"):
         sub = models_actions.add_parser(action)
-        sub.add_argument("--registry", default=_default_registry(), help="registry directory")
+        sub.add_argument("--registry", default=default_registry, help="registry directory")
         if action != "list":
             sub.add_argument("model", help="NAME (show: NAME[@VERSION|@ALIAS])")
         if action == "alias":

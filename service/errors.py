@@ -7,6 +7,8 @@ through to a 500). A ``503`` tells the client to retry (it goes with ``Retry-Aft
 
 from __future__ import annotations
 
+from typing import Any
+
 from statecast.models.errors import StatecastError
 
 
@@ -48,6 +50,12 @@ class RequestError(ServiceError):
     def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
         self.details = details
+
+
+def error_body(error: StatecastError) -> dict[str, Any]:
+    """An error as ``/v1`` writes it: ``{"code", "message", ...details}``."""
+    details = error.details if isinstance(error, RequestError) else {}
+    return {"code": error.code, "message": str(error), **details}
 
 
 class MalformedJson(RequestError):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from statecast.models import Model, ModelError, StatecastError
+from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
     BatchTooLarge,
@@ -38,17 +39,15 @@ from statecast.service.requests import (
     check_stream_id,
     validate_call,
 )
-from statecast.service.retries import attempts, contention, until_written
+from statecast.service.retries import ATTEMPTS, contention, until_written
 from statecast.service.stores import StateStore, StreamRecord
 from statecast.service.work import (
     Plan,
     Work,
     advance_works,
     by_version,
-    forecast_one,
     fresh_plan,
     group_forecasts,
-    window_forecasts,
 )
 
 
@@ -85,7 +84,7 @@ class ForecastService:
 
     def _plan(self, reference: str, stream: str, reset: bool,
               prefetched: tuple[StreamRecord | None] | None = None) -> Plan:
-        name, tag = ModelCache.split(reference)
+        name, tag = split_reference(reference)
         record = prefetched[0] if prefetched is not None else self.store.get(name, stream)
         if record is None or reset or record.expired:
             if not reset:
@@ -111,24 +110,31 @@ class ForecastService:
 
     # -- the call ------------------------------------------------------------------------
 
+    def _work(self, reference: str, stream: str, call: StreamCall,
+              prefetched: tuple[StreamRecord | None] | None = None) -> Work:
+        """One attempt's work on a stream: its plan from the stream's record, the call
+        checked against the stream's model, what is new."""
+        plan = self._plan(reference, stream, call.reset, prefetched)
+        check_servable(plan.model)
+        request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
+        return self._prepare(plan, stream, request)
+
     def forecast(self, reference: str, stream: str, call: StreamCall) -> StreamForecast:
         """Run one stream's forecast call."""
         check_stream_id(stream, self.max_stream_id)
 
         def attempt() -> StreamForecast | None:
-            plan = self._plan(reference, stream, call.reset)
-            check_servable(plan.model)
-            request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
-            work = self._prepare(plan, stream, request)
-            with self.metrics.timing_kernel(plan.model.name):
-                state = advance_works(plan.model, [work])[0]
-                forecast = group_forecasts(plan.model, [work], [state])[0]
+            work = self._work(reference, stream, call)
+            model = work.plan.model
+            with self.metrics.timing_kernel(model.name):
+                state = advance_works(model, [work])[0]
+                forecast = group_forecasts(model, [work], [state])[0]
                 response, new_record = self._finish(work, state, forecast)
-            if new_record is None or not request.commit:
+            if new_record is None or not work.request.commit:
                 return response
-            if self.store.compare_and_set(new_record, plan.expected_revision):
+            if self.store.compare_and_set(new_record, work.plan.expected_revision):
                 return response
-            self.metrics.conflicts.labels(plan.model.name).inc()
+            self.metrics.conflicts.labels(model.name).inc()
             return None
 
         return until_written(attempt, f"stream {stream!r}")
@@ -145,12 +151,12 @@ class ForecastService:
         results: list[StreamForecast | StatecastError | None] = [
             call if isinstance(call, StatecastError) else None for _, call in calls]
         pending = [i for i, (_, call) in enumerate(calls) if isinstance(call, StreamCall)]
-        for _ in attempts():
+        name = split_reference(reference)[0]
+        for _ in range(ATTEMPTS):
             if not pending:
                 break
             works: list[tuple[int, Work]] = []
             # One store round trip for every pending stream's record (pipelined in Redis).
-            name = ModelCache.split(reference)[0]
             streams = [calls[i][0] for i in pending]
             fetched = dict(zip(streams, self.store.get_many(name, streams), strict=True))
             for index in pending:
@@ -158,22 +164,20 @@ class ForecastService:
                 assert isinstance(call, StreamCall)
                 try:
                     check_stream_id(stream, self.max_stream_id)
-                    plan = self._plan(reference, stream, call.reset, (fetched[stream],))
-                    check_servable(plan.model)
-                    request = validate_call(call, plan.model.spec, self.max_window,
-                                            self.max_horizon)
-                    works.append((index, self._prepare(plan, stream, request)))
+                    works.append((index, self._work(reference, stream, call,
+                                                    (fetched[stream],))))
                 except (RequestError, ModelError) as error:
                     results[index] = error
             retry = []
             for model_works in by_version(works):
-                model = model_works[0][1].plan.model
+                group = [work for _, work in model_works]
+                model = group[0].plan.model
                 writes, written = [], []
                 with self.metrics.timing_kernel(model.name):
-                    states = advance_works(model, [w for _, w in model_works])
-                    forecasts = group_forecasts(model, [w for _, w in model_works], states)
-                    finished = [self._finish(work, state, forecast) for (_, work), state, forecast
-                                in zip(model_works, states, forecasts, strict=True)]
+                    states = advance_works(model, group)
+                    forecasts = group_forecasts(model, group, states)
+                    finished = [self._finish(work, state, forecast) for work, state, forecast
+                                in zip(group, states, forecasts, strict=True)]
                 for (index, work), (response, record) in zip(model_works, finished,
                                                              strict=True):
                     results[index] = response
@@ -210,12 +214,7 @@ class ForecastService:
                 raise RequestError("a call without a stream starts at 0")
             works.append(self._prepare(fresh_plan(model, version, None), "", request))
         with self.metrics.timing_kernel(name):
-            states = advance_works(model, works)
-            if model.spec.forecasts_from_window:
-                forecasts = window_forecasts(model, works)
-            else:
-                forecasts = [forecast_one(model, state, work.request.horizon, work.request.future)
-                             for work, state in zip(works, states, strict=True)]
+            forecasts = group_forecasts(model, works, advance_works(model, works))
         return name, version, forecasts
 
     def _prepare(self, plan: Plan, stream: str, request: ForecastRequest) -> Work:
@@ -241,14 +240,11 @@ class ForecastService:
                     "(nothing was stored)", needed=spec.window, have=have)
         return work
 
-    def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray | None = None
+    def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray
                 ) -> tuple[StreamForecast, StreamRecord | None]:
-        """The answer and the record to write, from the stream's new state (and its
-        forecast, when the caller computed it with others')."""
+        """The answer and the record to write (None: nothing changed), from the stream's
+        new state and its forecast."""
         plan, model = work.plan, work.plan.model
-        spec = model.spec
-        if forecast is None:
-            forecast = forecast_one(model, state, work.request.horizon, work.request.future)
         new = work.new
         new_step = work.step + len(new)
         response = StreamForecast(
@@ -257,14 +253,13 @@ class ForecastService:
             committed=work.request.commit, forecast=forecast)
         if not (len(new) or plan.fresh):
             return response, None
-        tail = np.concatenate([plan.tail, new])[-spec.retain:] if len(new) else plan.tail
+        tail = np.concatenate([plan.tail, new])[-model.spec.retain:] if len(new) else plan.tail
         now = time.time()
-        kept = plan.record is not None and not plan.fresh
         record = StreamRecord(
             model=model.name, stream=work.stream, version=plan.version, origin=work.origin,
             step=new_step, state=state, tail=np.ascontiguousarray(tail, dtype=np.float32),
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
-            created_at=plan.record.created_at if kept and plan.record else now,
+            created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
             updated_at=now)
         return response, record
 
@@ -284,14 +279,17 @@ class ForecastService:
 
     # -- stream administration -----------------------------------------------------------
 
+    def _model_name(self, reference: str, stream: str) -> str:
+        """The model name of ``reference``, once ``stream`` is known to be a valid id."""
+        check_stream_id(stream, self.max_stream_id)
+        return split_reference(reference)[0]
+
     def exists(self, reference: str, stream: str) -> bool:
         """Whether the stream has a record (live or expired)."""
-        check_stream_id(stream, self.max_stream_id)
-        return self.store.get(ModelCache.split(reference)[0], stream) is not None
+        return self.store.get(self._model_name(reference, stream), stream) is not None
 
     def describe(self, reference: str, stream: str) -> dict[str, Any]:
-        check_stream_id(stream, self.max_stream_id)
-        name, _ = ModelCache.split(reference)
+        name = self._model_name(reference, stream)
         record = self.store.get(name, stream)
         if record is None:
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
@@ -301,8 +299,7 @@ class ForecastService:
 
     def state(self, reference: str, stream: str) -> dict[str, Any]:
         """The stream's h (and c) per layer (the ``/state`` route's body)."""
-        check_stream_id(stream, self.max_stream_id)
-        name, _ = ModelCache.split(reference)
+        name = self._model_name(reference, stream)
         record = self.lifecycle.live(self.store.get(name, stream), stream)
         if record is None:
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
@@ -317,8 +314,7 @@ class ForecastService:
                 "step": record.step, "layers": layers}
 
     def delete(self, reference: str, stream: str) -> dict[str, Any]:
-        check_stream_id(stream, self.max_stream_id)
-        name, _ = ModelCache.split(reference)
+        name = self._model_name(reference, stream)
         if not self.store.delete(name, stream):
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
         self.metrics.evictions.labels("deleted").inc()

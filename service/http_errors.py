@@ -9,13 +9,11 @@ headers (``Allow`` on a 405), and every error body is JSON:
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from statecast.models.errors import StatecastError
-from statecast.service.errors import RequestError
+from statecast.service.errors import error_body
 
 #: Headers that go with a status: when to retry, how to authenticate.
 HEADERS = {503: {"Retry-After": "1"}, 401: {"WWW-Authenticate": 'Bearer realm="statecast"'}}
@@ -30,24 +28,11 @@ def _with_headers(response: Response, status: int,
     return response, status
 
 
-def error_response(code: str, message: str, status: int,
-                   details: dict[str, Any] | None = None) -> tuple[Response, int]:
-    """``{"error": {"code", "message", ...details}}`` with ``status`` and its headers."""
-    response = jsonify({"error": {"code": code, "message": message, **(details or {})}})
-    return _with_headers(response, status)
-
-
 def v2_error_response(message: str, status: int,
                       extra: list[tuple[str, str]] | None = None) -> tuple[Response, int]:
     """The Open Inference Protocol's ``{"error": "message"}``; 422 answers as 400."""
     status = 400 if status == 422 else status
     return _with_headers(jsonify({"error": message}), status, extra)
-
-
-def statecast_error_response(error: StatecastError) -> tuple[Response, int]:
-    """A statecast error as a /v1 error response, its status the error's own."""
-    details = error.details if isinstance(error, RequestError) else {}
-    return error_response(error.code, str(error), error.status, details)
 
 
 def _is_v2() -> bool:
@@ -63,7 +48,7 @@ def register_error_handlers(app: Flask) -> None:
     def _statecast(error: StatecastError) -> tuple[Response, int]:
         if _is_v2():
             return v2_error_response(str(error), error.status)
-        return statecast_error_response(error)
+        return _with_headers(jsonify({"error": error_body(error)}), error.status)
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> tuple[Response, int]:
@@ -74,6 +59,5 @@ def register_error_handlers(app: Flask) -> None:
         message = error.description or error.name
         if _is_v2():
             return v2_error_response(message, status, extra)
-        response, status = error_response(HTTP_CODES.get(status, "http_error"), message,
-                                          status)
-        return _with_headers(response, status, extra)
+        body = {"code": HTTP_CODES.get(status, "http_error"), "message": message}
+        return _with_headers(jsonify({"error": body}), status, extra)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall
 from statecast.service.errors import (
     BodyTooLarge,
@@ -40,23 +41,23 @@ from statecast.service.errors import (
 )
 from statecast.service.forecasting import check_servable
 from statecast.service.http_errors import v2_error_response
+from statecast.service.json_codec import parse_json
 from statecast.service.kserve_schemas import (
     InferParameters,
     InferRequest,
     InferTensor,
     RequestedOutput,
 )
-from statecast.service.path_check import check_path_parameters
-from statecast.service.requests import future_features_of, parse_json
+from statecast.service.paths import check_path_parameters
+from statecast.service.requests import future_features_of
 from statecast.service.runtime import runtime, server_version
-from statecast.service.schemas import validated
+from statecast.service.schemas import FLOAT32_MAX, validated
 
 v2 = Blueprint("v2", __name__)
 v2.before_request(check_path_parameters)
 
 EXTENSIONS = ["sequence", "sequence(string_id)", "binary_tensor_data", "parameters"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # -- health and metadata --------------------------------------------------------------------
@@ -183,7 +184,7 @@ def _tensor(spec: InferTensor, binary: bytes, offset: int) -> tuple[np.ndarray, 
             raise RequestError(f"input {spec.name!r} holds {len(flat)} values; shape {shape} "
                                f"needs {size}")
         values = np.asarray(flat, np.float64)
-    if not np.isfinite(values).all() or (size and np.abs(values).max() > _FLOAT32_MAX):
+    if not np.isfinite(values).all() or (size and np.abs(values).max() > FLOAT32_MAX):
         raise NonFiniteValue(f"input {spec.name!r} holds values that are not finite float32")
     return values.reshape(shape).astype(np.float32), offset
 
@@ -195,12 +196,11 @@ def _sequence(parameters: InferParameters) -> int | str | None:
 
 
 def _binary_output(requested: list[RequestedOutput] | None, everything_binary: bool) -> bool:
-    """Whether ``forecast`` goes out as binary data."""
-    binary = everything_binary
-    for output in requested or []:
-        if output.parameters is not None and output.parameters.binary_data is not None:
-            binary = output.parameters.binary_data
-    return binary
+    """Whether ``forecast`` goes out as binary data: as the last requested output that
+    says, else as the request's ``binary_data_output``."""
+    said = [output.parameters.binary_data for output in requested or []
+            if output.parameters is not None and output.parameters.binary_data is not None]
+    return said[-1] if said else everything_binary
 
 
 @v2.post("/v2/models/<model>/infer")
@@ -239,7 +239,7 @@ def infer(model: str, version: str | None = None) -> Response:
         if window.shape[0] != 1:
             raise RequestError("a sequence is one stream: send batch size 1")
         stream = str(sequence)  # checked by the service, as every stream id
-        name = service.models.split(reference)[0]
+        name = split_reference(reference)[0]
         if not start and not service.exists(reference, stream):
             raise StreamNotFound(f"unknown sequence {sequence!r}: send sequence_start to "
                                  "begin it")

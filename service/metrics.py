@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +28,7 @@ from prometheus_client import (
 from statecast.service.stores import StateStore, StreamRecord
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+T = TypeVar("T")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Request latency buckets (seconds): the single-stream call takes ~1 ms, a batch tens.
@@ -100,7 +102,6 @@ class TimedStore(StateStore):
 
     def __init__(self, inner: StateStore, metrics: Metrics) -> None:
         self.inner = inner
-        self.durable = inner.durable
         self.expires_idle = inner.expires_idle
         self._histogram = metrics.store
         self._get = metrics.store.labels("get")
@@ -108,51 +109,35 @@ class TimedStore(StateStore):
         self._cas = metrics.store.labels("compare_and_set")
         self._cas_many = metrics.store.labels("compare_and_set_many")
 
-    def get(self, model: str, stream: str) -> StreamRecord | None:
+    @staticmethod
+    def _timed(timer: Any, function: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
         try:
-            return self.inner.get(model, stream)
+            return function(*args)
         finally:
-            self._get.observe(time.perf_counter() - started)
+            timer.observe(time.perf_counter() - started)
+
+    def get(self, model: str, stream: str) -> StreamRecord | None:
+        return self._timed(self._get, self.inner.get, model, stream)
 
     def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
-        started = time.perf_counter()
-        try:
-            return self.inner.get_many(model, streams)
-        finally:
-            self._get_many.observe(time.perf_counter() - started)
+        return self._timed(self._get_many, self.inner.get_many, model, streams)
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
-        started = time.perf_counter()
-        try:
-            return self.inner.compare_and_set(record, expected_revision)
-        finally:
-            self._cas.observe(time.perf_counter() - started)
+        return self._timed(self._cas, self.inner.compare_and_set, record, expected_revision)
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
                              ) -> list[bool]:
-        started = time.perf_counter()
-        try:
-            return self.inner.compare_and_set_many(writes)
-        finally:
-            self._cas_many.observe(time.perf_counter() - started)
+        return self._timed(self._cas_many, self.inner.compare_and_set_many, writes)
 
     def delete(self, model: str, stream: str) -> bool:
-        started = time.perf_counter()
-        try:
-            return self.inner.delete(model, stream)
-        finally:
-            self._histogram.labels("delete").observe(time.perf_counter() - started)
+        return self._timed(self._histogram.labels("delete"), self.inner.delete, model, stream)
 
     def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
         return self.inner.scan(model)
 
     def count(self, model: str) -> int:
-        started = time.perf_counter()
-        try:
-            return self.inner.count(model)
-        finally:
-            self._histogram.labels("count").observe(time.perf_counter() - started)
+        return self._timed(self._histogram.labels("count"), self.inner.count, model)
 
     def close(self) -> None:
         self.inner.close()

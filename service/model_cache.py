@@ -5,19 +5,17 @@ from __future__ import annotations
 import threading
 
 from statecast.models import Model, Registry
-from statecast.models.names import split_reference
 
 
 class ModelCache:
     """Loads each ``(model, version)`` from the registry once and keeps it.
 
-    ``spread`` is the engine setting of every model it loads (:mod:`kernels.engine`): off in
-    the server, whose calls run side by side on one Numba thread per worker.
+    Every model it loads has the engine's ``spread`` off (:mod:`kernels.engine`): the
+    server's calls run side by side on one Numba thread per worker.
     """
 
-    def __init__(self, registry: Registry, spread: bool = False) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.spread = spread
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Model] = {}
 
@@ -34,7 +32,7 @@ class ModelCache:
                 model = self._models.get(key)
                 if model is None:
                     model = self.registry.load(f"{name}@{version}")
-                    model.engine.spread = self.spread
+                    model.engine.spread = False
                     self._models[key] = model
         return model
 
@@ -44,12 +42,4 @@ class ModelCache:
 
     def load_defaults(self) -> list[Model]:
         """Load the version every model's plain name resolves to (for readiness)."""
-        loaded = []
-        for name in self.registry.models():
-            resolved = self.resolve(name)
-            loaded.append(self.get(*resolved))
-        return loaded
-
-    @staticmethod
-    def split(reference: str) -> tuple[str, str | None]:
-        return split_reference(reference)
+        return [self.get(*self.resolve(name)) for name in self.registry.models()]

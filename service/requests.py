@@ -20,12 +20,8 @@ from statecast.service.errors import (
     WindowTooLong,
     WrongFeatureCount,
 )
-from statecast.service.json_codec import (
-    parse_json as parse_json,  # re-exported: the API's JSON reader
-)
-from statecast.service.schemas import STREAM_ID
+from statecast.service.schemas import FLOAT32_MAX, STREAM_ID
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: How far a recursive model may be rolled out in one call (default of ``max_horizon``).
 MAX_RECURSIVE_HORIZON = 1000
 MAX_STREAM_ID = 256
@@ -62,7 +58,7 @@ def _check_row_count(rows: int, what: str, max_rows: int) -> None:
 def _within_float32(values: np.ndarray, what: str) -> np.ndarray:
     """Finite float64 ``values`` as float32, refused when one lies beyond float32's range
     (checked before the cast: an np.errstate block costs more than the whole parse)."""
-    if np.abs(values).max() > _FLOAT32_MAX:
+    if np.abs(values).max() > FLOAT32_MAX:
         raise NonFiniteValue(f"{what} holds values beyond float32's range")
     return values.astype(np.float32)
 
@@ -119,18 +115,15 @@ def _rows(raw: Any, names: tuple[str, ...], what: str, max_rows: int) -> np.ndar
     return _within_float32(values, what)
 
 
-def covariates_of(spec: ModelSpec) -> tuple[str, ...]:
-    """The features a recursive model does not forecast: they come from the request."""
-    return tuple(name for name in spec.features if name not in spec.targets)
-
-
 def future_features_of(spec: ModelSpec) -> tuple[str, ...]:
     """The features whose values for each forecast step a call sends in ``future``: a
-    window model's declared future covariates, every covariate of another recursive
-    model, none otherwise."""
+    window model's declared future covariates, every covariate (a feature it does not
+    forecast) of another recursive model, none otherwise."""
     if spec.forecasts_from_window:
         return spec.future_features
-    return covariates_of(spec) if spec.forecast_mode == "recursive" else ()
+    if spec.forecast_mode != "recursive":
+        return ()
+    return tuple(name for name in spec.features if name not in spec.targets)
 
 
 def _future(raw: Any, spec: ModelSpec, horizon: int, max_horizon: int

@@ -6,7 +6,7 @@ attempt lost to a concurrent writer the answer is ``503 contention`` with ``Retr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from statecast.service.errors import Contention
@@ -16,11 +16,6 @@ from statecast.service.errors import Contention
 ATTEMPTS = 64
 
 T = TypeVar("T")
-
-
-def attempts() -> Iterator[int]:
-    """The attempts of one write, numbered from 0 (for loops that retry many writes)."""
-    return iter(range(ATTEMPTS))
 
 
 def contention(what: str) -> Contention:
@@ -33,7 +28,7 @@ def until_written(attempt: Callable[[], T | None], what: str) -> T:
     """Run ``attempt`` (read, compute, compare-and-set) until it returns a result; it
     returns None when its compare-and-set lost. Raises :class:`Contention` when all
     :data:`ATTEMPTS` lost."""
-    for _ in attempts():
+    for _ in range(ATTEMPTS):
         result = attempt()
         if result is not None:
             return result

@@ -1,7 +1,7 @@
 """The HTTP API's route table: every route the app serves, with the pydantic models of its
 path parameters, body and response. ``/openapi.json`` is rendered from it
 (:mod:`service.openapi`) and every request's path parameters are checked against it
-(:mod:`service.path_check`); ``tests/service/test_openapi.py`` checks that the app serves
+(:mod:`service.paths`); ``tests/service/test_openapi.py`` checks that the app serves
 exactly these routes.
 """
 

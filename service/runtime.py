@@ -8,11 +8,10 @@ one process) never share state.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from flask import current_app
+from flask import Flask, current_app
 
 from statecast.models import Registry
 from statecast.service.forecasting import ForecastService
@@ -36,7 +35,6 @@ class Runtime:
     service: ForecastService
     metrics: Metrics
     ready: bool = False
-    started_at: float = field(default_factory=time.time)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
@@ -45,9 +43,9 @@ class Runtime:
         self.store.close()
 
 
-def runtime() -> Runtime:
-    """The runtime of the app handling the current request."""
-    value: Runtime = current_app.extensions[EXTENSION]
+def runtime(app: Flask | None = None) -> Runtime:
+    """The runtime of ``app`` (default: the app handling the current request)."""
+    value: Runtime = (current_app if app is None else app).extensions[EXTENSION]
     return value
 
 

@@ -56,27 +56,24 @@ def advance_works(model: Model, works: list[Work]) -> list[np.ndarray]:
 
 
 def forecast_one(model: Model, state: np.ndarray, horizon: int, future: np.ndarray | None
-              ) -> np.ndarray:
+                 ) -> np.ndarray:
     """``[horizon, targets]`` in original units from a stream's state
     (:meth:`Model.predict`; ``future`` row h: the covariates at forecast step h)."""
     return model.predict(state[None], horizon, None if future is None else future[None])[0]
 
 
-def window_of(work: Work) -> np.ndarray:
-    """The last W raw observations of a window model's stream after this call."""
-    window = work.plan.model.spec.window or 0
-    return np.concatenate([work.plan.tail, work.new])[-window:]
-
-
 def window_forecasts(model: Model, works: list[Work]) -> list[np.ndarray]:
     """For a model that forecasts from its window (:mod:`models.windowed`), every work's
-    forecast ``float32 [horizon, targets]``, one call per horizon."""
+    forecast ``float32 [horizon, targets]`` from the last W raw observations of its stream
+    after this call, one call per horizon."""
+    window = model.spec.window or 0
     results: list[np.ndarray] = [np.empty(0, np.float32)] * len(works)
     by_horizon: dict[int, list[int]] = {}
     for index, work in enumerate(works):
         by_horizon.setdefault(work.request.horizon, []).append(index)
     for horizon, members in by_horizon.items():
-        windows = np.stack([window_of(works[i]) for i in members])
+        windows = np.stack([np.concatenate([works[i].plan.tail, works[i].new])[-window:]
+                            for i in members])
         futures = [works[i].request.future for i in members]
         future = None if futures[0] is None else np.stack(futures)  # type: ignore[arg-type]
         block = forecast_windows(model, windows, future, horizon)
@@ -88,28 +85,23 @@ def window_forecasts(model: Model, works: list[Work]) -> list[np.ndarray]:
 def fresh_plan(model: Model, version: str, record: StreamRecord | None) -> Plan:
     """A plan that starts a stream over from the model's initial state."""
     return Plan(model, version, record, origin=0, step=0, state=model.new_arena(1)[0],
-                 tail=np.zeros((0, model.spec.input_size), np.float32),
-                 expected_revision=None if record is None else record.revision, fresh=True)
-
-
-def direct_forecasts(model: Model, states: list[np.ndarray], horizons: list[int]
-                      ) -> list[np.ndarray | None]:
-    """For a direct model, every stream's forecast ``[horizon, targets]`` from one
-    :meth:`Model.predict` over all the states; None for each stream of a recursive model."""
-    if model.spec.forecast_mode != "direct" or not states:
-        return [None] * len(states)
-    block = model.predict(np.stack(states), max(horizons))
-    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)]
+                tail=np.zeros((0, model.spec.input_size), np.float32),
+                expected_revision=None if record is None else record.revision, fresh=True)
 
 
 def group_forecasts(model: Model, works: list[Work], states: list[np.ndarray]
-                     ) -> list[np.ndarray | None]:
-    """Every work's forecast ``[horizon, targets]``, computed for the group at once where
-    the model allows (from the windows, or one head call over the states); None where
-    :meth:`ForecastService._finish` rolls a recursive model out one stream at a time."""
+                    ) -> list[np.ndarray]:
+    """Every work's forecast ``[horizon, targets]`` from its stream's new state, computed
+    for the group at once where the model allows (from the windows, or one head call over
+    the states of a direct model), a recursive model rolled out one stream at a time."""
     if model.spec.forecasts_from_window:
-        return list(window_forecasts(model, works))
-    return direct_forecasts(model, states, [work.request.horizon for work in works])
+        return window_forecasts(model, works)
+    horizons = [work.request.horizon for work in works]
+    if model.spec.forecast_mode != "direct":
+        return [forecast_one(model, state, horizon, work.request.future)
+                for work, state, horizon in zip(works, states, horizons, strict=True)]
+    block = model.predict(np.stack(states), max(horizons))
+    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)]
 
 
 def by_version(works: list[tuple[int, Work]]) -> list[list[tuple[int, Work]]]:

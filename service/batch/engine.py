@@ -17,10 +17,12 @@ from statecast.service.batch.frames import BatchInputError
 from statecast.service.requests import MAX_RECURSIVE_HORIZON, future_features_of
 
 
-def check_horizon(model: Model, h: int, has_future: bool = False) -> None:
-    """Refuse horizons the model cannot forecast, and models that need future covariates
-    when no future frame is given (or that cannot take one)."""
+def horizon_of(model: Model, h: int | None, has_future: bool = False) -> int:
+    """``h`` (None: the model's horizon), refused when the model cannot forecast it; models
+    that need future covariates are refused when no future frame is given, and the others
+    when one is."""
     spec = model.spec
+    h = spec.horizon if h is None else h
     limit = spec.horizon if spec.forecast_mode == "direct" else MAX_RECURSIVE_HORIZON
     if not 1 <= h <= limit:
         raise BatchInputError(f"horizon {h} must be 1-{limit} for {model.name}")
@@ -34,6 +36,7 @@ def check_horizon(model: Model, h: int, has_future: bool = False) -> None:
                               "to window models only: use the /v1 API")
     if has_future and not needed:
         raise BatchInputError(f"{model.name} takes no future covariates: drop --future")
+    return h
 
 
 def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
@@ -60,11 +63,6 @@ def final_states(model: Model, histories: list[np.ndarray]) -> np.ndarray:
     return model.advance(model.new_arena(len(histories)), histories)
 
 
-def forecasts_from_states(model: Model, states: np.ndarray, h: int) -> np.ndarray:
-    """``float32 [series, h, targets]`` in original units from states (left unchanged)."""
-    return model.predict(states, h)
-
-
 def cutoffs(length: int, h: int, n_windows: int, step: int) -> list[int]:
     """Index of the last observation before each backtest window (oldest first): the last
     window's h steps are the series' last h observations."""
@@ -80,17 +78,14 @@ def backtest(model: Model, values: np.ndarray, h: int, n_windows: int, step: int
     if positions[0] < 0:
         raise BatchInputError(f"series of {values.shape[1]} observations are too short for "
                               f"{n_windows} windows of {h} steps {step} apart")
-    results = []
     if model.spec.window is not None:
-        for cutoff in positions:
-            histories = list(values[:, :cutoff + 1])
-            results.append((cutoff, forecasts_from_states(
-                model, final_states(model, histories), h)))
-        return results
+        return [(cutoff, model.predict(final_states(model, list(values[:, :cutoff + 1])), h))
+                for cutoff in positions]
     states = model.new_arena(len(values))
     consumed = 0
+    results = []
     for cutoff in positions:
         states = model.advance(states, list(values[:, consumed:cutoff + 1]))
         consumed = cutoff + 1
-        results.append((cutoff, forecasts_from_states(model, states, h)))
+        results.append((cutoff, model.predict(states, h)))
     return results

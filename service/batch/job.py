@@ -21,9 +21,8 @@ import pandas as pd
 from statecast.models import Model, Registry
 from statecast.service.batch.engine import (
     backtest,
-    check_horizon,
     final_states,
-    forecasts_from_states,
+    horizon_of,
     window_forecasts,
 )
 from statecast.service.batch.frames import (
@@ -74,12 +73,6 @@ def load_model(registry: str, reference: str) -> Model:
     return _MODELS[key]
 
 
-def _horizon(model: Model, h: int | None, has_future: bool = False) -> int:
-    h = model.spec.horizon if h is None else h
-    check_horizon(model, h, has_future)
-    return h
-
-
 def _future_values(model: Model, series: list[Series], times: np.ndarray,
                    future: pd.DataFrame, columns: Columns) -> np.ndarray:
     """``float32 [series, h, future features]`` from a future frame, row by row of the
@@ -119,7 +112,7 @@ def _forecast_series(model: Model, series: list[Series], h: int, freq: Any,
         predictions = window_forecasts(model, histories, h, values)[:, :, 0]
     else:
         states = final_states(model, histories)
-        predictions = forecasts_from_states(model, states, h)[:, :, 0]
+        predictions = model.predict(states, h)[:, :, 0]
     frame = pd.DataFrame({
         "unique_id": np.repeat([one.id for one in series], h),
         "ds": times.ravel(),
@@ -156,7 +149,7 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
     final states. ``freq`` overrides the spec's (the job infers it once); ``future``, the
     future covariates, else read from ``spec.future`` for the chunk's series."""
     model = load_model(spec.registry, spec.model)
-    h = _horizon(model, spec.h, spec.future is not None or future is not None)
+    h = horizon_of(model, spec.h, spec.future is not None or future is not None)
     series = series_of(frame, model, spec.columns, spec.fill)
     if spec.backtest is not None:
         if model.spec.forecasts_from_window:
@@ -164,7 +157,7 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
                                   "its window) are not supported yet")
         return _backtest_series(model, series, h, spec.backtest), series, None
     if future is None and spec.future is not None:
-        future = _read_chunk(spec.future, spec.columns.id, [one.id for one in series])
+        future = read_frame(spec.future, spec.columns.id, [one.id for one in series])
     output, states = _forecast_series(model, series, h,
                                       frequency(series, freq if freq is not None else
                                                 spec.freq), future, spec.columns)
@@ -224,17 +217,23 @@ def _id_chunks(dataset: Any, columns: Columns, chunk_size: int) -> list[list[Any
     return [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
 
 
-def _read_chunk(path: str, id_column: str, ids: list[Any]) -> pd.DataFrame:
+def read_frame(path: str | Path, id_column: str | None = None, ids: list[Any] | None = None
+               ) -> pd.DataFrame:
+    """A .parquet or .csv file as a frame (only the rows of ``ids`` in ``id_column``)."""
     import pyarrow.compute as pc
 
-    table = _dataset(Path(path)).to_table(filter=pc.field(id_column).isin(ids))
-    frame: pd.DataFrame = table.to_pandas()
+    where = None if id_column is None else pc.field(id_column).isin(ids)
+    frame: pd.DataFrame = _dataset(Path(path)).to_table(filter=where).to_pandas()
     return frame
 
 
+#: A chunk's output rows, and its series and their final states when they are kept.
+_ChunkResult = tuple[pd.DataFrame, list[Series] | None, np.ndarray | None]
+
+
 def _chunk_task(path: str, ids: list[Any], spec: JobSpec, freq: Any, keep_states: bool
-                ) -> tuple[pd.DataFrame, list[Series] | None, np.ndarray | None]:
-    output, series, states = forecast_chunk(_read_chunk(path, spec.columns.id, ids), spec,
+                ) -> _ChunkResult:
+    output, series, states = forecast_chunk(read_frame(path, spec.columns.id, ids), spec,
                                             freq)
     return output, (series if keep_states else None), states
 
@@ -305,16 +304,8 @@ def hand_off(store: StateStore, model: Model, series: list[Series], states: np.n
     raise BatchInputError(f"{len(pending)} streams kept changing while being handed off")
 
 
-def _chunks_locally(path: Path, chunks: list[list[Any]], spec: JobSpec, freq: Any,
-                    keep: bool) -> Iterator[tuple[pd.DataFrame, list[Series] | None,
-                                                  np.ndarray | None]]:
-    for ids in chunks:
-        yield _chunk_task(str(path), ids, spec, freq, keep)
-
-
 def _chunks_on_dask(address: str, path: Path, chunks: list[list[Any]], spec: JobSpec,
-                    freq: Any, keep: bool) -> Iterator[tuple[pd.DataFrame, list[Series] | None,
-                                                         np.ndarray | None]]:
+                    freq: Any, keep: bool) -> Iterator[_ChunkResult]:
     """Chunks as Dask tasks (at most two per worker in flight), results in order."""
     from distributed import Client, LocalCluster
 
@@ -361,7 +352,7 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
     if to_store is not None and spec.backtest is not None:
         raise BatchInputError("--to-store hands off final states: not with --backtest")
     model = load_model(spec.registry, spec.model)
-    h = _horizon(model, spec.h, spec.future is not None)
+    h = horizon_of(model, spec.h, spec.future is not None)
     if spec.future is not None:
         if not Path(spec.future).exists():
             raise BatchInputError(f"no future file {spec.future}")
@@ -372,7 +363,7 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
         on_total(sum(len(chunk) for chunk in chunks))
     freq = spec.freq
     if chunks and spec.backtest is None:
-        first = series_of(_read_chunk(str(input_path), spec.columns.id, chunks[0][:1000]),
+        first = series_of(read_frame(str(input_path), spec.columns.id, chunks[0][:1000]),
                           model, spec.columns, spec.fill)
         freq = frequency(first, spec.freq)
     store = open_store(to_store) if to_store is not None else None
@@ -382,7 +373,7 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
     started = time.perf_counter()
     try:
         results = (_chunks_on_dask(dask, input_path, chunks, spec, freq, keep) if dask else
-                   _chunks_locally(input_path, chunks, spec, freq, keep))
+                   (_chunk_task(str(input_path), ids, spec, freq, keep) for ids in chunks))
         for output, series, states in results:
             writer.write(_rename(output, spec.columns))
             if store is not None and series is not None and states is not None:

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from statecast.service.errors import InvalidStoreUrl
-from statecast.service.stores.base import StateStore
+from statecast.service.stores.base import StateStore, StreamRecord
 from statecast.service.stores.memory import MemoryStore
-from statecast.service.stores.record import StreamRecord
 from statecast.service.stores.sqlite import SqliteStore
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from statecast.service.errors import StoreError
-from statecast.service.stores.base import StateStore
-from statecast.service.stores.record import StreamRecord
+from statecast.service.stores.base import StateStore, StreamRecord
 
 _INITIAL_ROWS = 64
 
@@ -31,9 +30,7 @@ class Arena:
         """A free row's index (the arena doubles when full)."""
         if not self._free:
             old = self.rows.shape[0]
-            grown = np.zeros((2 * old, self.width), np.float32)
-            grown[:old] = self.rows
-            self.rows = grown
+            self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
             self._free = list(range(2 * old - 1, old - 1, -1))
         return self._free.pop()
 
@@ -61,8 +58,6 @@ class _Entry:
 
 class MemoryStore(StateStore):
     """Streams held in per-``(model, version)`` arenas of this process."""
-
-    durable = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

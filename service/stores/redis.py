@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from statecast.service.errors import StoreError
-from statecast.service.stores.base import StateStore
-from statecast.service.stores.record import StreamRecord, decode_array, encode_array
+from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
 _PREFIX = "statecast:"
 _SEEN = "statecast-seen:"
@@ -93,8 +92,6 @@ def _record(model: str, stream: str, fields: dict[bytes, bytes]) -> StreamRecord
 class RedisStore(StateStore):
     """Streams in Redis hashes (``redis://host:port/db``)."""
 
-    durable = True
-
     def __init__(self, url: str, timeout: float = 5.0, ttl: float | None = None,
                  tombstone_ttl: float | None = None) -> None:
         try:
@@ -161,12 +158,14 @@ class RedisStore(StateStore):
                 "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
                 "expired", int(record.expired)]
 
+    def _write(self, record: StreamRecord, expected_revision: int | None,
+               client: Any = None) -> Any:
+        """Run the compare-and-set script (on ``client``: a pipeline; default the store's)."""
+        return self._cas([_key(record.model, record.stream), _seen(record.model, record.stream)],
+                         self._arguments(record, expected_revision), client=client)
+
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
-        written = self._call("compare_and_set", self._cas,
-                             [_key(record.model, record.stream),
-                              _seen(record.model, record.stream)],
-                             self._arguments(record, expected_revision))
-        return bool(written)
+        return bool(self._call("compare_and_set", self._write, record, expected_revision))
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
                              ) -> list[bool]:
@@ -177,9 +176,7 @@ class RedisStore(StateStore):
         def run() -> list[Any]:
             pipeline = self.client.pipeline(transaction=False)
             for record, expected in writes:
-                self._cas([_key(record.model, record.stream),
-                           _seen(record.model, record.stream)],
-                          self._arguments(record, expected), client=pipeline)
+                self._write(record, expected, pipeline)
             return list(pipeline.execute())
 
         return [bool(result) for result in self._call("compare_and_set_many", run)]

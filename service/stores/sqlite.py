@@ -18,14 +18,13 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from statecast.service.errors import StoreError
-from statecast.service.stores.base import StateStore
-from statecast.service.stores.record import StreamRecord, decode_array, encode_array
+from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -46,6 +45,11 @@ CREATE TABLE IF NOT EXISTS {name} (
 _KEY = "CREATE UNIQUE INDEX IF NOT EXISTS streams_key ON streams (model, stream)"
 _COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
             "created_at, updated_at, expired")
+_INSERT = f"INSERT INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+#: Parameters: the columns after ``model, stream`` (:func:`_values`), then model and stream.
+_UPDATE = ("UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, state = ?, "
+           "tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
+           "WHERE model = ? AND stream = ?")
 _BATCH = 500
 
 
@@ -66,10 +70,29 @@ def _values(record: StreamRecord) -> tuple[Any, ...]:
             record.created_at, record.updated_at, int(record.expired))
 
 
+def _select_streams(execute: Callable[..., Any], columns: str, model: str,
+                    streams: Sequence[str]) -> Iterator[Any]:
+    """``columns`` of the rows of ``streams`` of one model, :data:`_BATCH` streams a query."""
+    for start in range(0, len(streams), _BATCH):
+        chunk = list(streams[start:start + _BATCH])
+        yield from execute(f"SELECT {columns} FROM streams WHERE model = ? AND stream IN "
+                           f"({', '.join('?' * len(chunk))})", (model, *chunk))
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, rolled back when its body raises."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
 class SqliteStore(StateStore):
     """Streams in one SQLite file (``sqlite:PATH``)."""
-
-    durable = True
 
     def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0) -> None:
         self.path = Path(path)
@@ -93,8 +116,7 @@ class SqliteStore(StateStore):
         if row is not None and "WITHOUT ROWID" not in row[0].upper():
             connection.execute(_KEY)
             return
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(connection):
             if row is None:
                 connection.execute(_TABLE.format(name="streams"))
             else:
@@ -104,10 +126,6 @@ class SqliteStore(StateStore):
                 connection.execute("DROP TABLE streams")
                 connection.execute("ALTER TABLE streams_rowid RENAME TO streams")
             connection.execute(_KEY)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -151,14 +169,8 @@ class SqliteStore(StateStore):
         return None if row is None else _row_to_record(row)
 
     def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
-        found: dict[str, StreamRecord] = {}
-        for start in range(0, len(streams), _BATCH):
-            chunk = list(streams[start:start + _BATCH])
-            marks = ", ".join("?" * len(chunk))
-            for row in self._execute(f"SELECT {_COLUMNS} FROM streams WHERE model = ? AND "
-                                     f"stream IN ({marks})", (model, *chunk)):
-                record = _row_to_record(row)
-                found[record.stream] = record
+        found = {row[1]: _row_to_record(row)
+                 for row in _select_streams(self._execute, _COLUMNS, model, streams)}
         return [found.get(stream) for stream in streams]
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
@@ -171,17 +183,10 @@ class SqliteStore(StateStore):
             return super().compare_and_set_many(writes)
         connection = self._connection()
         try:
-            with self._writing():
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    results = self._write_many(connection, writes)
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
+            with self._writing(), _transaction(connection):
+                return self._write_many(connection, writes)
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
-        return results
 
     @staticmethod
     def _write_many(connection: sqlite3.Connection,
@@ -189,15 +194,9 @@ class SqliteStore(StateStore):
         by_model: dict[str, list[str]] = {}
         for record, _ in writes:
             by_model.setdefault(record.model, []).append(record.stream)
-        current: dict[tuple[str, str], int] = {}
-        for model, streams in by_model.items():
-            for start in range(0, len(streams), _BATCH):
-                chunk = streams[start:start + _BATCH]
-                marks = ", ".join("?" * len(chunk))
-                for stream, revision in connection.execute(
-                        f"SELECT stream, revision FROM streams WHERE model = ? AND stream IN "
-                        f"({marks})", (model, *chunk)):
-                    current[(model, stream)] = revision
+        current = {(model, stream): revision for model, streams in by_model.items()
+                   for stream, revision in _select_streams(connection.execute,
+                                                           "stream, revision", model, streams)}
         inserts, updates, results = [], [], []
         for record, expected in writes:
             key = (record.model, record.stream)
@@ -212,14 +211,9 @@ class SqliteStore(StateStore):
             else:
                 updates.append((*values, record.model, record.stream))
         if inserts:
-            connection.executemany(
-                f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                inserts)
+            connection.executemany(_INSERT, inserts)
         if updates:
-            connection.executemany(
-                "UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, "
-                "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
-                "WHERE model = ? AND stream = ?", updates)
+            connection.executemany(_UPDATE, updates)
         return results
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
@@ -235,16 +229,12 @@ class SqliteStore(StateStore):
                expected_revision: int | None) -> bool:
         values = _values(record)
         if expected_revision is None:
-            cursor = connection.execute(
-                f"INSERT INTO streams ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (model, stream) DO NOTHING",
-                (record.model, record.stream, *values))
+            cursor = connection.execute(f"{_INSERT} ON CONFLICT (model, stream) DO NOTHING",
+                                        (record.model, record.stream, *values))
         else:
-            cursor = connection.execute(
-                "UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, "
-                "state = ?, tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
-                "WHERE model = ? AND stream = ? AND revision = ?",
-                (*values, record.model, record.stream, expected_revision))
+            cursor = connection.execute(f"{_UPDATE} AND revision = ?",
+                                        (*values, record.model, record.stream,
+                                         expected_revision))
         return cursor.rowcount == 1
 
     def count(self, model: str) -> int:

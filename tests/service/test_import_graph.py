@@ -87,5 +87,5 @@ def test_service_modules_import_each_other_without_a_cycle():
 
 
 def test_the_blueprints_reach_the_runtime_without_the_app():
-    for blueprint in ("kserve", "admin_api", "runtime", "path_check"):
+    for blueprint in ("kserve", "admin_api", "runtime", "paths"):
         assert "statecast.service.app" not in GRAPH[f"statecast.service.{blueprint}"]
