@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from statecast.kernels.config import JIT_OPTIONS
+from statecast.kernels.operands import Panels, Strided
 from statecast.kernels.panels import PANEL, TILE_ROWS, panel_product
 
 #: Weight rows per product: 128 x PANEL floats (32 KiB at 64 columns) and the rows of its
@@ -26,7 +27,8 @@ _REPEATS = 4_000
 @numba.njit(**JIT_OPTIONS)
 def _products(a, w, src, dst, repeats):
     for _ in range(repeats):
-        panel_product(a, 0, _K, a.shape[0], w, 0, _K * PANEL, _K, 1, src, 0, 0, dst, 0, PANEL)
+        panel_product(a.shape[0], Strided(a, 0, _K), Panels(w, 0, _K * PANEL, _K, 1),
+                      Strided(src, 0, 0), Strided(dst, 0, PANEL))
 
 
 def fma_peak(rounds: int = 5) -> float:

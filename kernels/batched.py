@@ -17,36 +17,27 @@ import numpy as np
 
 from statecast.kernels import network as nw
 from statecast.kernels.cells import (
-    U,
     _gather_h,
     _gather_inputs,
-    _gru_layer,
+    _gather_steps,
     _gru_update,
     _head,
     _lstm_update,
     _sequences,
 )
 from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS, renamed
+from statecast.kernels.fused import _gru_layer
+from statecast.kernels.operands import Buffers, Layer, Panels, Streams, Strided
 from statecast.kernels.panels import PANEL, TILE_ROWS, padded_width, panel_product
 
 #: Floats of input projections computed at once for a chunk of steps (1 MiB).
 _PROJECTION_VALUES = 262144
 
 
-@numba.njit(**LEAF_OPTIONS)
-def _gather_steps(xs, inp, s0, nb, t0, n, n_in):
-    """``xs[dt * nb + s] = inp[s0 + s, t0 + dt]``: a chunk's inputs, step by step."""
-    for dt in range(n):
-        for s in range(nb):
-            for k in range(U(n_in)):
-                xs[dt * nb + s, k] = inp[s0 + s, t0 + dt, k]
-
-
 @numba.njit(**JIT_OPTIONS)
-def _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels,
-                       at):
-    """One LSTM layer over all steps of streams ``s0 .. s0+nb`` by panel products from the
-    layer's block at ``at``, then the cell update. ``scratch`` is ``[4, >= nb *
+def _lstm_layer_panels(inp, out, layer, streams, scratch, panels, at):
+    """One LSTM layer over all steps of the block's streams by panel products from the
+    layer's block at ``panels[at:]``, then the cell update. ``scratch`` is ``[5, >= nb *
     max(padded 4H, inputs + P)]``.
 
     Several steps, when a chunk's projections fit ``_PROJECTION_VALUES``: the inputs of a
@@ -56,93 +47,133 @@ def _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratc
     Otherwise one product ``b + [x_t, h] @ [w_ih; w_hh]`` per step. Both give the same
     results.
     """
+    meta, row = layer.meta, layer.row
+    nb = streams.nb
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
-    n_out = meta[row + nw.L_OUT]
-    n_u = n_in + n_out
+    n_u = n_in + meta[row + nw.L_OUT]
     width = padded_width(4 * hidden)
-    n_panels = width // PANEL
-    stride = n_u * PANEL
-    first = at + 3 * width
-    gates = scratch[0, :nb * width].reshape((nb, width))
-    full = scratch[1, :nb * hidden].reshape((nb, hidden))
-    u = scratch[2, :nb * n_u].reshape((nb, n_u))
+    bufs = Buffers(scratch[0, :nb * width].reshape((nb, width)),
+                   scratch[3, :nb * width].reshape((nb, width)),
+                   scratch[1, :nb * hidden].reshape((nb, hidden)),
+                   scratch[2, :nb * n_u].reshape((nb, n_u)))
+    rows = Panels(panels, at + 3 * width, n_u * PANEL, n_u, width // PANEL)
     steps = inp.shape[1]
     chunk = min(steps, _PROJECTION_VALUES // (nb * width))
     if chunk < 2:
-        for t in range(steps):
-            _gather_inputs(u, inp, s0, nb, t, n_in)
-            _gather_h(u, n_in, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
-            panel_product(u, 0, n_u, nb, panels, first, stride, n_u, n_panels, panels,
-                          at + 2 * width, 0, gates, 0, width)
-            _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, u)
+        _lstm_stacked_steps(inp, out, layer, streams, rows, Strided(panels, at + 2 * width, 0),
+                            bufs)
         return
+    w_ih = Panels(panels, rows.offset, rows.stride, n_in, rows.n_panels)
     xs = np.empty((nb * chunk, n_in), np.float32)
     proj = np.empty((nb * chunk, width), np.float32)
-    h = scratch[3, :nb * n_out].reshape((nb, n_out))
     for t0 in range(0, steps, chunk):
         n = min(chunk, steps - t0)
-        _gather_steps(xs, inp, s0, nb, t0, n, n_in)
-        panel_product(xs, 0, n_in, nb * n, panels, first, stride, n_in, n_panels, panels,
-                      at + 2 * width, 0, proj, 0, width)
-        for dt in range(n):
-            _gather_h(h, 0, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
-            panel_product(h, 0, n_out, nb, panels, first + n_in * PANEL, stride, n_out,
-                          n_panels, proj, dt * nb * width, width, gates, 0, width)
-            _lstm_update(out, params, meta, row, arena, slots, s0, nb, t0 + dt, gates, full,
-                         u)
+        _gather_steps(xs, inp, streams.s0, nb, t0, n, n_in)
+        panel_product(nb * n, Strided(xs, 0, n_in), w_ih, Strided(panels, at + 2 * width, 0),
+                      Strided(proj, 0, width))
+        _lstm_projected_steps(out, layer, streams, t0, n, rows, proj, bufs)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _lstm_stacked_steps(inp, out, layer, streams, rows, bias, bufs):
+    """Every step of an LSTM layer as one product ``bias + [x_t, h] @ rows`` (the stacked
+    ``[w_ih; w_hh]``), then the cell update."""
+    meta, row = layer.meta, layer.row
+    n_in = meta[row + nw.L_IN]
+    u, gates = bufs.u, bufs.gates
+    for t in range(inp.shape[1]):
+        _gather_inputs(u, inp, streams.s0, streams.nb, t, n_in)
+        _gather_h(u, n_in, streams, meta[row + nw.L_H_OFF], meta[row + nw.L_OUT])
+        panel_product(streams.nb, Strided(u, 0, u.shape[1]), rows, bias,
+                      Strided(gates, 0, gates.shape[1]))
+        _lstm_update(layer, streams, out, t, gates, bufs.full, u)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _lstm_projected_steps(out, layer, streams, t0, n, rows, proj, bufs):
+    """Steps ``t0 .. t0+n`` of an LSTM layer whose input projections ``proj`` holds (row
+    ``dt * nb + s``): ``h @ w_hh`` (the ``rows`` after the inputs') continues each one, then
+    the cell update. ``h`` is gathered into ``bufs.u``."""
+    meta, row = layer.meta, layer.row
+    n_in = meta[row + nw.L_IN]
+    nb = streams.nb
+    u, gates = bufs.u, bufs.gates
+    width = gates.shape[1]
+    w_hh = Panels(rows.array, rows.offset + n_in * PANEL, rows.stride, rows.depth - n_in,
+                  rows.n_panels)
+    for dt in range(n):
+        _gather_h(u, 0, streams, meta[row + nw.L_H_OFF], w_hh.depth)
+        panel_product(nb, Strided(u, 0, u.shape[1]), w_hh, Strided(proj, dt * nb * width, width),
+                      Strided(gates, 0, width))
+        _lstm_update(layer, streams, out, t0 + dt, gates, bufs.full, u)
 
 
 @numba.njit(**JIT_OPTIONS)
-def _gru_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels, at):
-    """One GRU layer (reset after the product) over all steps of streams ``s0 .. s0+nb``:
+def _gru_layer_panels(inp, out, layer, streams, scratch, panels, at):
+    """One GRU layer (reset after the product) over all steps of the block's streams:
     ``b_ih + x_t @ w_ih`` (for a chunk of steps at once when it fits, as for the LSTM) and
     per step ``b_hh + h @ w_hh`` by panel products, then the cell update. ``scratch`` is
     ``[5, >= nb * max(padded 3H, inputs)]``."""
+    meta, row = layer.meta, layer.row
+    nb = streams.nb
     n_in = meta[row + nw.L_IN]
     hidden = meta[row + nw.L_HIDDEN]
     width = padded_width(3 * hidden)
-    n_panels = width // PANEL
-    stride = (n_in + hidden) * PANEL
-    first = at + 3 * width
-    extra = scratch[1, :nb * width].reshape((nb, width))
-    full = scratch[2, :nb * hidden].reshape((nb, hidden))
-    h = scratch[4, :nb * hidden].reshape((nb, hidden))
+    rows = Panels(panels, at + 3 * width, (n_in + hidden) * PANEL, n_in + hidden,
+                  width // PANEL)
     steps = inp.shape[1]
     chunk = max(1, min(steps, _PROJECTION_VALUES // (nb * width)))
     xs = np.empty((nb * chunk, n_in), np.float32)
     proj = np.empty((nb * chunk, width), np.float32)
+    bufs = Buffers(proj, scratch[1, :nb * width].reshape((nb, width)),
+                   scratch[2, :nb * hidden].reshape((nb, hidden)),
+                   scratch[4, :nb * hidden].reshape((nb, hidden)))
+    w_ih = Panels(panels, rows.offset, rows.stride, n_in, rows.n_panels)
     for t0 in range(0, steps, chunk):
         n = min(chunk, steps - t0)
-        _gather_steps(xs, inp, s0, nb, t0, n, n_in)
-        panel_product(xs, 0, n_in, nb * n, panels, first, stride, n_in, n_panels, panels, at,
-                      0, proj, 0, width)
-        for dt in range(n):
-            _gather_h(h, 0, arena, slots, s0, nb, meta[row + nw.L_H_OFF], hidden)
-            panel_product(h, 0, hidden, nb, panels, first + n_in * PANEL, stride, hidden,
-                          n_panels, panels, at + width, 0, extra, 0, width)
-            _gru_update(out, params, meta, row, arena, slots, s0, nb, t0 + dt,
-                        proj[dt * nb:(dt + 1) * nb], extra, full, h)
+        _gather_steps(xs, inp, streams.s0, nb, t0, n, n_in)
+        panel_product(nb * n, Strided(xs, 0, n_in), w_ih, Strided(panels, at, 0),
+                      Strided(proj, 0, width))
+        _gru_projected_steps(out, layer, streams, t0, n, rows,
+                             Strided(panels, at + width, 0), bufs)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _gru_projected_steps(out, layer, streams, t0, n, rows, bias_hh, bufs):
+    """Steps ``t0 .. t0+n`` of a GRU layer whose input projections ``bufs.gates`` holds
+    (row ``dt * nb + s``): per step ``bias_hh + h @ w_hh`` (the ``rows`` after the
+    inputs') into ``bufs.extra``, then the cell update (``h`` gathered into ``bufs.u``)."""
+    meta, row = layer.meta, layer.row
+    n_in = meta[row + nw.L_IN]
+    nb = streams.nb
+    proj, extra, full, h = bufs
+    w_hh = Panels(rows.array, rows.offset + n_in * PANEL, rows.stride, rows.depth - n_in,
+                  rows.n_panels)
+    for dt in range(n):
+        _gather_h(h, 0, streams, meta[row + nw.L_H_OFF], w_hh.depth)
+        panel_product(nb, Strided(h, 0, h.shape[1]), w_hh, bias_hh,
+                      Strided(extra, 0, extra.shape[1]))
+        _gru_update(layer, streams, out, t0 + dt,
+                    Buffers(proj[dt * nb:(dt + 1) * nb], extra, full, h))
 
 
 @numba.njit(**JIT_OPTIONS)
-def _layer_panels(inp, out, params, meta, layer, arena, slots, s0, nb, scratch, plane,
-                  panels, panel_at):
-    row = nw.HEADER + layer * nw.LAYER_FIELDS
+def _layer_panels(inp, out, layer, streams, scratch, plane, panels, at):
+    """``layer`` over all steps of the block's streams, from its panels at ``panels[at:]``."""
+    meta, row = layer.meta, layer.row
     if meta[row + nw.L_CELL] == nw.LSTM:
-        _lstm_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels,
-                         panel_at[layer])
+        _lstm_layer_panels(inp, out, layer, streams, scratch, panels, at)
     elif (meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER) != 0:
-        _gru_layer_panels(inp, out, params, meta, row, arena, slots, s0, nb, scratch, panels,
-                        panel_at[layer])
+        _gru_layer_panels(inp, out, layer, streams, scratch, panels, at)
     else:
         # Reset before the product: the n columns need r first; the fused loops do it.
-        width = plane
-        _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb,
-                   scratch[0, :nb * width].reshape((nb, width)),
-                   scratch[1, :nb * width].reshape((nb, width)),
-                   scratch[2, :nb * width].reshape((nb, width)),
-                   scratch[3, :nb * width].reshape((nb, width)))
+        nb = streams.nb
+        _gru_layer(inp, out, layer, streams, Buffers(
+            scratch[0, :nb * plane].reshape((nb, plane)),
+            scratch[1, :nb * plane].reshape((nb, plane)),
+            scratch[2, :nb * plane].reshape((nb, plane)),
+            scratch[3, :nb * plane].reshape((nb, plane))))
 
 
 def _forward_panels_impl(x, params, meta, arena, slots, y, head_out, block, panels, panel_at):
@@ -159,11 +190,12 @@ def _forward_panels_impl(x, params, meta, arena, slots, y, head_out, block, pane
     for index in numba.prange(n_blocks):
         s0 = index * block
         nb = min(block, n_streams - s0)
+        streams = Streams(arena, slots, s0, nb)
         scratch = np.empty((5, nb * plane), np.float32)
         for layer in range(n_layers):
             src, dst = _sequences(layer, n_layers, x, y, seq_a, seq_b)
-            _layer_panels(src, dst, params, meta, layer, arena, slots, s0, nb, scratch, plane,
-                          panels, panel_at)
+            _layer_panels(src, dst, Layer(params, meta, nw.HEADER + layer * nw.LAYER_FIELDS),
+                          streams, scratch, plane, panels, panel_at[layer])
         _head(y, params, meta, s0, nb, head_out,
               scratch[0, :nb * plane].reshape((nb, plane)),
               scratch[1, :nb * plane].reshape((nb, plane)))

@@ -22,6 +22,7 @@ import numpy as np
 from statecast.kernels import network as nw
 from statecast.kernels.activations import _activate, clamp
 from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS
+from statecast.kernels.operands import Strided
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
@@ -37,9 +38,10 @@ def _clip(v, row, start, n, limit):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_cols):
-    """``dst[s, dst_col + j] += sum_k u[s, k] * W[k, w_col + j]`` for the block's streams,
-    ``W`` being the ``[n_rows, w_stride]`` matrix stored at ``params[w_off:]``.
+def _accumulate(dst, dst_col, w, u, nb, n_rows, n_cols):
+    """``dst[s, dst_col + j] += sum_k u[s, k] * W[k, j]`` for the block's streams, ``j <
+    n_cols``, ``W`` being the first ``n_rows`` rows of the
+    :class:`~kernels.operands.Strided` matrix ``w``.
 
     Four weight rows at a time: each load and store of a ``dst`` vector serves four rows,
     and the rows stay in L1 while every stream of the block uses them. Each output is one
@@ -50,11 +52,12 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
     whole = n_rows - n_rows % 4
     cols = U(n_cols)
     at = U(dst_col)
+    params, w_off, w_stride = w
     stride = U(w_stride)
     if nb == 1:
         # One stream (the service's hot path): no stream loop between rows and columns.
         for k in range(0, whole, 4):
-            r0 = U(w_off + k * w_stride + w_col)
+            r0 = U(w_off + k * w_stride)
             r1 = r0 + stride
             r2 = r1 + stride
             r3 = r2 + stride
@@ -67,13 +70,13 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
                                   + params[r1 + j] * u1 + params[r2 + j] * u2
                                   + params[r3 + j] * u3)
         for k in range(whole, n_rows):
-            r0 = U(w_off + k * w_stride + w_col)
+            r0 = U(w_off + k * w_stride)
             u0 = u[0, k]
             for j in range(cols):
                 dst[0, at + j] += params[r0 + j] * u0
         return
     for k in range(0, whole, 4):
-        r0 = U(w_off + k * w_stride + w_col)
+        r0 = U(w_off + k * w_stride)
         r1 = r0 + stride
         r2 = r1 + stride
         r3 = r2 + stride
@@ -87,7 +90,7 @@ def _accumulate(dst, dst_col, params, w_off, w_stride, w_col, u, nb, n_rows, n_c
                                   + params[r1 + j] * u1 + params[r2 + j] * u2
                                   + params[r3 + j] * u3)
     for k in range(whole, n_rows):
-        r0 = U(w_off + k * w_stride + w_col)
+        r0 = U(w_off + k * w_stride)
         for s in range(nb):
             u0 = u[s, k]
             for j in range(cols):
@@ -118,6 +121,15 @@ def _gather_inputs(ubuf, inp, s0, nb, t, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
+def _gather_steps(xs, inp, s0, nb, t0, n, n_in):
+    """``xs[dt * nb + s] = inp[s0 + s, t0 + dt]``: a chunk's inputs, step by step."""
+    for dt in range(n):
+        for s in range(nb):
+            for k in range(U(n_in)):
+                xs[dt * nb + s, k] = inp[s0 + s, t0 + dt, k]
+
+
+@numba.njit(**LEAF_OPTIONS)
 def _scratch_shape(meta, nb, steps, n_features):
     """``(plane, chunk)`` for a block of ``nb`` streams: the width of each of its scratch
     planes, and how many steps' input projections a plane of ``nb * chunk`` rows holds
@@ -129,8 +141,9 @@ def _scratch_shape(meta, nb, steps, n_features):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gather_h(ubuf, col, arena, slots, s0, nb, h_off, n):
+def _gather_h(ubuf, col, streams, h_off, n):
     """``ubuf[s, col:col + n] = h`` of the block's streams, from the arena."""
+    arena, slots, s0, nb = streams
     at = U(h_off)
     to = U(col)
     for s in range(nb):
@@ -140,13 +153,15 @@ def _gather_h(ubuf, col, arena, slots, s0, nb, h_off, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _lstm_cells(params, meta, row, arena, slots, s0, nb, gates, full, j0, n):
+def _lstm_cells(layer, streams, gates, full, j0, n):
     """The LSTM cell update of hidden units ``j0 .. j0+n`` of the block's streams.
 
     ``gates [nb, >= 4n]`` holds these units' complete pre-activations (products and
     biases), gate by gate: i, f, g, o, ``n`` columns each. The new ``c`` goes to the arena,
     the new ``h`` before any projection to ``full [nb, >= n]``.
     """
+    params, meta, row = layer
+    arena, slots, s0, nb = streams
     hidden = meta[row + nw.L_HIDDEN]
     peep = meta[row + nw.L_PEEP]
     input_forget = (meta[row + nw.L_FLAGS] & nw.FLAG_INPUT_FORGET) != 0
@@ -195,28 +210,31 @@ def _lstm_cells(params, meta, row, arena, slots, s0, nb, gates, full, j0, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, ubuf):
+def _lstm_update(layer, streams, out, t, gates, full, u):
     """Finish step ``t`` of a whole LSTM layer for the block's streams: the cell update
     (``gates [nb, 4H]``, :func:`_lstm_cells`), the projection if any, then ``h`` to the
-    arena and to ``out[:, t]``. ``full [nb, H]`` and ``ubuf [nb, >= P]`` are scratch."""
+    arena and to ``out[:, t]``. ``full [nb, H]`` and ``u [nb, >= P]`` are scratch."""
+    params, meta, row = layer
+    nb = streams.nb
     hidden = meta[row + nw.L_HIDDEN]
     n_out = meta[row + nw.L_OUT]
     w_hr = meta[row + nw.L_W_HR]
-    hu_off = meta[row + nw.L_H_OFF]
-    _lstm_cells(params, meta, row, arena, slots, s0, nb, gates, full, 0, hidden)
+    h_off = meta[row + nw.L_H_OFF]
+    _lstm_cells(layer, streams, gates, full, 0, hidden)
     if w_hr >= 0:
         for s in range(nb):
             for j in range(U(n_out)):
-                ubuf[s, j] = _ZERO
-        _accumulate(ubuf, 0, params, w_hr, n_out, 0, full, nb, hidden, n_out)
-        _store_h(out, arena, slots, s0, nb, t, hu_off, ubuf, n_out)
+                u[s, j] = _ZERO
+        _accumulate(u, 0, Strided(params, w_hr, n_out), full, nb, hidden, n_out)
+        _store_h(streams, out, t, h_off, u, n_out)
     else:
-        _store_h(out, arena, slots, s0, nb, t, hu_off, full, n_out)
+        _store_h(streams, out, t, h_off, full, n_out)
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _store_h(out, arena, slots, s0, nb, t, h_off, h, n):
+def _store_h(streams, out, t, h_off, h, n):
     """``h [nb, >= n]`` of step ``t`` to the block's arena rows and to ``out[:, t]``."""
+    arena, slots, s0, nb = streams
     at = U(h_off)
     for s in range(nb):
         slot = slots[s0 + s]
@@ -226,9 +244,10 @@ def _store_h(out, arena, slots, s0, nb, t, h_off, h, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gru_rz(params, meta, row, nb, gx, gh, n):
+def _gru_rz(layer, nb, gx, gh, n):
     """Reset and update gates of ``n`` units: ``gx[:, :2n] += gh[:, :2n]``, clipped and
     activated (``gx`` holds ``x W_ih + b_ih``, ``gh`` ``h W_hh + b_hh``, gate by gate)."""
+    params, meta, row = layer
     fl = meta[row + nw.L_FLOATS]
     clip = params[fl + 6]
     for s in range(nb):
@@ -250,10 +269,11 @@ def _gru_reset_after(nb, gx, gh, n):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gru_cells(params, meta, row, nb, gx, h_prev, j0, n, full):
+def _gru_cells(layer, nb, gx, h_prev, j0, n, full):
     """The GRU cell update of hidden units ``j0 .. j0+n``, once ``gx [nb, >= 3n]`` holds
     the activated r and z and the complete n pre-activation: ``full[s, j]`` = the new ``h``
     (``h_prev [nb, H]`` holds the previous one, all units)."""
+    params, meta, row = layer
     fl = meta[row + nw.L_FLOATS]
     clip = params[fl + 6]
     nu = U(n)
@@ -269,18 +289,21 @@ def _gru_cells(params, meta, row, nb, gx, h_prev, j0, n, full):
 
 
 @numba.njit(**LEAF_OPTIONS)
-def _gru_update(out, params, meta, row, arena, slots, s0, nb, t, gates, extra, full, hbuf):
+def _gru_update(layer, streams, out, t, bufs):
     """Finish step ``t`` of a whole GRU layer for the block's streams.
 
-    ``gates [nb, 3H]`` holds ``x W_ih + b_ih``; ``extra [nb, 3H]`` holds ``h W_hh + b_hh``
-    in its r and z columns and, when the reset is applied after the product, in its n
-    columns too; ``hbuf [nb, >= H]`` holds the previous ``h``. ``full`` is scratch.
+    ``bufs.gates [nb, 3H]`` holds ``x W_ih + b_ih``; ``bufs.extra [nb, 3H]`` holds ``h W_hh +
+    b_hh`` in its r and z columns and, when the reset is applied after the product, in its
+    n columns too; ``bufs.u [nb, >= H]`` holds the previous ``h``. ``bufs.full`` is scratch.
     """
+    params, meta, row = layer
+    nb = streams.nb
+    gates, extra, full, hbuf = bufs
     hidden = meta[row + nw.L_HIDDEN]
     n0 = 2 * hidden
     hu = U(hidden)
     nu = U(n0)
-    _gru_rz(params, meta, row, nb, gates, extra, hidden)
+    _gru_rz(layer, nb, gates, extra, hidden)
     if (meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER) != 0:
         _gru_reset_after(nb, gates, extra, hidden)
     else:
@@ -289,80 +312,21 @@ def _gru_update(out, params, meta, row, arena, slots, s0, nb, t, gates, extra, f
             for j in range(hu):
                 full[s, j] = gates[s, j] * hbuf[s, j]
                 extra[s, nu + j] = params[bu + nu + j]
-        _accumulate(extra, n0, params, meta[row + nw.L_W_HH], 3 * hidden, n0, full, nb,
-                    hidden, hidden)
+        _accumulate(extra, n0, Strided(params, meta[row + nw.L_W_HH] + n0, 3 * hidden), full,
+                    nb, hidden, hidden)
         for s in range(nb):
             for j in range(hu):
                 gates[s, nu + j] += extra[s, nu + j]
-    _gru_cells(params, meta, row, nb, gates, hbuf, 0, hidden, full)
-    _store_h(out, arena, slots, s0, nb, t, meta[row + nw.L_H_OFF], full, hidden)
-
-
-@numba.njit(**LEAF_OPTIONS)
-def _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf):
-    """One LSTM layer (gates i, f, g, o) over all steps of streams ``s0 .. s0+nb``: per step
-    one pass over the stacked ``[w_ih; w_hh]`` rows (``pack_network`` keeps them adjacent)
-    with ``u = [x_t, h_prev]``."""
-    n_in = meta[row + nw.L_IN]
-    n_out = meta[row + nw.L_OUT]
-    n_gates = 4 * meta[row + nw.L_HIDDEN]
-    for t in range(inp.shape[1]):
-        _set_bias(gates, params, meta[row + nw.L_B_IH], meta[row + nw.L_B_HH], nb, n_gates)
-        _gather_inputs(ubuf, inp, s0, nb, t, n_in)
-        _gather_h(ubuf, n_in, arena, slots, s0, nb, meta[row + nw.L_H_OFF], n_out)
-        _accumulate(gates, 0, params, meta[row + nw.L_W_IH], n_gates, 0, ubuf, nb,
-                    n_in + n_out, n_gates)
-        _lstm_update(out, params, meta, row, arena, slots, s0, nb, t, gates, full, ubuf)
-
-
-@numba.njit(**LEAF_OPTIONS)
-def _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full, ubuf):
-    """One GRU layer (gates r, z, n) over all steps of streams ``s0 .. s0+nb``."""
-    n_in = meta[row + nw.L_IN]
-    hidden = meta[row + nw.L_HIDDEN]
-    n_gates = 3 * hidden
-    reset_after = (meta[row + nw.L_FLAGS] & nw.FLAG_RESET_AFTER) != 0
-    # Recurrent columns computed before the reset gate is known: all three when the reset is
-    # applied after the matmul, only r and z otherwise.
-    early = n_gates if reset_after else 2 * hidden
-    for t in range(inp.shape[1]):
-        _set_bias(gates, params, meta[row + nw.L_B_IH], -1, nb, n_gates)
-        _gather_inputs(ubuf, inp, s0, nb, t, n_in)
-        _accumulate(gates, 0, params, meta[row + nw.L_W_IH], n_gates, 0, ubuf, nb, n_in,
-                    n_gates)
-        _set_bias(extra, params, meta[row + nw.L_B_HH], -1, nb, early)
-        _gather_h(ubuf, 0, arena, slots, s0, nb, meta[row + nw.L_H_OFF], hidden)
-        _accumulate(extra, 0, params, meta[row + nw.L_W_HH], n_gates, 0, ubuf, nb, hidden,
-                    early)
-        _gru_update(out, params, meta, row, arena, slots, s0, nb, t, gates, extra, full, ubuf)
-
-
-@numba.njit(**LEAF_OPTIONS)
-def _layer(inp, out, params, meta, layer, arena, slots, s0, nb, gates, extra, full, ubuf):
-    row = nw.HEADER + layer * nw.LAYER_FIELDS
-    if meta[row + nw.L_CELL] == nw.LSTM:
-        _lstm_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, full, ubuf)
-    else:
-        _gru_layer(inp, out, params, meta, row, arena, slots, s0, nb, gates, extra, full,
-                   ubuf)
+    _gru_cells(layer, nb, gates, hbuf, 0, hidden, full)
+    _store_h(streams, out, t, meta[row + nw.L_H_OFF], full, hidden)
 
 
 @numba.njit(**JIT_OPTIONS)
 def _sequences(layer, n_layers, x, y, seq_a, seq_b):
     """``(input, output)`` of ``layer``: the window ``x`` goes into the first layer, the
     layers between write ``seq_a`` and ``seq_b`` in turn, the last writes ``y``."""
-    if layer == 0:
-        src = x
-    elif layer % 2 == 1:
-        src = seq_a
-    else:
-        src = seq_b
-    if layer == n_layers - 1:
-        dst = y
-    elif layer % 2 == 0:
-        dst = seq_a
-    else:
-        dst = seq_b
+    src = x if layer == 0 else (seq_a if layer % 2 == 1 else seq_b)
+    dst = y if layer == n_layers - 1 else (seq_a if layer % 2 == 0 else seq_b)
     return src, dst
 
 
@@ -385,7 +349,7 @@ def _head(y, params, meta, s0, nb, head_out, cur, nxt):
             n_in = meta[row + nw.D_IN]
             n_out = meta[row + nw.D_OUT]
             _set_bias(b, params, meta[row + nw.D_B], -1, nb, n_out)
-            _accumulate(b, 0, params, meta[row + nw.D_W], n_out, 0, a, nb, n_in, n_out)
+            _accumulate(b, 0, Strided(params, meta[row + nw.D_W], n_out), a, nb, n_in, n_out)
             fl = meta[row + nw.D_FLOATS]
             for s in range(nb):
                 _activate(b, s, 0, n_out, meta[row + nw.D_ACT], params[fl], params[fl + 1])

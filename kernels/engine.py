@@ -156,7 +156,7 @@ class Engine:
         elif path == "split":
             weights, offsets = self._split_weights(numba.get_num_threads())
             _forward_split(x, self._params, self._meta, arena, slots, y, head_out, weights,
-                           offsets, SPREAD_MIN_HIDDEN)
+                           offsets)
         else:
             raise ValueError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
 

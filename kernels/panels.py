@@ -36,6 +36,7 @@ from numba.extending import intrinsic
 
 from statecast.kernels import network as nw
 from statecast.kernels.config import JIT_DISABLED, LEAF_OPTIONS
+from statecast.kernels.operands import Panels, Strided
 from statecast.kernels.target import GEOMETRY
 
 LANES, VECTORS = GEOMETRY.lanes, GEOMETRY.vectors
@@ -50,28 +51,28 @@ def padded_width(columns):
     return (columns + PANEL - 1) // PANEL * PANEL
 
 
-def _tile(typingctx: Any, rows: Any, group: Any, a: Any, a_off: Any, lda: Any, w: Any,
-          w_off: Any, w_stride: Any, k_len: Any, src: Any, s_off: Any, lds: Any, dst: Any,
-          d_off: Any, ldd: Any) -> Any:
-    """``dst[r, c] = src[r, c] + a[r, :k_len] @ W[:k_len, c]`` for ``r < rows`` and the
-    ``group * PANEL`` columns ``c`` of ``group`` adjacent panels (``rows`` and ``group``
-    literals, ``rows * group <= TILE_ROWS``: at most 16 vector sums). Offsets are flat
-    element offsets into the C-contiguous arrays, ``lda``/``lds``/``ldd`` the row strides
-    (``lds = 0``: every row starts from the same ``src`` row); the first panel's ``k_len``
-    rows of ``PANEL`` floats start at ``w_off``, the next ``w_stride`` floats on."""
+def _tile(typingctx: Any, rows: Any, group: Any, a: Any, w: Any, src: Any, dst: Any) -> Any:
+    """``dst[r, c] = src[r, c] + a[r, :k] @ W[:k, c]`` for ``r < rows`` and the ``group *
+    PANEL`` columns ``c`` of ``group`` adjacent panels (``rows`` and ``group`` literals,
+    ``rows * group <= TILE_ROWS``: at most 16 vector sums). ``a``, ``src`` and ``dst`` are
+    :class:`~kernels.operands.Strided`, ``w`` :class:`~kernels.operands.Panels` (``k`` its
+    depth; its ``n_panels`` is ignored: ``group`` panels are read)."""
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(group, types.IntegerLiteral)):
         return None
     n_rows, n_panels = rows.literal_value, group.literal_value
-    i64 = types.int64
-    signature = types.void(rows, group, a, i64, i64, w, i64, i64, i64, src, i64, i64, dst,
-                           i64, i64)
+    signature = types.void(rows, group, a, w, src, dst)
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        (_, _, a, a_off, lda, w, w_off, w_stride, k_len, src, s_off, lds, dst, d_off,
-         ldd) = args
+        def unpack(index: int, fields: int) -> Any:
+            return cgutils.unpack_tuple(builder, args[index], fields)
+
+        (a_array, a_off, lda), (s_array, s_off, lds), (d_array, d_off, ldd) = (
+            unpack(2, 3), unpack(4, 3), unpack(5, 3))
+        w_array, w_off, w_stride, k_len, _ = unpack(3, 5)
 
         def base(index: int, array: Any, offset: Any) -> Any:
-            data = context.make_array(sig.args[index])(context, builder, array).data
+            array_type = sig.args[index].types[0]
+            data = context.make_array(array_type)(context, builder, array).data
             return builder.gep(data, [offset])
 
         def const(value: int) -> Any:
@@ -88,10 +89,10 @@ def _tile(typingctx: Any, rows: Any, group: Any, a: Any, a_off: Any, lda: Any, w
         def vector_at(row_base: Any, v: int) -> Any:
             return builder.bitcast(builder.gep(row_base, [const(v * LANES)]), pointer)
 
-        a_base = base(2, a, a_off)
-        w_bases = [base(5, w, builder.add(w_off, builder.mul(w_stride, const(g))))
+        a_base = base(2, a_array, a_off)
+        w_bases = [base(3, w_array, builder.add(w_off, builder.mul(w_stride, const(g))))
                    for g in range(n_panels)]
-        s_base, d_base = base(9, src, s_off), base(12, dst, d_off)
+        s_base, d_base = base(4, s_array, s_off), base(5, d_array, d_off)
         # Accumulators live in allocas that LLVM promotes to registers.
         sums = []
         for r in range(n_rows):
@@ -131,78 +132,88 @@ def _tile(typingctx: Any, rows: Any, group: Any, a: Any, a_off: Any, lda: Any, w
 tile: Any = intrinsic(_tile)
 
 
+# The three helpers below return bundles of arrays without owning a reference to them: call
+# them from kernels compiled without Numba's runtime (``LEAF_OPTIONS``) only.
+
+
 @numba.njit(**LEAF_OPTIONS)
-def _row_panels(rows, a, a_off, lda, w, w_off, w_stride, k_len, n_panels, src, s_off, lds,
-                dst, d_off, ldd):
+def _down(m, rows):
+    """The :class:`~kernels.operands.Strided` matrix ``m`` from its row ``rows`` on."""
+    return Strided(m.array, m.offset + rows * m.stride, m.stride)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _right(m, panels):
+    """``m`` from its column ``panels * PANEL`` on."""
+    return Strided(m.array, m.offset + panels * PANEL, m.stride)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _skip(w, first):
+    """The panels of ``w`` from its panel ``first`` on."""
+    return Panels(w.array, w.offset + first * w.stride, w.stride, w.depth, w.n_panels - first)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _row_panels(rows, a, w, src, dst):
     """:func:`panel_product` for 1 to 3 rows: tiles span several panels (1 row: four, 2
     rows: two), so that every tile keeps 8-16 independent sums in flight (one row of one
     panel is four chains of dependent multiply-adds, which the FMA latency would bound)."""
     p = 0
     if rows == 1:
-        while p + 4 <= n_panels:
-            tile(1, 4, a, a_off, lda, w, w_off + p * w_stride, w_stride, k_len, src,
-                 s_off + p * PANEL, lds, dst, d_off + p * PANEL, ldd)
+        while p + 4 <= w.n_panels:
+            tile(1, 4, a, _skip(w, p), _right(src, p), _right(dst, p))
             p += 4
-        if p + 2 <= n_panels:
-            tile(1, 2, a, a_off, lda, w, w_off + p * w_stride, w_stride, k_len, src,
-                 s_off + p * PANEL, lds, dst, d_off + p * PANEL, ldd)
+        if p + 2 <= w.n_panels:
+            tile(1, 2, a, _skip(w, p), _right(src, p), _right(dst, p))
             p += 2
     elif rows == 2:
-        while p + 2 <= n_panels:
-            tile(2, 2, a, a_off, lda, w, w_off + p * w_stride, w_stride, k_len, src,
-                 s_off + p * PANEL, lds, dst, d_off + p * PANEL, ldd)
+        while p + 2 <= w.n_panels:
+            tile(2, 2, a, _skip(w, p), _right(src, p), _right(dst, p))
             p += 2
-    while p < n_panels:
-        wp = w_off + p * w_stride
-        s_at = s_off + p * PANEL
-        d_at = d_off + p * PANEL
+    while p < w.n_panels:
+        panel, s, d = _skip(w, p), _right(src, p), _right(dst, p)
         if rows == 1:
-            tile(1, 1, a, a_off, lda, w, wp, w_stride, k_len, src, s_at, lds, dst, d_at, ldd)
+            tile(1, 1, a, panel, s, d)
         elif rows == 2:
-            tile(2, 1, a, a_off, lda, w, wp, w_stride, k_len, src, s_at, lds, dst, d_at, ldd)
+            tile(2, 1, a, panel, s, d)
         else:
-            tile(3, 1, a, a_off, lda, w, wp, w_stride, k_len, src, s_at, lds, dst, d_at, ldd)
+            tile(3, 1, a, panel, s, d)
         p += 1
 
 
 @numba.njit(**LEAF_OPTIONS)
-def panel_product(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src, s_off, lds,
-                  dst, d_off, ldd):
+def panel_product(rows, a, w, src, dst):
     """``dst[r, c] = src[r, c] + sum_k a[r, k] * W[k, c]`` for ``r < rows`` and ``c <
-    n_panels * PANEL``, ``W`` being ``k_len`` rows of a layer's panels: from ``w_off`` in the
-    first panel, the next panel ``w_stride`` floats on. Offsets and strides are in elements
-    (as for :func:`tile`)."""
+    w.n_panels * PANEL``: ``a``, ``src`` and ``dst`` :class:`~kernels.operands.Strided`, ``W``
+    the :class:`~kernels.operands.Panels` ``w``."""
     whole = rows - rows % TILE_ROWS
     if whole > 0:
-        for p in range(n_panels):
-            wp = w_off + p * w_stride
-            column = p * PANEL
+        for p in range(w.n_panels):
+            panel, s, d = _skip(w, p), _right(src, p), _right(dst, p)
             for r in range(0, whole, TILE_ROWS):
-                tile(TILE_ROWS, 1, a, a_off + r * lda, lda, w, wp, w_stride, k_len, src,
-                     s_off + r * lds + column, lds, dst, d_off + r * ldd + column, ldd)
+                tile(TILE_ROWS, 1, _down(a, r), panel, _down(s, r), _down(d, r))
     if whole < rows:
-        _row_panels(rows - whole, a, a_off + whole * lda, lda, w, w_off, w_stride, k_len,
-                    n_panels, src, s_off + whole * lds, lds, dst, d_off + whole * ldd, ldd)
+        _row_panels(rows - whole, _down(a, whole), w, _down(src, whole), _down(dst, whole))
 
 
-def _panel_product_numpy(a, a_off, lda, rows, w, w_off, w_stride, k_len, n_panels, src, s_off,
-                         lds, dst, d_off, ldd):
+def _panel_product_numpy(rows, a, w, src, dst):
     """:func:`panel_product` in NumPy for ``NUMBA_DISABLE_JIT=1`` (the tile is LLVM IR and
     cannot run in Python): the same chain per output, a float32 multiply then an add per
     term, as the Python fallback of every other loop computes it."""
-    assert dst.flags.c_contiguous, "panel products write into contiguous buffers"
-    flat_a, flat_w, flat_s = a.reshape(-1), w.reshape(-1), src.reshape(-1)
-    flat_d = dst.reshape(-1)
-    width = n_panels * PANEL
+    assert dst.array.flags.c_contiguous, "panel products write into contiguous buffers"
+    flat_a, flat_w = a.array.reshape(-1), w.array.reshape(-1)
+    flat_s, flat_d = src.array.reshape(-1), dst.array.reshape(-1)
+    width = w.n_panels * PANEL
     weights = np.concatenate([
-        flat_w[w_off + p * w_stride:][:k_len * PANEL].reshape(k_len, PANEL)
-        for p in range(n_panels)], axis=1)
+        flat_w[w.offset + p * w.stride:][:w.depth * PANEL].reshape(w.depth, PANEL)
+        for p in range(w.n_panels)], axis=1)
     for r in range(rows):
-        row = flat_a[a_off + r * lda:][:k_len]
-        total = flat_s[s_off + r * lds:][:width].copy()
-        for k in range(k_len):
+        row = flat_a[a.offset + r * a.stride:][:w.depth]
+        total = flat_s[src.offset + r * src.stride:][:width].copy()
+        for k in range(w.depth):
             total = total + row[k] * weights[k]
-        flat_d[d_off + r * ldd:][:width] = total
+        flat_d[dst.offset + r * dst.stride:][:width] = total
 
 
 if JIT_DISABLED:
@@ -240,20 +251,25 @@ def pack_panels(net: nw.PackedNetwork) -> tuple[np.ndarray, np.ndarray]:
     """Every recurrent layer's biases and ``[w_ih; w_hh]`` in the panel layout (module
     docstring). Returns ``(weights, offsets)``, ``offsets[layer]`` being where the layer's
     block starts in ``weights``."""
-    meta, params = net.meta, net.params
-    n_layers = int(meta[nw.N_LAYERS])
+    n_layers = int(net.meta[nw.N_LAYERS])
     offsets = np.zeros(n_layers, np.int64)
     blocks: list[np.ndarray] = []
     for layer in range(n_layers):
-        row = nw.HEADER + layer * nw.LAYER_FIELDS
-        gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
-        n_in, n_out = int(meta[row + nw.L_IN]), int(meta[row + nw.L_OUT])
-        b_ih = params[meta[row + nw.L_B_IH]:][:gates]
-        b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
-                else np.zeros(gates, np.float32))
-        stacked = np.concatenate([
-            params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(n_in, gates),
-            params[meta[row + nw.L_W_HH]:][:n_out * gates].reshape(n_out, gates)])
+        b_ih, b_hh, stacked = layer_matrices(net, nw.HEADER + layer * nw.LAYER_FIELDS)
         offsets[layer] = sum(block.size for block in blocks)
         blocks.append(with_bias_rows([b_ih, b_hh, b_ih + b_hh], stacked))
     return aligned(np.concatenate(blocks)), offsets
+
+
+def layer_matrices(net: nw.PackedNetwork, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(b_ih, b_hh, [w_ih; w_hh])`` of the recurrent layer at ``row`` of ``net.meta``
+    (``b_hh`` zeros where the layer has none)."""
+    meta, params = net.meta, net.params
+    gates = int(meta[row + nw.L_HIDDEN]) * (4 if meta[row + nw.L_CELL] == nw.LSTM else 3)
+    n_in, n_out = int(meta[row + nw.L_IN]), int(meta[row + nw.L_OUT])
+    b_ih = params[meta[row + nw.L_B_IH]:][:gates]
+    b_hh = (params[meta[row + nw.L_B_HH]:][:gates] if meta[row + nw.L_B_HH] >= 0
+            else np.zeros(gates, np.float32))
+    return b_ih, b_hh, np.concatenate([
+        params[meta[row + nw.L_W_IH]:][:n_in * gates].reshape(n_in, gates),
+        params[meta[row + nw.L_W_HH]:][:n_out * gates].reshape(n_out, gates)])

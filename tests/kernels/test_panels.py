@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from statecast.kernels import Engine, pack_network
+from statecast.kernels.operands import Panels, Strided
 from statecast.kernels.panels import PANEL, pack_panels, padded_width, panel_product
 from tests.factories import random_layer
 
@@ -25,8 +26,9 @@ def test_product_matches_numpy(rows, k, n):
     weights = rng.standard_normal((k, n)).astype(np.float32)
     bias = rng.standard_normal(padded_width(n)).astype(np.float32)
     out = np.full((rows, padded_width(n)), np.nan, np.float32)
-    panel_product(a, 0, k, rows, pack(weights), 0, k * PANEL, k, padded_width(n) // PANEL,
-                  bias, 0, 0, out, 0, padded_width(n))
+    panel_product(rows, Strided(a, 0, k),
+                  Panels(pack(weights), 0, k * PANEL, k, padded_width(n) // PANEL),
+                  Strided(bias, 0, 0), Strided(out, 0, padded_width(n)))
     expected = bias[:n] + a.astype(np.float64) @ weights
     np.testing.assert_allclose(out[:, :n], expected, rtol=1e-5, atol=1e-5)
     assert np.all(out[:, n:] == bias[n:])  # padding columns: the src value, no NaN
@@ -41,11 +43,12 @@ def test_a_row_is_the_same_whatever_rows_share_its_tile():
     packed = pack(rng.standard_normal((k, n)).astype(np.float32))
     src = rng.standard_normal((11, n)).astype(np.float32)
     together = np.empty((11, n), np.float32)
-    panel_product(a, 0, k, 11, packed, 0, k * PANEL, k, 2, src, 0, n, together, 0, n)
+    w = Panels(packed, 0, k * PANEL, k, 2)
+    panel_product(11, Strided(a, 0, k), w, Strided(src, 0, n), Strided(together, 0, n))
     for row in range(11):
         alone = np.empty((1, n), np.float32)
-        panel_product(a, row * k, k, 1, packed, 0, k * PANEL, k, 2, src, row * n, n, alone, 0,
-                      n)
+        panel_product(1, Strided(a, row * k, k), w, Strided(src, row * n, n),
+                      Strided(alone, 0, n))
         np.testing.assert_array_equal(alone[0], together[row])
 
 

@@ -56,7 +56,7 @@ def test_split_equals_the_fused_loops_bit_for_bit(wide, parts, threads, batch, s
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        _forward_split(x, wide.params, wide.meta, arena, slots, y, head, weights, offsets, 1)
+        _forward_split(x, wide.params, wide.meta, arena, slots, y, head, weights, offsets)
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(y, expected_y)

@@ -22,14 +22,16 @@ import numpy as np
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     from statecast.kernels import panels, target
+    from statecast.kernels.operands import Panels, Strided
 geometry = target.GEOMETRY
 rng = np.random.default_rng(0)
 a = rng.standard_normal((7, 19)).astype(np.float32)
 w = rng.standard_normal((19, 3 * panels.PANEL)).astype(np.float32)
 bias = rng.standard_normal(3 * panels.PANEL).astype(np.float32)
 out = np.empty((7, 3 * panels.PANEL), np.float32)
-panels.panel_product(a, 0, 19, 7, panels.as_panels(w), 0, 19 * panels.PANEL, 19, 3, bias, 0,
-                     0, out, 0, 3 * panels.PANEL)
+weights = Panels(panels.as_panels(w), 0, 19 * panels.PANEL, 19, 3)
+panels.panel_product(7, Strided(a, 0, 19), weights, Strided(bias, 0, 0),
+                     Strided(out, 0, 3 * panels.PANEL))
 np.testing.assert_allclose(out, bias + a.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
 warned = any("without FMA" in str(w.message) for w in caught)
 print(geometry.lanes, geometry.vectors, geometry.fma, warned)
