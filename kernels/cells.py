@@ -54,27 +54,6 @@ def _accumulate(dst, dst_col, w, u, nb, n_rows, n_cols):
     at = U(dst_col)
     params, w_off, w_stride = w
     stride = U(w_stride)
-    if nb == 1:
-        # One stream (the service's hot path): no stream loop between rows and columns.
-        for k in range(0, whole, 4):
-            r0 = U(w_off + k * w_stride)
-            r1 = r0 + stride
-            r2 = r1 + stride
-            r3 = r2 + stride
-            u0 = u[0, k]
-            u1 = u[0, k + 1]
-            u2 = u[0, k + 2]
-            u3 = u[0, k + 3]
-            for j in range(cols):
-                dst[0, at + j] = (dst[0, at + j] + params[r0 + j] * u0
-                                  + params[r1 + j] * u1 + params[r2 + j] * u2
-                                  + params[r3 + j] * u3)
-        for k in range(whole, n_rows):
-            r0 = U(w_off + k * w_stride)
-            u0 = u[0, k]
-            for j in range(cols):
-                dst[0, at + j] += params[r0 + j] * u0
-        return
     for k in range(0, whole, 4):
         r0 = U(w_off + k * w_stride)
         r1 = r0 + stride

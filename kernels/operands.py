@@ -1,8 +1,12 @@
 """The bundles kernels pass each other instead of long argument lists.
 
 Numba passes a named tuple by value, field by field, so a bundle costs nothing over its
-fields as separate arguments; it fixes which values travel together and names them. Kernels
-build them freely (in kernels compiled without Numba's runtime, building one is free).
+fields as separate arguments; it fixes which values travel together and names them.
+
+Build and read bundles in kernels compiled without Numba's runtime (``LEAF_OPTIONS``), where
+they cost nothing: elsewhere each bundle built or array read from one updates reference
+counts, atomically (shared between threads inside a parallel loop). Such a kernel returns a
+bundle only to another such kernel, since it holds no reference to the bundle's arrays.
 """
 
 from __future__ import annotations

@@ -132,8 +132,7 @@ def _tile(typingctx: Any, rows: Any, group: Any, a: Any, w: Any, src: Any, dst: 
 tile: Any = intrinsic(_tile)
 
 
-# The three helpers below return bundles of arrays without owning a reference to them: call
-# them from kernels compiled without Numba's runtime (``LEAF_OPTIONS``) only.
+# The three helpers below return bundles: callable from ``LEAF_OPTIONS`` kernels only.
 
 
 @numba.njit(**LEAF_OPTIONS)

@@ -95,6 +95,31 @@ class SplitBuffers(NamedTuple):
 
 
 @numba.njit(**LEAF_OPTIONS)
+def _part(layer, parts, p, per_unit):
+    """Part ``p`` of a split layer of ``per_unit`` gates per unit: ``(inputs, hidden,
+    size, j0, n, width, block)``, the layer's widths, units per part, the part's first unit
+    and unit count, its gate columns padded to whole panels, and its block as
+    :class:`~kernels.operands.Panels` (``offset`` the block's start, depth all its rows)."""
+    meta, row = layer.meta, layer.row
+    n_in = meta[row + nw.L_IN]
+    hidden = meta[row + nw.L_HIDDEN]
+    size = _part_size(hidden, parts.offsets.shape[0])
+    n = min(size, hidden - p * size)
+    width = padded_width(per_unit * n)
+    block = Panels(parts.weights, parts.offsets[p], (n_in + hidden) * PANEL, n_in + hidden,
+                   width // PANEL)
+    return n_in, hidden, size, p * size, n, width, block
+
+
+@numba.njit(**LEAF_OPTIONS)
+def _rows(block, skip, first, depth):
+    """``depth`` rows from row ``first`` of a part's panels, which start ``skip`` floats
+    (its bias rows) into its ``block``."""
+    return Panels(block.array, block.offset + skip + first * PANEL, block.stride, depth,
+                  block.n_panels)
+
+
+@numba.njit(**LEAF_OPTIONS)
 def _store_units(layer, streams, out, t, full, j0, n, h_next):
     """The new ``h`` of units ``j0 .. j0+n`` (``full``) to the arena, ``out[:, t]`` and
     ``h_next``."""
@@ -200,26 +225,16 @@ def _gru_part_step(xs, out, layer, streams, parts, bufs, p, t):
     """Step ``t`` of the units of part ``p`` of a GRU layer on the part's buffers, from the
     inputs ``xs`` (row ``t * nb + s``); ``h`` from ``bufs.h_even``/``h_odd`` by the
     step's parity, into the other."""
-    meta, row = layer.meta, layer.row
     nb = streams.nb
-    n_in = meta[row + nw.L_IN]
-    hidden = meta[row + nw.L_HIDDEN]
-    size = _part_size(hidden, parts.offsets.shape[0])
-    j0 = p * size
-    n = min(size, hidden - j0)
+    n_in, hidden, _, j0, n, width, rows = _part(layer, parts, p, 3)
     if n <= 0:
         return
     h_prev = bufs.h_even if t % 2 == 0 else bufs.h_odd
     gx, gh, full = bufs.gates[p], bufs.extra[p], bufs.full[p]
-    width = padded_width(3 * n)
-    at = parts.offsets[p] + 2 * width
-    stride = (n_in + hidden) * PANEL
-    panel_product(nb, Strided(xs, t * nb * n_in, n_in),
-                  Panels(parts.weights, at, stride, n_in, width // PANEL),
-                  Strided(parts.weights, at - 2 * width, 0), Strided(gx, 0, gx.shape[1]))
-    panel_product(nb, Strided(h_prev, 0, h_prev.shape[1]),
-                  Panels(parts.weights, at + n_in * PANEL, stride, hidden, width // PANEL),
-                  Strided(parts.weights, at - width, 0), Strided(gh, 0, gh.shape[1]))
+    panel_product(nb, Strided(xs, t * nb * n_in, n_in), _rows(rows, 2 * width, 0, n_in),
+                  Strided(parts.weights, rows.offset, 0), Strided(gx, 0, gx.shape[1]))
+    panel_product(nb, Strided(h_prev, 0, h_prev.shape[1]), _rows(rows, 2 * width, n_in, hidden),
+                  Strided(parts.weights, rows.offset + width, 0), Strided(gh, 0, gh.shape[1]))
     _gru_rz(layer, nb, gx, gh, n)
     _gru_reset_after(nb, gx, gh, n)
     _gru_cells(layer, nb, gx, h_prev, j0, n, full)
@@ -274,20 +289,12 @@ def _lstm_region(inp, out, layer, streams, parts, bufs, t0, n_steps, projected):
 def _lstm_part_projection(layer, parts, bufs, p, rows):
     """``b + x @ w_ih`` of the first ``rows`` rows of ``bufs.xbuf``, part ``p``'s columns,
     into its columns of ``bufs.proj``."""
-    meta, row = layer.meta, layer.row
-    n_in = meta[row + nw.L_IN]
-    hidden = meta[row + nw.L_HIDDEN]
-    size = _part_size(hidden, parts.offsets.shape[0])
-    n = min(size, hidden - p * size)
+    n_in, _, size, _, n, width, block = _part(layer, parts, p, 4)
     if n <= 0:
         return
-    width = padded_width(4 * n)
-    at = parts.offsets[p]
     xbuf, proj = bufs.xbuf, bufs.proj
-    panel_product(rows, Strided(xbuf, 0, xbuf.shape[1]),
-                  Panels(parts.weights, at + width, (n_in + hidden) * PANEL, n_in,
-                         width // PANEL),
-                  Strided(parts.weights, at, 0),
+    panel_product(rows, Strided(xbuf, 0, xbuf.shape[1]), _rows(block, width, 0, n_in),
+                  Strided(parts.weights, block.offset, 0),
                   Strided(proj, p * padded_width(4 * size), proj.shape[1]))
 
 
@@ -297,25 +304,15 @@ def _lstm_part_step(inp, out, layer, streams, parts, bufs, p, t, dt):
     gates from step ``dt`` of the projected chunk plus ``h @ w_hh``, or, with ``dt < 0``,
     ``b + [x_t, h] @ [w_ih; w_hh]``; then the cell update. ``h`` from
     ``bufs.h_even``/``h_odd`` by the step's parity, into the other."""
-    meta, row = layer.meta, layer.row
     nb = streams.nb
-    n_in = meta[row + nw.L_IN]
-    hidden = meta[row + nw.L_HIDDEN]
-    size = _part_size(hidden, parts.offsets.shape[0])
-    j0 = p * size
-    n = min(size, hidden - j0)
+    n_in, hidden, size, j0, n, width, block = _part(layer, parts, p, 4)
     if n <= 0:
         return
     h_prev = bufs.h_even if t % 2 == 0 else bufs.h_odd
     gates, u, proj = bufs.gates[p], bufs.u[p], bufs.proj
-    width = padded_width(4 * n)
-    at = parts.offsets[p]
-    stride = (n_in + hidden) * PANEL
     if dt >= 0:
         columns = proj.shape[1]
-        panel_product(nb, Strided(h_prev, 0, h_prev.shape[1]),
-                      Panels(parts.weights, at + width + n_in * PANEL, stride, hidden,
-                             width // PANEL),
+        panel_product(nb, Strided(h_prev, 0, h_prev.shape[1]), _rows(block, width, n_in, hidden),
                       Strided(proj, dt * nb * columns + p * padded_width(4 * size), columns),
                       Strided(gates, 0, gates.shape[1]))
     else:
@@ -323,9 +320,8 @@ def _lstm_part_step(inp, out, layer, streams, parts, bufs, p, t, dt):
         for s in range(nb):
             for j in range(U(hidden)):
                 u[s, U(n_in) + j] = h_prev[s, j]
-        panel_product(nb, Strided(u, 0, u.shape[1]),
-                      Panels(parts.weights, at + width, stride, n_in + hidden, width // PANEL),
-                      Strided(parts.weights, at, 0), Strided(gates, 0, gates.shape[1]))
+        panel_product(nb, Strided(u, 0, u.shape[1]), _rows(block, width, 0, n_in + hidden),
+                      Strided(parts.weights, block.offset, 0), Strided(gates, 0, gates.shape[1]))
     _lstm_cells(layer, streams, gates, bufs.full[p], j0, n)
     _store_units(layer, streams, out, t, bufs.full[p], j0, n,
                  bufs.h_odd if t % 2 == 0 else bufs.h_even)
