@@ -76,3 +76,18 @@ class InvalidInput(ModelError, ValueError):
 
     code = "invalid_input"
     status = 422
+
+
+class InvalidLevel(ModelError):
+    """A level outside (0, 100), repeated, or too many levels."""
+
+    code = "invalid_level"
+    status = 422
+
+
+class LevelUnavailable(ModelError):
+    """The model cannot give intervals at this level: no calibration, or a calibration
+    shorter than the horizon asked for."""
+
+    code = "level_unavailable"
+    status = 422

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from statecast.models.artifact import read_artifact, write_artifact
+from statecast.models.conformal import Calibration, read_calibration, write_calibration
 from statecast.models.errors import ModelNotFound, VersionExists
 from statecast.models.model import Model
 from statecast.models.names import check_name, split_reference
@@ -103,6 +104,19 @@ class Registry:
         with open(self.path(name, version) / "model.json", encoding="utf-8") as handle:
             manifest: dict[str, Any] = json.load(handle)
         return manifest
+
+    def calibration(self, reference: str) -> Calibration | None:
+        """The conformal calibration stored beside a version (verified), or None."""
+        name, version = self.resolve(reference)
+        return read_calibration(self.path(name, version))
+
+    def set_calibration(self, reference: str, calibration: Calibration) -> str:
+        """Store ``calibration`` beside a version, replacing any other; return the version.
+        The version itself stays unchanged."""
+        name, version = self.resolve(reference)
+        with self._locked(name):
+            write_calibration(self.path(name, version), calibration)
+        return version
 
     def load(self, reference: str) -> Model:
         """Load and verify a version: ``"name"``, ``"name@version"`` or ``"name@alias"``."""

@@ -20,7 +20,7 @@ from statecast.service.errors import BatchTooLarge, RequestError
 from statecast.service.schemas import BatchOptions, ForecastRequestBody, validated
 
 #: Options of a whole batch call that an item inherits unless it sets them itself.
-INHERITED = ("horizon", "commit", "reset")
+INHERITED = ("horizon", "commit", "reset", "level")
 
 
 @dataclass(frozen=True)
@@ -35,20 +35,24 @@ class StreamCall:
     future: Any = None
     commit: bool = True
     reset: bool = False
+    #: Interval levels (percentages) to add to the forecast.
+    level: tuple[float, ...] = ()
 
     @classmethod
     def from_json(cls, body: Any) -> StreamCall:
         """A JSON forecast body (:class:`service.schemas.ForecastRequestBody`), validated."""
         fields = validated(ForecastRequestBody, body)
         return cls(window=fields.window, start=fields.start, horizon=fields.horizon,
-                   future=fields.future, commit=fields.commit, reset=fields.reset)
+                   future=fields.future, commit=fields.commit, reset=fields.reset,
+                   level=tuple(fields.level or ()))
 
 
 @dataclass(frozen=True)
 class StreamForecast:
     """The answer to one stream's call: ``forecast`` ``float32 [horizon, targets]`` in
     original units, the version that computed it, the stream's new ``step``, and how many
-    of the window's observations were consumed and skipped."""
+    of the window's observations were consumed and skipped; ``intervals`` the bounds
+    ``lo-<level>``/``hi-<level>`` of the levels asked for."""
 
     model: str
     version: str
@@ -59,13 +63,18 @@ class StreamForecast:
     created: bool
     committed: bool
     forecast: np.ndarray
+    intervals: dict[str, np.ndarray] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``/v1`` response body."""
-        return {"model": self.model, "version": self.version, "stream": self.stream,
+        body = {"model": self.model, "version": self.version, "stream": self.stream,
                 "step": self.step, "consumed": self.consumed, "skipped": self.skipped,
                 "created": self.created, "committed": self.committed,
                 "forecast": self.forecast.astype(float).tolist()}
+        if self.intervals is not None:
+            body["intervals"] = {name: bound.astype(float).tolist()
+                                 for name, bound in self.intervals.items()}
+        return body
 
 
 def batch_calls(body: Any, max_items: int) -> list[tuple[Any, StreamCall | StatecastError]]:

@@ -146,7 +146,7 @@ def _batch(args: argparse.Namespace) -> int:
         plan = Backtest(args.n_windows, args.step_size or args.horizon or 1)
     columns = Columns(args.id_col, args.time_col, args.target_col)
     spec = JobSpec(args.model, str(registry.root), args.horizon, args.freq, columns, args.fill,
-                   plan, args.future)
+                   plan, args.future, tuple(args.level or ()))
     with tqdm(unit="series", disable=args.quiet, file=sys.stderr) as bar:
 
         def counted(series: int) -> None:  # the job counts the series once, for both
@@ -162,6 +162,24 @@ def _batch(args: argparse.Namespace) -> int:
         plot(read_frame(args.input), read_frame(args.output), summary["model"], args.plot,
              columns)
     print(json.dumps(summary))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from statecast.service.batch import Columns
+    from statecast.service.batch.calibration import calibrate
+    from statecast.service.batch.job import read_frame
+
+    registry = _registry(args.registry)
+    model = registry.load(args.model)
+    calibration = calibrate(read_frame(args.input), model, args.n_windows, args.step_size,
+                            args.horizon, Columns(args.id_col, args.time_col, args.target_col),
+                            args.fill)
+    version = registry.set_calibration(args.model, calibration)
+    scores = calibration.scores
+    print(json.dumps({"model": model.name, "version": version, **calibration.info,
+                      "scores": scores.shape[0],
+                      "mean_abs_error": [float(v) for v in scores.mean(axis=(0, 2))]}))
     return 0
 
 
@@ -262,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fill missing values per series (default: refuse them)")
     batch.add_argument("--chunk-size", type=int, default=10_000,
                        help="series per chunk: bounds memory (default 10000)")
+    batch.add_argument("--level", type=float, nargs="+",
+                       help="add conformal intervals (e.g. --level 80 95: columns "
+                            "<model>-lo-80, <model>-hi-80, ...) from the version's calibration")
     batch.add_argument("--backtest", action="store_true",
                        help="forecast from n-windows cutoffs instead (adds cutoff and y)")
     batch.add_argument("--n-windows", type=int, default=1)
@@ -272,6 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--plot", help="PNG of history and forecast for a few series")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.set_defaults(handler=_batch)
+
+    calibration = commands.add_parser(
+        "calibrate", help="store conformal intervals' calibration beside a model version "
+        "(absolute errors of backtest forecasts on a history file)")
+    calibration.add_argument("--model", required=True, help="NAME, NAME@VERSION or NAME@ALIAS")
+    calibration.add_argument("--input", required=True,
+                             help="long-format .parquet or .csv history: unique_id, ds, y")
+    calibration.add_argument("--n-windows", type=int, required=True,
+                             help="backtest windows per series (at least 2)")
+    calibration.add_argument("--step-size", type=int, default=1,
+                             help="steps between the windows' cutoffs (default 1)")
+    calibration.add_argument("--h", "--horizon", dest="horizon", type=int,
+                             help="steps per window (default: the model's horizon)")
+    calibration.add_argument("--registry", default=default_registry,
+                             help="registry directory (default $STATECAST_REGISTRY or "
+                                  "./registry)")
+    calibration.add_argument("--id-col", default="unique_id")
+    calibration.add_argument("--time-col", default="ds")
+    calibration.add_argument("--target-col", default="y")
+    calibration.add_argument("--fill", choices=("ffill", "zero", "interpolate"))
+    calibration.set_defaults(handler=_calibrate)
 
     evaluate = commands.add_parser(
         "evaluate", help="MAE, RMSE, sMAPE (0-200), MASE of forecasts against actuals")

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from statecast.models import Model, ModelError, StatecastError
+from statecast.models.conformal import Calibration
+from statecast.models.errors import LevelUnavailable
 from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
@@ -117,7 +119,21 @@ class ForecastService:
         plan = self._plan(reference, stream, call.reset, prefetched)
         check_servable(plan.model)
         request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
+        if request.level:
+            self._calibration(plan.model, plan.version, request.horizon)
         return self._prepare(plan, stream, request)
+
+    def _calibration(self, model: Model, version: str, horizon: int) -> Calibration:
+        """The calibration that gives a call's intervals, or 422 ``level_unavailable``."""
+        calibration = self.models.calibration(model.name, version)
+        if calibration is None:
+            raise LevelUnavailable(f"{model.name}@{version} has no calibration for "
+                                   "intervals: run statecast calibrate")
+        if calibration.scores.shape[1] < horizon:
+            raise LevelUnavailable(f"{model.name}@{version} is calibrated for "
+                                   f"{calibration.scores.shape[1]} steps; the call asks "
+                                   f"for {horizon}")
+        return calibration
 
     def forecast(self, reference: str, stream: str, call: StreamCall) -> StreamForecast:
         """Run one stream's forecast call."""
@@ -247,10 +263,14 @@ class ForecastService:
         plan, model = work.plan, work.plan.model
         new = work.new
         new_step = work.step + len(new)
+        intervals = None
+        if work.request.level:
+            calibration = self._calibration(model, plan.version, len(forecast))
+            intervals = calibration.intervals(forecast, work.request.level)
         response = StreamForecast(
             model=model.name, version=plan.version, stream=work.stream, step=new_step,
             consumed=len(new), skipped=int(work.skipped), created=plan.record is None,
-            committed=work.request.commit, forecast=forecast)
+            committed=work.request.commit, forecast=forecast, intervals=intervals)
         if not (len(new) or plan.fresh):
             return response, None
         tail = np.concatenate([plan.tail, new])[-model.spec.retain:] if len(new) else plan.tail

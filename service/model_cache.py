@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from statecast.models import Model, Registry
+from statecast.models.conformal import CALIBRATION, Calibration
 
 
 class ModelCache:
@@ -18,6 +19,7 @@ class ModelCache:
         self.registry = registry
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Model] = {}
+        self._calibrations: dict[tuple[str, str], tuple[int, Calibration | None]] = {}
 
     def resolve(self, reference: str) -> tuple[str, str]:
         """``name[@version|@alias]`` -> ``(name, version)`` as the registry says now."""
@@ -35,6 +37,18 @@ class ModelCache:
                     model.engine.spread = False
                     self._models[key] = model
         return model
+
+    def calibration(self, name: str, version: str) -> Calibration | None:
+        """The version's conformal calibration, re-read when its file was replaced."""
+        try:
+            stamp = (self.registry.path(name, version) / CALIBRATION).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        cached = self._calibrations.get((name, version))
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, self.registry.calibration(f"{name}@{version}"))
+            self._calibrations[(name, version)] = cached
+        return cached[1]
 
     def loaded_count(self) -> int:
         """How many versions this worker holds in memory."""

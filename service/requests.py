@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from statecast.models.conformal import check_levels
 from statecast.models.spec import ModelSpec
 from statecast.service.calls import StreamCall
 from statecast.service.errors import (
@@ -47,6 +48,7 @@ class ForecastRequest:
     commit: bool
     reset: bool
     future: np.ndarray | None = None
+    level: tuple[float, ...] = ()
 
 
 def _check_row_count(rows: int, what: str, max_rows: int) -> None:
@@ -155,5 +157,6 @@ def validate_call(call: StreamCall, spec: ModelSpec, max_window: int,
     window = _rows(call.window, spec.features, "window", max_window)
     return ForecastRequest(window=window, start=call.start, horizon=horizon,
                            commit=call.commit, reset=call.reset,
-                           future=_future(call.future, spec, horizon, max_horizon))
+                           future=_future(call.future, spec, horizon, max_horizon),
+                           level=check_levels(call.level))
 

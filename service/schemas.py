@@ -68,6 +68,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+#: Interval levels: distinct percentages in (0, 100), at most eight.
+Levels = Annotated[list[Annotated[float, Field(gt=0, lt=100)]],
+                   Field(max_length=8, json_schema_extra={"uniqueItems": True})]
+
+
 class ForecastRequestBody(_Strict):
     """``POST /v1/models/{model}/streams/{stream}/forecast``."""
 
@@ -90,6 +95,10 @@ class ForecastRequestBody(_Strict):
     future: Rows | None = Field(None, description=(
         "Models with future covariates: their values at each forecast step, "
         "[horizon][covariates]; refused by models without (422)."))
+    level: Levels | None = Field(None, description=(
+        "Prediction intervals to add, as percentages in (0, 100), e.g. [80, 95]: the "
+        "response then carries intervals lo-80, hi-80, ... (conformal, from the model "
+        "version's calibration; 422 level_unavailable without one)."))
 
 
 class BatchOptions(_Strict):
@@ -98,6 +107,7 @@ class BatchOptions(_Strict):
     horizon: Positive | None = None
     commit: bool | None = None
     reset: bool | None = None
+    level: Levels | None = None
 
 
 class BatchItem(ForecastRequestBody):
@@ -159,6 +169,8 @@ class ForecastResponse(BaseModel):
     created: bool
     committed: bool
     forecast: list[list[float]] = Field(description="[horizon][targets], original units.")
+    intervals: dict[str, list[list[float]]] | None = Field(None, description=(
+        "With level: lo-<level> and hi-<level> bounds, each [horizon][targets]."))
 
 
 class BatchItemError(BaseModel):

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from statecast.models import Model, Registry
+from statecast.models.conformal import check_levels
+from statecast.service.batch.calibration import with_intervals
 from statecast.service.batch.engine import (
     backtest,
     final_states,
@@ -60,6 +62,8 @@ class JobSpec:
     backtest: Backtest | None = None
     #: Nixtla's ``X_df``: id, time and the future covariates of every forecast step.
     future: str | None = None
+    #: Interval levels: columns ``<model>-lo-<level>`` and ``<model>-hi-<level>``.
+    level: tuple[float, ...] = ()
 
 
 _MODELS: dict[tuple[str, str], Model] = {}
@@ -152,6 +156,8 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
     h = horizon_of(model, spec.h, spec.future is not None or future is not None)
     series = series_of(frame, model, spec.columns, spec.fill)
     if spec.backtest is not None:
+        if spec.level:
+            raise BatchInputError("intervals are added to forecasts, not to backtests")
         if model.spec.forecasts_from_window:
             raise BatchInputError(f"backtests of {model.name} (a model that forecasts from "
                                   "its window) are not supported yet")
@@ -161,6 +167,9 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
     output, states = _forecast_series(model, series, h,
                                       frequency(series, freq if freq is not None else
                                                 spec.freq), future, spec.columns)
+    if spec.level:
+        output = with_intervals(output, model, Registry(spec.registry).calibration(
+            f"{model.name}@{model.version}"), check_levels(spec.level), h)
     return output, series, states
 
 
@@ -173,21 +182,23 @@ def forecast(df: pd.DataFrame, model: str, h: int | None = None, *,
              registry: str | Path = "./registry", freq: str | int | None = None,
              id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y",
              fill: str | None = None, n_windows: int | None = None,
-             step_size: int | None = None, X_df: pd.DataFrame | None = None
-             ) -> pd.DataFrame:
+             step_size: int | None = None, X_df: pd.DataFrame | None = None,
+             level: list[float] | None = None) -> pd.DataFrame:
     """Forecast every series of a long-format frame with a registry's model.
 
     Returns ``id_col``, ``time_col`` and a column named after the model (``h`` rows per
     series, times continuing each series at ``freq``, inferred when not given); with
     ``n_windows`` a backtest instead: also ``cutoff`` and the actual ``target_col``.
     ``X_df`` holds the future covariates of every forecast step (``id_col``, ``time_col``
-    and the covariate columns), for models that read them.
+    and the covariate columns), for models that read them. ``level`` adds conformal
+    intervals from the version's calibration (``<model>-lo-80``, ``<model>-hi-80``, ...).
     """
     columns = Columns(id_col, time_col, target_col)
     plan = None
     if n_windows is not None:
         plan = Backtest(n_windows, step_size if step_size is not None else (h or 1))
-    spec = JobSpec(model, str(registry), h, freq, columns, fill, plan)
+    spec = JobSpec(model, str(registry), h, freq, columns, fill, plan,
+                   level=tuple(level or ()))
     output, _, _ = forecast_chunk(df, spec, future=X_df)
     return _rename(output, columns)
 

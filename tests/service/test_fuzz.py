@@ -11,9 +11,10 @@ The exceptions, each narrow and checked, never a check switched off for a route:
   errors (and the others served), not refused whole.
 - Some refusals depend on what no schema can know, so a schema-valid request may get them:
   the called model (here the bundled ``sunspots``: one feature, horizon 12, no future
-  covariates, one LSTM layer of 32 units), relations between fields (a tensor's data holds
-  as many values as its shape says; ``sequence_start``/``_end``/``_step`` need a
-  ``sequence_id``) and the content of an uploaded model file. /v1 says which by its error
+  covariates, one LSTM layer of 32 units, no calibration for intervals), relations between
+  fields (a tensor's data holds as many values as its shape says;
+  ``sequence_start``/``_end``/``_step`` need a ``sequence_id``) and the content of an
+  uploaded model file. /v1 says which by its error
   code (:data:`SCHEMA_BLIND`); /v2 errors carry only a message, so the request itself is
   checked against those rules (:func:`v2_breaks_unstated_rule`).
 - Admin routes answer 403 while no admin token is configured; this app has one, so they
@@ -45,7 +46,7 @@ PUBLISH = "/v1/admin/models/{model}/versions"
 #: /v1 codes of refusals that depend on the model or the server's limits, not the schema.
 SCHEMA_BLIND = {"wrong_feature_count", "horizon_too_long", "unexpected_future",
                 "missing_future", "window_too_long", "insufficient_history", "state_mismatch",
-                "body_too_large", "import_failed"}
+                "body_too_large", "import_failed", "level_unavailable"}
 #: The bundled model's inputs, as :func:`v2_breaks_unstated_rule` checks them.
 FEATURES, HORIZON = 1, 12
 

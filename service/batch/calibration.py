@@ -1,0 +1,64 @@
+"""Conformal calibration of a point model from a history file: the absolute errors of its
+own backtest forecasts (:mod:`models.conformal`), stored beside the model version."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from statecast.models import Model
+from statecast.models.conformal import Calibration, level_name
+from statecast.models.errors import LevelUnavailable
+from statecast.service.batch.engine import backtest, horizon_of
+from statecast.service.batch.frames import BatchInputError, Columns, series_of
+
+#: NeuralForecast's and MLForecast's minimum: one window's errors say nothing of spread.
+MIN_WINDOWS = 2
+
+
+def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int = 1,
+              h: int | None = None, columns: Columns | None = None, fill: str | None = None
+              ) -> Calibration:
+    """Backtest every series of a long ``frame`` from its last ``n_windows`` cutoffs,
+    ``step_size`` apart (the windows of NeuralForecast's ``PredictionIntervals``; its
+    default step is 1), and keep the absolute errors ``[series * windows, h, targets]``."""
+    if n_windows < MIN_WINDOWS:
+        raise BatchInputError(f"calibration needs at least {MIN_WINDOWS} windows")
+    if step_size < 1:
+        raise BatchInputError("step size must be at least 1")
+    if model.spec.forecasts_from_window or model.spec.future_features:
+        raise BatchInputError(f"{model.name} forecasts from its window or with future "
+                              "covariates: conformal calibration covers state-based point "
+                              "models without covariates")
+    h = horizon_of(model, h)
+    series = series_of(frame, model, columns or Columns(), fill)
+    if not series:
+        raise BatchInputError("the history holds no series")
+    targets = [model.spec.features.index(name) for name in model.spec.targets]
+    by_length: dict[int, list[np.ndarray]] = {}
+    for one in series:
+        by_length.setdefault(len(one.values), []).append(one.values)
+    errors = []
+    for values in by_length.values():
+        stacked = np.stack(values)
+        for cutoff, forecasts in backtest(model, stacked, h, n_windows, step_size):
+            actual = stacked[:, cutoff + 1:cutoff + 1 + h][:, :, targets]
+            errors.append(np.abs(forecasts.astype(np.float64) - actual))
+    scores = np.concatenate(errors).astype(np.float32)
+    return Calibration(scores, {"windows": n_windows, "step_size": step_size, "horizon": h,
+                                "series": len(series)})
+
+
+def with_intervals(output: pd.DataFrame, model: Model, calibration: Calibration | None,
+                   levels: tuple[float, ...], h: int) -> pd.DataFrame:
+    """Nixtla's interval columns after the forecast: ``lo`` from the widest level in, then
+    ``hi`` from the narrowest out."""
+    if calibration is None:
+        raise LevelUnavailable(f"{model.name}@{model.version} has no calibration for "
+                               "intervals: run statecast calibrate")
+    forecasts = output[model.name].to_numpy(np.float32).reshape(-1, h, 1)
+    bounds = calibration.intervals(forecasts, levels)
+    ordered = sorted(levels)
+    names = [f"lo-{level_name(v)}" for v in reversed(ordered)] + [
+        f"hi-{level_name(v)}" for v in ordered]
+    return output.assign(**{f"{model.name}-{name}": bounds[name].ravel() for name in names})

@@ -1,0 +1,107 @@
+"""Intervals on /v1 calls: conformal, from the calibration ``statecast calibrate`` stores."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from statecast.service.cli import main
+from tests.service.test_app import SUNSPOTS, post, stream_state
+
+
+def history(path):
+    from statsmodels.datasets import sunspots
+
+    data = sunspots.load_pandas().data
+    frame = pd.DataFrame({"unique_id": "sunspots", "ds": data["YEAR"].astype(int),
+                          "y": data["SUNACTIVITY"]})
+    frame.to_csv(path, index=False)
+    return path
+
+
+def calibrate(app, tmp_path, windows=12):
+    registry = app.extensions["statecast"].settings.registry
+    assert main(["calibrate", "--registry", str(registry), "--model", "sunspots", "--input",
+                 str(history(tmp_path / "history.csv")), "--n-windows", str(windows)]) == 0
+
+
+def test_levels_without_calibration_are_refused_and_change_nothing(app, client):
+    response = post(client, "s", {"window": SUNSPOTS, "level": [80]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "level_unavailable"
+    assert stream_state(app, "s") is None
+
+
+@pytest.mark.parametrize("level", [[0], [100], [80, 80], "80"])
+def test_bad_levels_are_refused(client, level):
+    response = post(client, "s", {"window": SUNSPOTS, "level": level})
+    assert response.status_code == 422
+
+
+def test_calibrated_levels_bracket_the_forecast(app, client, tmp_path, capsys):
+    calibrate(app, tmp_path)
+    plain = post(client, "a", {"window": SUNSPOTS, "commit": False}).get_json()
+    assert "intervals" not in plain
+    body = post(client, "a", {"window": SUNSPOTS, "level": [80, 95], "horizon": 6}).get_json()
+    forecast = np.array(body["forecast"])
+    np.testing.assert_allclose(forecast, np.array(plain["forecast"])[:6], rtol=1e-6)
+    intervals = {name: np.array(bound) for name, bound in body["intervals"].items()}
+    assert set(intervals) == {"lo-80", "hi-80", "lo-95", "hi-95"}
+    assert all(bound.shape == forecast.shape for bound in intervals.values())
+    assert (intervals["lo-95"] <= intervals["lo-80"]).all()
+    assert (intervals["lo-80"] <= forecast + 1e-4).all()
+    assert (forecast <= intervals["hi-80"] + 1e-4).all()
+    assert (intervals["hi-80"] <= intervals["hi-95"]).all()
+
+
+def test_a_batch_item_asks_for_levels_alone(app, client, tmp_path):
+    calibrate(app, tmp_path)
+    response = client.post("/v1/models/sunspots/forecast", json={"items": [
+        {"stream": "x", "window": SUNSPOTS, "level": [90]},
+        {"stream": "y", "window": SUNSPOTS},
+        {"stream": "z", "window": SUNSPOTS, "level": [120]}]})
+    items = response.get_json()["items"]
+    assert set(items[0]["intervals"]) == {"lo-90", "hi-90"}
+    assert "intervals" not in items[1]
+    assert items[2]["error"]["code"] == "invalid_request" and stream_state(app, "z") is None
+
+
+def test_a_calibration_replaced_is_served_without_a_restart(app, client, tmp_path):
+    calibrate(app, tmp_path, windows=4)
+    first = post(client, "r", {"window": SUNSPOTS, "level": [80], "commit": False})
+    calibrate(app, tmp_path, windows=40)
+    second = post(client, "r", {"window": SUNSPOTS, "level": [80], "commit": False})
+    assert first.get_json()["intervals"] != second.get_json()["intervals"]
+
+
+def test_batch_jobs_add_nixtlas_interval_columns(tmp_path):
+    from statecast.models import Registry
+    from statecast.service.batch import forecast
+
+    registry = tmp_path / "registry"
+    path = history(tmp_path / "history.csv")
+    assert main(["calibrate", "--registry", str(registry), "--model", "sunspots", "--input",
+                 str(path), "--n-windows", "20", "--step-size", "2"]) == 0
+    out = forecast(pd.read_csv(path), "sunspots", registry=registry, level=[95, 80])
+    model = "sunspots"
+    assert list(out.columns) == ["unique_id", "ds", model, f"{model}-lo-95", f"{model}-lo-80",
+                                 f"{model}-hi-80", f"{model}-hi-95"]
+    calibration = Registry(registry).calibration("sunspots")
+    assert calibration.info["windows"] == 20 and calibration.scores.shape == (20, 12, 1)
+    expected = calibration.intervals(out[model].to_numpy(np.float32).reshape(12, 1), (80.0,))
+    np.testing.assert_array_equal(out[f"{model}-lo-80"], expected["lo-80"][:, 0])
+    ordered = out[[f"{model}-lo-95", f"{model}-lo-80", model, f"{model}-hi-80",
+                   f"{model}-hi-95"]].to_numpy()
+    assert (np.diff(ordered, axis=1) >= -1e-4).all()
+    assert main(["batch", "--registry", str(registry), "--model", "sunspots", "--input",
+                 str(path), "--output", str(tmp_path / "out.csv"), "--level", "80",
+                 "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert {f"{model}-lo-80", f"{model}-hi-80"} <= set(written.columns)
+
+
+def test_batch_levels_need_a_calibration(tmp_path, capsys):
+    path = history(tmp_path / "history.csv")
+    assert main(["batch", "--registry", str(tmp_path / "r"), "--model", "sunspots", "--input",
+                 str(path), "--output", str(tmp_path / "out.csv"), "--level", "80",
+                 "--quiet"]) == 2
+    assert "calibration" in capsys.readouterr().err
