@@ -120,10 +120,15 @@ def _dense_head(model: Model, inputs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _parameters(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
+    """``[..., targets, params]`` from a head's ``[..., targets * params]`` outputs."""
+    return outputs.reshape(*outputs.shape[:-1], len(spec.targets), spec.output.params)
+
+
 def _point(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
     """``[..., targets]`` point values from ``[..., targets * params]`` outputs."""
     layout = spec.output
-    shaped = outputs.reshape(*outputs.shape[:-1], len(spec.targets), layout.params)
+    shaped = _parameters(spec, outputs)
     if layout.point_index < 0:
         return shaped.mean(axis=-1, dtype=np.float32).astype(np.float32)
     return shaped[..., layout.point_index]
@@ -146,7 +151,34 @@ def check_window_inputs(spec: ModelSpec, windows: np.ndarray, future: np.ndarray
 
 def forecast_windows(model: Model, windows: np.ndarray, future: np.ndarray | None,
                      horizon: int, observed: np.ndarray | None = None) -> np.ndarray:
-    """Forecasts ``float32 [streams, horizon, targets]`` in original units.
+    """Forecasts ``float32 [streams, horizon, targets]`` in original units (arguments as
+    for :func:`window_outputs`)."""
+    return point_forecasts(model, *window_outputs(model, windows, future, horizon, observed))
+
+
+def point_forecasts(model: Model, outputs: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """The point forecasts ``float32 [streams, horizon, targets]`` of :func:`window_outputs`'
+    results, in original units."""
+    return original_units(model, _point(model.spec, outputs), scaling)
+
+
+#: A window scaler's ``(kind, shift, scale)`` of the targets, ``[streams, 1, targets]``.
+Scaling = tuple[str, np.ndarray, np.ndarray]
+
+
+def original_units(model: Model, values: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Scaled target values ``[streams, horizon, targets]`` in original units (float32)."""
+    kind, shift, scale = scaling
+    forecast = _inverse(kind, values.astype(np.float64), shift, scale).astype(np.float32)
+    return model.unscale_targets(forecast) if model.spec.scaling is not None else forecast
+
+
+def window_outputs(model: Model, windows: np.ndarray, future: np.ndarray | None,
+                   horizon: int, observed: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, Scaling]:
+    """The head's scaled outputs ``float32 [streams, horizon, targets * params]`` of each
+    forecast step (a recursive model's along its mean path) and the window scaling that
+    maps them back (:func:`original_units`).
 
     Parameters
     ----------
@@ -202,22 +234,18 @@ def forecast_windows(model: Model, windows: np.ndarray, future: np.ndarray | Non
         else:
             assert head is not None
             per_step = head.reshape(count, spec.horizon, -1)
-        points = _point(spec, per_step)[:, :horizon]
+        per_step = per_step[:, :horizon]
     else:
-        points = _rollout(model, state, outputs, head, future_scaled, horizon, targets,
-                          covariates, future_index)
-    target_shift = shift[:, None, targets]
-    target_scale = scale[:, None, targets]
-    forecast = _inverse(kind, points.astype(np.float64), target_shift, target_scale)
-    forecast32 = forecast.astype(np.float32)
-    return model.unscale_targets(forecast32) if spec.scaling is not None else forecast32
+        per_step = _rollout(model, state, outputs, head, future_scaled, horizon, targets,
+                            covariates, future_index)
+    return per_step, (kind, shift[:, None, targets], scale[:, None, targets])
 
 
 def _rollout(model: Model, state: State, outputs: np.ndarray, head: np.ndarray | None,
              future_scaled: np.ndarray | None, horizon: int, targets: list[int],
              covariates: list[int], future_index: list[int]) -> np.ndarray:
-    """A recursive model's scaled point forecasts ``[streams, horizon, targets]``, each fed
-    back as the next input with the carried state."""
+    """A recursive model's scaled outputs ``[streams, horizon, targets * params]``, each
+    step's point value fed back as the next input with the carried state."""
     spec = model.spec
     count = outputs.shape[0]
     lead = 1 if spec.covariate_lead else 0
@@ -228,16 +256,16 @@ def _rollout(model: Model, state: State, outputs: np.ndarray, head: np.ndarray |
         return head[:, -1] if head.ndim == 3 else head
 
     current = last_output(outputs, head)
-    points = np.empty((count, horizon, len(targets)), np.float32)
+    per_step = np.empty((count, horizon, current.shape[-1]), np.float32)
     step_input = np.zeros((count, 1, spec.input_size), np.float32)
     for k in range(horizon):
-        points[:, k] = _point(spec, current)
+        per_step[:, k] = current
         if k == horizon - 1:
             break
         step_input[:] = 0.0
-        step_input[:, 0, targets] = points[:, k]
+        step_input[:, 0, targets] = _point(spec, current)
         if future_scaled is not None and covariates:
             step_input[:, 0, future_index] = future_scaled[:, k + lead]
         outputs, state, head = model.run(step_input, state)
         current = last_output(outputs, head)
-    return points
+    return per_step

@@ -18,6 +18,7 @@ import numpy as np
 
 from statecast.models import Model, ModelError, StatecastError
 from statecast.models.conformal import Calibration
+from statecast.models.distribution import check_head_levels, gives_levels
 from statecast.models.errors import LevelUnavailable
 from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall, StreamForecast
@@ -119,7 +120,9 @@ class ForecastService:
         plan = self._plan(reference, stream, call.reset, prefetched)
         check_servable(plan.model)
         request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
-        if request.level:
+        if request.level and gives_levels(plan.model):
+            check_head_levels(plan.model, request.level)
+        elif request.level:
             self._calibration(plan.model, plan.version, request.horizon)
         return self._prepare(plan, stream, request)
 
@@ -144,8 +147,8 @@ class ForecastService:
             model = work.plan.model
             with self.metrics.timing_kernel(model.name):
                 state = advance_works(model, [work])[0]
-                forecast = group_forecasts(model, [work], [state])[0]
-                response, new_record = self._finish(work, state, forecast)
+                forecasts, bounds = group_forecasts(model, [work], [state])
+                response, new_record = self._finish(work, state, forecasts[0], bounds[0])
             if new_record is None or not work.request.commit:
                 return response
             if self.store.compare_and_set(new_record, work.plan.expected_revision):
@@ -191,9 +194,9 @@ class ForecastService:
                 writes, written = [], []
                 with self.metrics.timing_kernel(model.name):
                     states = advance_works(model, group)
-                    forecasts = group_forecasts(model, group, states)
-                    finished = [self._finish(work, state, forecast) for work, state, forecast
-                                in zip(group, states, forecasts, strict=True)]
+                    forecasts, bounds = group_forecasts(model, group, states)
+                    finished = [self._finish(*finishing) for finishing
+                                in zip(group, states, forecasts, bounds, strict=True)]
                 for (index, work), (response, record) in zip(model_works, finished,
                                                              strict=True):
                     results[index] = response
@@ -230,7 +233,7 @@ class ForecastService:
                 raise RequestError("a call without a stream starts at 0")
             works.append(self._prepare(fresh_plan(model, version, None), "", request))
         with self.metrics.timing_kernel(name):
-            forecasts = group_forecasts(model, works, advance_works(model, works))
+            forecasts, _ = group_forecasts(model, works, advance_works(model, works))
         return name, version, forecasts
 
     def _prepare(self, plan: Plan, stream: str, request: ForecastRequest) -> Work:
@@ -256,15 +259,16 @@ class ForecastService:
                     "(nothing was stored)", needed=spec.window, have=have)
         return work
 
-    def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray
+    def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray,
+                head_bounds: dict[str, np.ndarray] | None = None
                 ) -> tuple[StreamForecast, StreamRecord | None]:
         """The answer and the record to write (None: nothing changed), from the stream's
-        new state and its forecast."""
+        new state, its forecast and the intervals its model's head gave."""
         plan, model = work.plan, work.plan.model
         new = work.new
         new_step = work.step + len(new)
-        intervals = None
-        if work.request.level:
+        intervals = head_bounds
+        if work.request.level and intervals is None:
             calibration = self._calibration(model, plan.version, len(forecast))
             intervals = calibration.intervals(forecast, work.request.level)
         response = StreamForecast(

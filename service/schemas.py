@@ -97,8 +97,9 @@ class ForecastRequestBody(_Strict):
         "[horizon][covariates]; refused by models without (422)."))
     level: Levels | None = Field(None, description=(
         "Prediction intervals to add, as percentages in (0, 100), e.g. [80, 95]: the "
-        "response then carries intervals lo-80, hi-80, ... (conformal, from the model "
-        "version's calibration; 422 level_unavailable without one)."))
+        "response then carries intervals lo-80, hi-80, ... from the model's distribution "
+        "head, else conformal from the model version's calibration (422 level_unavailable "
+        "when neither gives the level)."))
 
 
 class BatchOptions(_Strict):

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from statecast.models import Model
-from statecast.models.windowed import forecast_windows
+from statecast.models.distribution import gives_levels, head_intervals
+from statecast.models.windowed import point_forecasts, window_outputs
 from statecast.service.requests import ForecastRequest
 from statecast.service.stores import StreamRecord
 
@@ -62,12 +63,19 @@ def forecast_one(model: Model, state: np.ndarray, horizon: int, future: np.ndarr
     return model.predict(state[None], horizon, None if future is None else future[None])[0]
 
 
-def window_forecasts(model: Model, works: list[Work]) -> list[np.ndarray]:
+#: Each work's forecast ``float32 [horizon, targets]``, and the intervals its model's
+#: distribution head gives for the levels the work asks for (None: not asked, or a point
+#: model, whose intervals are conformal).
+Forecasts = tuple[list[np.ndarray], list[dict[str, np.ndarray] | None]]
+
+
+def window_forecasts(model: Model, works: list[Work]) -> Forecasts:
     """For a model that forecasts from its window (:mod:`models.windowed`), every work's
-    forecast ``float32 [horizon, targets]`` from the last W raw observations of its stream
-    after this call, one call per horizon."""
+    forecast from the last W raw observations of its stream after this call, one call per
+    horizon."""
     window = model.spec.window or 0
     results: list[np.ndarray] = [np.empty(0, np.float32)] * len(works)
+    bounds: list[dict[str, np.ndarray] | None] = [None] * len(works)
     by_horizon: dict[int, list[int]] = {}
     for index, work in enumerate(works):
         by_horizon.setdefault(work.request.horizon, []).append(index)
@@ -76,10 +84,17 @@ def window_forecasts(model: Model, works: list[Work]) -> list[np.ndarray]:
                             for i in members])
         futures = [works[i].request.future for i in members]
         future = None if futures[0] is None else np.stack(futures)  # type: ignore[arg-type]
-        block = forecast_windows(model, windows, future, horizon)
+        outputs, scaling = window_outputs(model, windows, future, horizon)
+        block = point_forecasts(model, outputs, scaling)
         for row, index in enumerate(members):
             results[index] = block[row]
-    return results
+            levels = works[index].request.level
+            if levels and gives_levels(model):
+                kind, shift, scale = scaling
+                one = head_intervals(model, outputs[row:row + 1], (
+                    kind, shift[row:row + 1], scale[row:row + 1]), levels)
+                bounds[index] = {name: bound[0] for name, bound in one.items()}
+    return results, bounds
 
 
 def fresh_plan(model: Model, version: str, record: StreamRecord | None) -> Plan:
@@ -90,18 +105,20 @@ def fresh_plan(model: Model, version: str, record: StreamRecord | None) -> Plan:
 
 
 def group_forecasts(model: Model, works: list[Work], states: list[np.ndarray]
-                    ) -> list[np.ndarray]:
-    """Every work's forecast ``[horizon, targets]`` from its stream's new state, computed
-    for the group at once where the model allows (from the windows, or one head call over
-    the states of a direct model), a recursive model rolled out one stream at a time."""
+                    ) -> Forecasts:
+    """Every work's forecast ``[horizon, targets]`` from its stream's new state (and its
+    head's intervals, :data:`Forecasts`), computed for the group at once where the model
+    allows (from the windows, or one head call over the states of a direct model), a
+    recursive model rolled out one stream at a time."""
     if model.spec.forecasts_from_window:
         return window_forecasts(model, works)
     horizons = [work.request.horizon for work in works]
+    none: list[dict[str, np.ndarray] | None] = [None] * len(works)
     if model.spec.forecast_mode != "direct":
         return [forecast_one(model, state, horizon, work.request.future)
-                for work, state, horizon in zip(works, states, horizons, strict=True)]
+                for work, state, horizon in zip(works, states, horizons, strict=True)], none
     block = model.predict(np.stack(states), max(horizons))
-    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)]
+    return [row[:horizon] for row, horizon in zip(block, horizons, strict=True)], none
 
 
 def by_version(works: list[tuple[int, Work]]) -> list[list[tuple[int, Work]]]:

@@ -49,16 +49,26 @@ def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int 
                                 "series": len(series)})
 
 
-def with_intervals(output: pd.DataFrame, model: Model, calibration: Calibration | None,
-                   levels: tuple[float, ...], h: int) -> pd.DataFrame:
-    """Nixtla's interval columns after the forecast: ``lo`` from the widest level in, then
-    ``hi`` from the narrowest out."""
+#: ``{"lo-80": float32 [series, h, targets], "hi-80": ..., ...}``.
+Bounds = dict[str, np.ndarray]
+
+
+def conformal_bounds(output: pd.DataFrame, model: Model, calibration: Calibration | None,
+                     levels: tuple[float, ...], h: int) -> Bounds:
+    """Conformal intervals around the forecast column of a job's ``output``."""
     if calibration is None:
         raise LevelUnavailable(f"{model.name}@{model.version} has no calibration for "
                                "intervals: run statecast calibrate")
-    forecasts = output[model.name].to_numpy(np.float32).reshape(-1, h, 1)
-    bounds = calibration.intervals(forecasts, levels)
+    return calibration.intervals(output[model.name].to_numpy(np.float32).reshape(-1, h, 1),
+                                 levels)
+
+
+def interval_columns(output: pd.DataFrame, model: Model, bounds: Bounds,
+                     levels: tuple[float, ...]) -> pd.DataFrame:
+    """Nixtla's interval columns after the forecast: ``lo`` from the widest level in, then
+    ``hi`` from the narrowest out."""
     ordered = sorted(levels)
     names = [f"lo-{level_name(v)}" for v in reversed(ordered)] + [
         f"hi-{level_name(v)}" for v in ordered]
-    return output.assign(**{f"{model.name}-{name}": bounds[name].ravel() for name in names})
+    return output.assign(**{f"{model.name}-{name}": bounds[name][:, :, 0].ravel()
+                            for name in names})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from statecast.models import Model
-from statecast.models.windowed import forecast_windows
+from statecast.models.windowed import Scaling, point_forecasts, window_outputs
 from statecast.service.batch.frames import BatchInputError
 from statecast.service.requests import MAX_RECURSIVE_HORIZON, future_features_of
 
@@ -39,11 +39,12 @@ def horizon_of(model: Model, h: int | None, has_future: bool = False) -> int:
     return h
 
 
-def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
-                     future: np.ndarray | None) -> np.ndarray:
-    """``float32 [series, h, targets]`` of a model that forecasts from its window: each
-    series' last W observations (a shorter series is left-padded with zeros, outside the
-    window statistics, where the model normalises each window as NeuralForecast does)."""
+def window_outputs_of(model: Model, histories: list[np.ndarray], h: int,
+                      future: np.ndarray | None) -> tuple[np.ndarray, Scaling]:
+    """:func:`models.windowed.window_outputs` of a model that forecasts from its window,
+    on each series' last W observations (a shorter series is left-padded with zeros,
+    outside the window statistics, where the model normalises each window as
+    NeuralForecast does)."""
     spec = model.spec
     window = spec.window or 0
     windows = np.zeros((len(histories), window, spec.input_size), np.float32)
@@ -55,7 +56,14 @@ def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
                                   f"series has {len(history)}")
         windows[index, window - used:] = history[len(history) - used:]
         observed[index] = used
-    return forecast_windows(model, windows, future, h, observed)
+    return window_outputs(model, windows, future, h, observed)
+
+
+def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
+                     future: np.ndarray | None) -> np.ndarray:
+    """``float32 [series, h, targets]`` of a model that forecasts from its window
+    (:func:`window_outputs_of`)."""
+    return point_forecasts(model, *window_outputs_of(model, histories, h, future))
 
 
 def final_states(model: Model, histories: list[np.ndarray]) -> np.ndarray:

@@ -20,12 +20,14 @@ import pandas as pd
 
 from statecast.models import Model, Registry
 from statecast.models.conformal import check_levels
-from statecast.service.batch.calibration import with_intervals
+from statecast.models.distribution import gives_levels, head_intervals
+from statecast.models.windowed import point_forecasts
+from statecast.service.batch.calibration import Bounds, conformal_bounds, interval_columns
 from statecast.service.batch.engine import (
     backtest,
     final_states,
     horizon_of,
-    window_forecasts,
+    window_outputs_of,
 )
 from statecast.service.batch.frames import (
     BatchInputError,
@@ -103,8 +105,12 @@ def _future_values(model: Model, series: list[Series], times: np.ndarray,
 
 
 def _forecast_series(model: Model, series: list[Series], h: int, freq: Any,
-                     future: pd.DataFrame | None = None, columns: Columns | None = None
-                     ) -> tuple[pd.DataFrame, np.ndarray]:
+                     future: pd.DataFrame | None = None, columns: Columns | None = None,
+                     levels: tuple[float, ...] = ()
+                     ) -> tuple[pd.DataFrame, np.ndarray, Bounds | None]:
+    """The forecast rows and final states of ``series``, and, for ``levels`` of a model
+    whose distribution head gives them, its intervals."""
+    bounds = None
     lasts = np.array([one.ds[-1] for one in series]) if series else np.empty(0, np.int64)
     times = future_times_of(lasts, h, freq)
     histories = [one.values for one in series]
@@ -113,7 +119,10 @@ def _forecast_series(model: Model, series: list[Series], h: int, freq: Any,
         states = model.new_arena(len(series))
         values = (_future_values(model, series, times, future, columns or Columns())
                   if future is not None else None)
-        predictions = window_forecasts(model, histories, h, values)[:, :, 0]
+        outputs, scaling = window_outputs_of(model, histories, h, values)
+        predictions = point_forecasts(model, outputs, scaling)[:, :, 0]
+        if levels and gives_levels(model):
+            bounds = head_intervals(model, outputs, scaling, levels)
     else:
         states = final_states(model, histories)
         predictions = model.predict(states, h)[:, :, 0]
@@ -121,7 +130,7 @@ def _forecast_series(model: Model, series: list[Series], h: int, freq: Any,
         "unique_id": np.repeat([one.id for one in series], h),
         "ds": times.ravel(),
         model.name: predictions.ravel()})
-    return frame, states
+    return frame, states, bounds
 
 
 def _backtest_series(model: Model, series: list[Series], h: int, plan: Backtest
@@ -164,12 +173,15 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
         return _backtest_series(model, series, h, spec.backtest), series, None
     if future is None and spec.future is not None:
         future = read_frame(spec.future, spec.columns.id, [one.id for one in series])
-    output, states = _forecast_series(model, series, h,
-                                      frequency(series, freq if freq is not None else
-                                                spec.freq), future, spec.columns)
-    if spec.level:
-        output = with_intervals(output, model, Registry(spec.registry).calibration(
-            f"{model.name}@{model.version}"), check_levels(spec.level), h)
+    levels = check_levels(spec.level)
+    output, states, bounds = _forecast_series(
+        model, series, h, frequency(series, freq if freq is not None else spec.freq), future,
+        spec.columns, levels)
+    if levels:
+        if bounds is None:
+            bounds = conformal_bounds(output, model, Registry(spec.registry).calibration(
+                f"{model.name}@{model.version}"), levels, h)
+        output = interval_columns(output, model, bounds, levels)
     return output, series, states
 
 

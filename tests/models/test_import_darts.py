@@ -9,6 +9,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -22,8 +23,9 @@ from darts.models import BlockRNNModel, RNNModel  # noqa: E402
 from darts.utils.likelihood_models import GaussianLikelihood, QuantileRegression  # noqa: E402
 
 from statecast.models import ImportFailed, Model  # noqa: E402
+from statecast.models.distribution import head_intervals  # noqa: E402
 from statecast.models.importers.darts import import_darts  # noqa: E402
-from statecast.models.windowed import forecast_windows  # noqa: E402
+from statecast.models.windowed import forecast_windows, window_outputs  # noqa: E402
 
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -95,8 +97,10 @@ def covariate_slices(past: list[int], future: list[int]):
     return past_cov, future_cov
 
 
-def our_forecast(imported, ends, targets, past_cov, future_cov, n, future_rows=None):
-    """forecast_windows for each series ending at ends[i]: ``[streams, n, 1]``."""
+def our_forecast(imported, ends, targets, past_cov, future_cov, n, future_rows=None,
+                 levels=()):
+    """forecast_windows for each series ending at ends[i]: ``[streams, n, 1]``; with
+    ``levels``, the head's intervals instead (``{"lo-80": [streams, n, 1], ...}``)."""
     model = Model(imported.spec, imported.tensors)
     width = imported.spec.window
     windows, futures = [], []
@@ -109,6 +113,10 @@ def our_forecast(imported, ends, targets, past_cov, future_cov, n, future_rows=N
             futures.append(future_cov[end:end + (future_rows or n)])
         windows.append(np.concatenate(columns, axis=1))
     future = np.stack(futures).astype(np.float32) if futures else None
+    if levels:
+        outputs, scaling = window_outputs(model, np.stack(windows).astype(np.float32), future,
+                                          n)
+        return head_intervals(model, outputs, scaling, levels)
     return forecast_windows(model, np.stack(windows).astype(np.float32), future, n)
 
 
@@ -213,6 +221,30 @@ def test_rnn_model_one_stream_at_a_time_equals_the_batch(rnn_several_series):
         np.testing.assert_allclose(alone[0], batch[stream], rtol=1e-6, atol=1e-6)
 
 
+def assert_levels_as_darts(imported, predictions, values, ends, targets, past_cov, future_cov,
+                           n, future_rows=None):
+    """The head's intervals equal Darts' likelihood parameters: ``mu -+ z sigma`` (levels
+    80 and 95) or the quantiles a level needs (levels 50 and 80)."""
+    components = list(predictions[0].components)
+
+    def column(name):
+        return values[:, :, components.index(name)].astype(np.float64)
+
+    gaussian = imported.spec.output.kind == "gaussian"
+    levels = (80.0, 95.0) if gaussian else (50.0, 80.0)
+    ours = our_forecast(imported, ends, targets, past_cov, future_cov, n, future_rows, levels)
+    for level in levels:
+        if gaussian:
+            z = NormalDist().inv_cdf(1 - (100 - level) / 200)
+            low = column("0_mu") - z * column("0_sigma")
+            high = column("0_mu") + z * column("0_sigma")
+        else:
+            q = (100 - level) / 200
+            low, high = column(f"0_q{q:.3f}"), column(f"0_q{1 - q:.3f}")
+        assert_matches(ours[f"lo-{level:g}"][:, :, 0], low)
+        assert_matches(ours[f"hi-{level:g}"][:, :, 0], high)
+
+
 LIKELIHOODS = {
     "gaussian": (GaussianLikelihood, "0_mu", "gaussian"),
     "quantile": (QuantileRegression, "0_q0.500", "quantile"),
@@ -239,6 +271,7 @@ def test_rnn_model_likelihood_point_value_is_darts_mu_or_median(name, tmp_path_f
     expected = values[:, :, list(predictions[0].components).index(column)]
     ours = our_forecast(imported, ENDS, TARGETS, None, future_cov, 1)
     assert_matches(ours[:, :, 0], expected)
+    assert_levels_as_darts(imported, predictions, values, ENDS, TARGETS, None, future_cov, 1)
 
 
 def test_rnn_model_float64_weights(tmp_path_factory):
@@ -345,6 +378,8 @@ def test_block_rnn_model_likelihood_point_values(name, tmp_path_factory):
         expected = values[:, :, list(predictions[0].components).index(column)]
         ours = our_forecast(imported, ENDS, TARGETS, past_cov, future_cov, n, future_rows=3)
         assert_matches(ours[:, :, 0], expected)
+        assert_levels_as_darts(imported, predictions, values, ENDS, TARGETS, past_cov,
+                               future_cov, n, future_rows=3)
 
 
 def test_block_rnn_model_float64_weights(tmp_path_factory):

@@ -23,8 +23,10 @@ from neuralforecast.losses.pytorch import DistributionLoss, MQLoss  # noqa: E402
 from neuralforecast.models import GRU, LSTM  # noqa: E402
 
 from statecast.models import ImportFailed, Model  # noqa: E402
+from statecast.models.distribution import head_intervals  # noqa: E402
+from statecast.models.errors import LevelUnavailable  # noqa: E402
 from statecast.models.importers.neuralforecast import import_neuralforecast  # noqa: E402
-from statecast.models.windowed import forecast_windows  # noqa: E402
+from statecast.models.windowed import forecast_windows, window_outputs  # noqa: E402
 
 for _name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.ERROR)
@@ -149,10 +151,9 @@ def assert_matches(ours: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(ours - expected).max() / scale)
 
 
-def our_forecast(imported, frame: pd.DataFrame = FRAME, observed=None) -> np.ndarray:
-    """forecast_windows for every series (in UIDS order): ``[3, H]``."""
+def window_inputs(imported, frame: pd.DataFrame = FRAME):
+    """``(windows, future)`` of every series (in UIDS order), as forecast_windows takes."""
     spec = imported.spec
-    model = Model(spec, imported.tensors)
     windows, futures = [], []
     for uid in UIDS:
         rows = frame[frame.unique_id == uid].set_index("ds")
@@ -163,7 +164,13 @@ def our_forecast(imported, frame: pd.DataFrame = FRAME, observed=None) -> np.nda
         windows.append(past)
         futures.append(rows.loc[end:end + H - 1, list(spec.future_features)].to_numpy())
     future = np.stack(futures).astype(np.float32) if spec.future_features else None
-    ours = forecast_windows(model, np.stack(windows).astype(np.float32), future, H,
+    return np.stack(windows).astype(np.float32), future
+
+
+def our_forecast(imported, frame: pd.DataFrame = FRAME, observed=None) -> np.ndarray:
+    """forecast_windows for every series (in UIDS order): ``[3, H]``."""
+    windows, future = window_inputs(imported, frame)
+    ours = forecast_windows(Model(imported.spec, imported.tensors), windows, future, H,
                             observed=observed)
     assert ours.shape == (len(UIDS), H, 1)
     return ours[:, :, 0]
@@ -212,6 +219,24 @@ def test_recurrent_mqloss_columns_are_all_the_mean(fitted):
         np.testing.assert_array_equal(predictions[column], predictions["gru_rec_mq-median"])
     imported = import_neuralforecast(directory / "gru_rec_mq_0.safetensors")
     assert imported.spec.output.point_index == -1
+
+
+def test_mqloss_levels_are_neuralforecasts_lo_and_hi_columns(fitted):
+    predictions, directory, _ = fitted
+    imported = import_neuralforecast(directory / "lstm_mq_0.safetensors")
+    model = Model(imported.spec, imported.tensors)
+    windows, future = window_inputs(imported)
+    outputs, scaling = window_outputs(model, windows, future, H)
+    intervals = head_intervals(model, outputs, scaling, (80.0, 90.0))
+    for name in ("lo-90", "lo-80", "hi-80", "hi-90"):
+        assert_matches(intervals[name][:, :, 0], oracle(predictions, f"lstm_mq-{name}"))
+    with pytest.raises(LevelUnavailable, match=r"0\.025"):
+        head_intervals(model, outputs, scaling, (95.0,))
+    recurrent = import_neuralforecast(directory / "gru_rec_mq_0.safetensors")
+    model = Model(recurrent.spec, recurrent.tensors)
+    outputs, scaling = window_outputs(model, *window_inputs(recurrent), H)
+    with pytest.raises(LevelUnavailable, match="no quantiles"):
+        head_intervals(model, outputs, scaling, (80.0,))
 
 
 def test_direct_mqloss_median_is_not_the_other_quantiles(fitted):

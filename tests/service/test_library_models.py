@@ -44,6 +44,7 @@ def trained(tmp_path_factory):
     from darts import TimeSeries
     from darts.models import BlockRNNModel, RNNModel
     from neuralforecast import NeuralForecast
+    from neuralforecast.losses.pytorch import MQLoss
     from neuralforecast.models import GRU, LSTM
 
     folder = tmp_path_factory.mktemp("libraries")
@@ -59,7 +60,10 @@ def trained(tmp_path_factory):
              **trainer),
         GRU(h=H, input_size=10, encoder_hidden_size=8, decoder_hidden_size=8,
             recurrent=True, scaler_type="standard", futr_exog_list=["infl"], alias="GRUrec",
-            **trainer)], freq=1)
+            **trainer),
+        LSTM(h=H, input_size=12, encoder_hidden_size=8, decoder_hidden_size=8,
+             scaler_type="robust", hist_exog_list=["unemp"], futr_exog_list=["infl"],
+             loss=MQLoss(level=[80, 90]), alias="LSTMmq", **trainer)], freq=1)
     nf.fit(frame[frame.ds < CUT])
     future = frame[(frame.ds >= CUT) & (frame.ds < CUT + H)][["unique_id", "ds", "infl"]]
     expected = nf.predict(futr_df=future)
@@ -90,6 +94,7 @@ def trained(tmp_path_factory):
     registry = folder / "registry"
     for name, path in (("nflstm", folder / "nf" / "LSTM_0.safetensors"),
                        ("nfgru", folder / "nf" / "GRUrec_0.safetensors"),
+                       ("nfmq", folder / "nf" / "LSTMmq_0.safetensors"),
                        ("drnn", folder / "rnn.pt"), ("dblock", folder / "block.pt.ckpt")):
         assert main(["import", str(path), "--name", name, "--registry", str(registry)]) == 0
     return {"folder": folder, "registry": registry, "frame": frame, "future": future,
@@ -105,7 +110,9 @@ def client(trained, tmp_path):
 
 
 NF_CASES = {"nflstm": ("LSTM", ["y", "unemp", "infl"], 12),
-            "nfgru": ("GRUrec", ["y", "infl"], 11)}
+            "nfgru": ("GRUrec", ["y", "infl"], 11),
+            "nfmq": ("LSTMmq-median", ["y", "unemp", "infl"], 12)}
+MQ_COLUMNS = ("lo-90", "lo-80", "hi-80", "hi-90")
 
 
 def nf_body(trained, model, series):
@@ -136,6 +143,39 @@ def test_neuralforecast_models_answer_the_library_forecast_on_v1(client, trained
     for item, series in zip(batch.get_json()["items"], SERIES, strict=True):
         np.testing.assert_allclose(np.asarray(item["forecast"])[:, 0],
                                    nf_expected(trained, model, series), rtol=RTOL)
+
+
+def test_quantile_heads_give_neuralforecasts_levels(client, trained, tmp_path):
+    expected = trained["nf"]
+    for series in SERIES:
+        mine = expected[expected.unique_id == series]
+        body = {**nf_body(trained, "nfmq", series), "level": [80, 90]}
+        response = client.post(f"/v1/models/nfmq/streams/{series}/forecast", json=body)
+        assert response.status_code == 200, response.get_json()
+        intervals = response.get_json()["intervals"]
+        assert sorted(intervals) == sorted(MQ_COLUMNS)
+        for name in MQ_COLUMNS:
+            np.testing.assert_allclose(np.asarray(intervals[name])[:, 0],
+                                       mine[f"LSTMmq-{name}"].to_numpy(), rtol=RTOL)
+    refused = client.post("/v1/models/nfmq/streams/other/forecast", json={
+        **nf_body(trained, "nfmq", SERIES[0]), "level": [95]})
+    assert refused.get_json()["error"]["code"] == "level_unavailable"
+    frame, future = trained["frame"], trained["future"]
+    frame[frame.ds < CUT].to_csv(tmp_path / "history.csv", index=False)
+    future.to_csv(tmp_path / "future.csv", index=False)
+    assert main(["batch", "--registry", str(trained["registry"]), "--model", "nfmq",
+                 "--input", str(tmp_path / "history.csv"), "--output", str(tmp_path / "o.csv"),
+                 "--h", str(H), "--future", str(tmp_path / "future.csv"), "--level", "90",
+                 "80", "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "o.csv")
+    assert list(written.columns) == ["unique_id", "ds", "nfmq",
+                                     *(f"nfmq-{name}" for name in MQ_COLUMNS)]
+    for series in SERIES:
+        ours, theirs = written[written.unique_id == series], expected[
+            expected.unique_id == series]
+        for name in MQ_COLUMNS:
+            np.testing.assert_allclose(ours[f"nfmq-{name}"].to_numpy(),
+                                       theirs[f"LSTMmq-{name}"].to_numpy(), rtol=RTOL)
 
 
 def test_v2_infer_takes_window_and_future_tensors(client, trained):

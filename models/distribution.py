@@ -1,0 +1,99 @@
+"""Intervals from a distribution head: what a model trained with a likelihood says about its
+own uncertainty, in original units.
+
+- ``gaussian`` heads (Darts' ``GaussianLikelihood``: mu, then sigma before softplus, per
+  target) give any level: ``mu -+ z * sigma``, ``z`` the standard normal quantile of
+  ``1 - (100 - L) / 200``. Sigma scales with the target's scale (a window scaler whose
+  inverse is not affine gives no Gaussian level).
+- ``quantile`` heads (Darts' ``QuantileRegression``, NeuralForecast's ``MQLoss``) give the
+  levels whose two quantiles they hold: level 80 needs 0.1 and 0.9. Each quantile maps back
+  to original units like the point forecast. A head whose point value is the mean of its
+  outputs (NeuralForecast's recurrent ``MQLoss``, which feeds the mean back and reports it
+  in every column) gives none.
+
+Recursive models roll forward on the mean path (the point value fed back, as the libraries
+do): each step's distribution is conditional on the earlier steps' point values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+from statecast.models.conformal import level_name
+from statecast.models.errors import LevelUnavailable
+from statecast.models.model import Model
+from statecast.models.windowed import Scaling, _parameters, original_units
+
+#: Window scalers whose inverse is ``value * scale + shift`` (sigma maps by ``scale``).
+_AFFINE = ("identity", "standard", "robust", "minmax")
+#: Quantiles closer than this are the same quantile (0.1 is 0.09999999999999998).
+_SAME_QUANTILE = 1e-6
+
+
+def softplus(values: np.ndarray) -> np.ndarray:
+    """PyTorch's ``softplus`` (linear above 20), as Darts applies it to sigma."""
+    return np.where(values > 20.0, values, np.log1p(np.exp(np.minimum(values, 20.0))))
+
+
+def gives_levels(model: Model) -> bool:
+    """Whether the model's head is a distribution that gives intervals by itself."""
+    return model.spec.output.kind in ("gaussian", "quantile")
+
+
+def _quantile_pairs(model: Model, levels: Sequence[float]) -> list[tuple[int, int]]:
+    """For each level, the indices of its two quantiles among the head's."""
+    layout = model.spec.output
+    if layout.kind != "quantile" or layout.point_index < 0:
+        raise LevelUnavailable(f"{model.name}'s head gives no quantiles of its own")
+    held = np.asarray(layout.quantiles)
+    pairs = []
+    for level in levels:
+        low = (100.0 - level) / 200.0
+        found = [np.flatnonzero(np.abs(held - q) < _SAME_QUANTILE) for q in (low, 1.0 - low)]
+        if not all(len(indices) for indices in found):
+            raise LevelUnavailable(f"{model.name}'s quantiles {list(layout.quantiles)} hold no "
+                                   f"level {level_name(level)} (it needs {low:g} and "
+                                   f"{1 - low:g})")
+        pairs.append((int(found[0][0]), int(found[1][0])))
+    return pairs
+
+
+def check_head_levels(model: Model, levels: Sequence[float]) -> None:
+    """Refuse (``LevelUnavailable``) levels the model's head cannot give, before any work."""
+    if model.spec.output.kind == "gaussian":
+        scaler = model.spec.window_scaler
+        kind = scaler.kind if scaler is not None else "identity"
+        if kind not in _AFFINE:
+            raise LevelUnavailable(f"{model.name}'s {kind} window scaling is not affine: its "
+                                   "Gaussian head gives no interval in original units")
+    else:
+        _quantile_pairs(model, levels)
+
+
+def head_intervals(model: Model, outputs: np.ndarray, scaling: Scaling,
+                   levels: Sequence[float]) -> dict[str, np.ndarray]:
+    """``{"lo-80": [streams, horizon, targets], "hi-80": ..., ...}`` from a distribution
+    head's scaled ``outputs [streams, horizon, targets * params]`` and the window
+    ``scaling`` (:func:`models.windowed.window_outputs`)."""
+    check_head_levels(model, levels)
+    params = _parameters(model.spec, outputs).astype(np.float64)
+    intervals: dict[str, np.ndarray] = {}
+    if model.spec.output.kind == "gaussian":
+        scale = scaling[2]
+        mu = original_units(model, params[..., 0], scaling).astype(np.float64)
+        sigma = softplus(params[..., 1]) * np.abs(scale)
+        if model.spec.scaling is not None:
+            sigma = sigma * np.abs(np.asarray(model.spec.scaling.target_scale))
+        for level in levels:
+            z = NormalDist().inv_cdf(1.0 - (100.0 - level) / 200.0)
+            intervals[f"lo-{level_name(level)}"] = (mu - z * sigma).astype(np.float32)
+            intervals[f"hi-{level_name(level)}"] = (mu + z * sigma).astype(np.float32)
+        return intervals
+    for level, pair in zip(levels, _quantile_pairs(model, levels), strict=True):
+        for side, index in zip(("lo", "hi"), pair, strict=True):
+            intervals[f"{side}-{level_name(level)}"] = original_units(
+                model, params[..., index].astype(np.float32), scaling)
+    return intervals
