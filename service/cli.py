@@ -138,7 +138,7 @@ def _batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from statecast.service.batch import Backtest, Columns, JobSpec, run_job
-    from statecast.service.batch.job import read_frame
+    from statecast.service.batch.chunks import read_frame
 
     registry = _registry(args.registry)  # seeds the bundled model, as everywhere
     plan = None
@@ -146,7 +146,9 @@ def _batch(args: argparse.Namespace) -> int:
         plan = Backtest(args.n_windows, args.step_size or args.horizon or 1)
     columns = Columns(args.id_col, args.time_col, args.target_col)
     spec = JobSpec(args.model, str(registry.root), args.horizon, args.freq, columns, args.fill,
-                   plan, args.future, tuple(args.level or ()))
+                   plan, args.future, tuple(args.level or ()),
+                   None if args.calibrate_windows is None
+                   else Backtest(args.calibrate_windows, args.calibrate_step))
     with tqdm(unit="series", disable=args.quiet, file=sys.stderr) as bar:
 
         def counted(series: int) -> None:  # the job counts the series once, for both
@@ -168,7 +170,7 @@ def _batch(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from statecast.service.batch import Columns
     from statecast.service.batch.calibration import calibrate
-    from statecast.service.batch.job import read_frame
+    from statecast.service.batch.chunks import read_frame
 
     registry = _registry(args.registry)
     model = registry.load(args.model)
@@ -185,7 +187,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from statecast.service.batch import Columns, evaluate
-    from statecast.service.batch.job import read_frame
+    from statecast.service.batch.chunks import read_frame
 
     columns = Columns(args.id_col, args.time_col, args.target_col)
     forecasts = read_frame(args.forecasts)
@@ -283,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--level", type=float, nargs="+",
                        help="add conformal intervals (e.g. --level 80 95: columns "
                             "<model>-lo-80, <model>-hi-80, ...) from the version's calibration")
+    batch.add_argument("--calibrate-windows", type=int,
+                       help="with --level: conformal intervals from each series' own backtest "
+                            "of this many windows instead of the stored calibration")
+    batch.add_argument("--calibrate-step", type=int, default=1,
+                       help="steps between those windows' cutoffs (default 1)")
     batch.add_argument("--backtest", action="store_true",
                        help="forecast from n-windows cutoffs instead (adds cutoff and y)")
     batch.add_argument("--n-windows", type=int, default=1)

@@ -10,10 +10,12 @@ from statecast.models import Model
 from statecast.models.conformal import Calibration, level_name
 from statecast.models.errors import LevelUnavailable
 from statecast.service.batch.engine import backtest, horizon_of
-from statecast.service.batch.frames import BatchInputError, Columns, series_of
+from statecast.service.batch.frames import BatchInputError, Columns, Series, series_of
 
 #: NeuralForecast's and MLForecast's minimum: one window's errors say nothing of spread.
 MIN_WINDOWS = 2
+#: ``{"lo-80": float32 [series, h, targets], "hi-80": ..., ...}``.
+Bounds = dict[str, np.ndarray]
 
 
 def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int = 1,
@@ -22,6 +24,19 @@ def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int 
     """Backtest every series of a long ``frame`` from its last ``n_windows`` cutoffs,
     ``step_size`` apart (the windows of NeuralForecast's ``PredictionIntervals``; its
     default step is 1), and keep the absolute errors ``[series * windows, h, targets]``."""
+    h = horizon_of(model, h)
+    series = series_of(frame, model, columns or Columns(), fill)
+    if not series:
+        raise BatchInputError("the history holds no series")
+    scores = np.concatenate(backtest_errors(model, series, n_windows, step_size, h))
+    return Calibration(scores, {"windows": n_windows, "step_size": step_size, "horizon": h,
+                                "series": len(series)})
+
+
+def backtest_errors(model: Model, series: list[Series], n_windows: int, step_size: int,
+                    h: int) -> list[np.ndarray]:
+    """Each series' absolute errors ``float32 [n_windows, h, targets]`` of the model's
+    forecasts from its last ``n_windows`` cutoffs, ``step_size`` apart."""
     if n_windows < MIN_WINDOWS:
         raise BatchInputError(f"calibration needs at least {MIN_WINDOWS} windows")
     if step_size < 1:
@@ -30,27 +45,32 @@ def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int 
         raise BatchInputError(f"{model.name} forecasts from its window or with future "
                               "covariates: conformal calibration covers state-based point "
                               "models without covariates")
-    h = horizon_of(model, h)
-    series = series_of(frame, model, columns or Columns(), fill)
-    if not series:
-        raise BatchInputError("the history holds no series")
     targets = [model.spec.features.index(name) for name in model.spec.targets]
-    by_length: dict[int, list[np.ndarray]] = {}
-    for one in series:
-        by_length.setdefault(len(one.values), []).append(one.values)
-    errors = []
-    for values in by_length.values():
-        stacked = np.stack(values)
-        for cutoff, forecasts in backtest(model, stacked, h, n_windows, step_size):
-            actual = stacked[:, cutoff + 1:cutoff + 1 + h][:, :, targets]
-            errors.append(np.abs(forecasts.astype(np.float64) - actual))
-    scores = np.concatenate(errors).astype(np.float32)
-    return Calibration(scores, {"windows": n_windows, "step_size": step_size, "horizon": h,
-                                "series": len(series)})
+    by_length: dict[int, list[int]] = {}
+    for index, one in enumerate(series):
+        by_length.setdefault(len(one.values), []).append(index)
+    errors: list[np.ndarray] = [np.empty(0, np.float32)] * len(series)
+    for members in by_length.values():
+        stacked = np.stack([series[i].values for i in members])
+        windows = [np.abs(forecasts.astype(np.float64) - stacked[:, cutoff + 1:cutoff + 1 + h][
+            :, :, targets]) for cutoff, forecasts in backtest(model, stacked, h, n_windows,
+                                                               step_size)]
+        for row, index in enumerate(members):
+            errors[index] = np.stack([window[row] for window in windows]).astype(np.float32)
+    return errors
 
 
-#: ``{"lo-80": float32 [series, h, targets], "hi-80": ..., ...}``.
-Bounds = dict[str, np.ndarray]
+def series_bounds(output: pd.DataFrame, model: Model, series: list[Series], n_windows: int,
+                  step_size: int, levels: tuple[float, ...], h: int) -> Bounds:
+    """Conformal intervals of each series from its own backtest errors (NeuralForecast's and
+    MLForecast's ``PredictionIntervals``: scores per series), around the forecast column of
+    a job's ``output``."""
+    forecasts = output[model.name].to_numpy(np.float32).reshape(len(series), h, 1)
+    per_series = [Calibration(scores).intervals(forecast, levels) for scores, forecast
+                  in zip(backtest_errors(model, series, n_windows, step_size, h), forecasts,
+                         strict=True)]
+    return {name: np.stack([bounds[name] for bounds in per_series]) for name in
+            (per_series[0] if per_series else {})}
 
 
 def conformal_bounds(output: pd.DataFrame, model: Model, calibration: Calibration | None,

@@ -105,3 +105,30 @@ def test_batch_levels_need_a_calibration(tmp_path, capsys):
                  str(path), "--output", str(tmp_path / "out.csv"), "--level", "80",
                  "--quiet"]) == 2
     assert "calibration" in capsys.readouterr().err
+
+
+def test_batch_calibrates_each_series_on_its_own_backtest(tmp_path):
+    from statecast.models import Registry
+    from statecast.models.conformal import conformal_intervals
+    from statecast.service.batch import forecast
+    from statecast.service.batch.engine import backtest
+
+    frame = pd.read_csv(history(tmp_path / "history.csv"))
+    frame = pd.concat([frame.assign(unique_id="a"),
+                       frame.iloc[:200].assign(unique_id="b")])
+    registry = tmp_path / "registry"
+    main(["models", "list", "--registry", str(registry)])  # seeds the bundled model
+    out = forecast(frame, "sunspots", registry=registry, level=[80], calibrate_windows=6,
+                   calibrate_step=3)
+    model = Registry(registry).load("sunspots")
+    for uid, length in (("a", len(frame) - 200), ("b", 200)):
+        values = frame[frame.unique_id == uid]["y"].to_numpy(np.float32)[:length, None]
+        errors = np.stack([np.abs(forecasts[0].astype(np.float64) - values[
+            cutoff + 1:cutoff + 13]) for cutoff, forecasts in backtest(
+                model, values[None], 12, 6, 3)]).astype(np.float32)
+        mine = out[out.unique_id == uid]
+        expected = conformal_intervals(mine["sunspots"].to_numpy(np.float32)[:, None], errors,
+                                       (80.0,))
+        np.testing.assert_array_equal(mine["sunspots-lo-80"], expected["lo-80"][:, 0])
+        np.testing.assert_array_equal(mine["sunspots-hi-80"], expected["hi-80"][:, 0])
+    assert not (Registry(registry).path("sunspots", "1") / "calibration.json").exists()
