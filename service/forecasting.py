@@ -120,11 +120,24 @@ class ForecastService:
         plan = self._plan(reference, stream, call.reset, prefetched)
         check_servable(plan.model)
         request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
-        if request.level and gives_levels(plan.model):
-            check_head_levels(plan.model, request.level)
-        elif request.level:
-            self._calibration(plan.model, plan.version, request.horizon)
+        self._check_levels(plan.model, plan.version, request)
         return self._prepare(plan, stream, request)
+
+    def _check_levels(self, model: Model, version: str, request: ForecastRequest) -> None:
+        """Refuse levels neither the model's head nor its calibration gives, before any
+        work (422 ``level_unavailable``)."""
+        if request.level and gives_levels(model):
+            check_head_levels(model, request.level)
+        elif request.level:
+            self._calibration(model, version, request.horizon)
+
+    def _intervals(self, work: Work, forecast: np.ndarray,
+                   head_bounds: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        """The intervals a call asked for: its model head's, else conformal."""
+        if not work.request.level or head_bounds is not None:
+            return head_bounds
+        calibration = self._calibration(work.plan.model, work.plan.version, len(forecast))
+        return calibration.intervals(forecast, work.request.level)
 
     def _calibration(self, model: Model, version: str, horizon: int) -> Calibration:
         """The calibration that gives a call's intervals, or 422 ``level_unavailable``."""
@@ -218,11 +231,12 @@ class ForecastService:
         return answered
 
     def forecast_stateless(self, reference: str, calls: list[StreamCall]
-                           ) -> tuple[str, str, list[np.ndarray]]:
+                           ) -> tuple[str, str, list[np.ndarray],
+                                      list[dict[str, np.ndarray] | None]]:
         """Forecasts from the model's initial state for windows that belong to no stream
         (nothing is read or stored), the windows run in one kernel call per length.
-        Returns the model's name, the version that answered and ``[horizon, targets]`` per
-        call."""
+        Returns the model's name, the version that answered, ``[horizon, targets]`` per
+        call and the intervals each call asked for."""
         name, version = self.models.resolve(reference)
         model = self.models.get(name, version)
         check_servable(model)
@@ -231,10 +245,13 @@ class ForecastService:
             request = validate_call(call, model.spec, self.max_window, self.max_horizon)
             if request.start not in (None, 0):
                 raise RequestError("a call without a stream starts at 0")
+            self._check_levels(model, version, request)
             works.append(self._prepare(fresh_plan(model, version, None), "", request))
         with self.metrics.timing_kernel(name):
-            forecasts, _ = group_forecasts(model, works, advance_works(model, works))
-        return name, version, forecasts
+            forecasts, bounds = group_forecasts(model, works, advance_works(model, works))
+        intervals = [self._intervals(*each) for each in zip(works, forecasts, bounds,
+                                                             strict=True)]
+        return name, version, forecasts, intervals
 
     def _prepare(self, plan: Plan, stream: str, request: ForecastRequest) -> Work:
         """Check the window against the stream (gap, overlap) and pick what is new."""
@@ -267,10 +284,7 @@ class ForecastService:
         plan, model = work.plan, work.plan.model
         new = work.new
         new_step = work.step + len(new)
-        intervals = head_bounds
-        if work.request.level and intervals is None:
-            calibration = self._calibration(model, plan.version, len(forecast))
-            intervals = calibration.intervals(forecast, work.request.level)
+        intervals = self._intervals(work, forecast, head_bounds)
         response = StreamForecast(
             model=model.name, version=plan.version, stream=work.stream, step=new_step,
             consumed=len(new), skipped=int(work.skipped), created=plan.record is None,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
+from statecast.models.conformal import level_name
 from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall
 from statecast.service.errors import (
@@ -225,7 +226,8 @@ def infer(model: str, version: str | None = None) -> Response:
     window, future = tensors["window"], tensors.get("future")
     if future is not None and future.shape[0] != window.shape[0]:
         raise RequestError("inputs 'window' and 'future' must have the same batch size")
-    calls = [StreamCall(window=window[row], horizon=horizon,
+    levels = _levels(parameters.level)
+    calls = [StreamCall(window=window[row], horizon=horizon, level=levels,
                         future=None if future is None else future[row])
              for row in range(window.shape[0])]
     service = runtime().service
@@ -234,7 +236,7 @@ def infer(model: str, version: str | None = None) -> Response:
         if start or end or step is not None:
             raise RequestError("sequence_start, sequence_end and sequence_step need a "
                                "sequence_id")
-        name, answered, forecasts = service.forecast_stateless(reference, calls)
+        name, answered, forecasts, intervals = service.forecast_stateless(reference, calls)
     else:
         if window.shape[0] != 1:
             raise RequestError("a sequence is one stream: send batch size 1")
@@ -245,32 +247,53 @@ def infer(model: str, version: str | None = None) -> Response:
                                  "begin it")
         result = service.forecast(reference, stream,
                                   replace(calls[0], reset=bool(start), start=step))
-        answered, forecasts = result.version, [result.forecast]
+        answered, forecasts, intervals = result.version, [result.forecast], [result.intervals]
         if end:
             try:
                 service.delete(reference, stream)
             except StreamNotFound:
                 pass  # ended by a concurrent call
-    return _response(call, name, answered, np.stack(forecasts).astype(np.float32),
-                     sequence, binary_out)
+    outputs = {"forecast": np.stack(forecasts)}
+    for name_ in _interval_names(levels):
+        outputs[name_] = np.stack([bounds[name_] for bounds in intervals if bounds])
+    return _response(call, name, answered, outputs, sequence, binary_out)
 
 
-def _response(call: InferRequest, name: str, version: str, forecast: np.ndarray,
+def _levels(value: float | str | None) -> tuple[float, ...]:
+    """A ``level`` parameter as levels: a number, or numbers separated by commas."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(float(part) for part in value.split(","))
+    return (float(value),)
+
+
+def _interval_names(levels: tuple[float, ...]) -> list[str]:
+    """Output names in Nixtla's column order: lo from the widest level in, then hi out."""
+    ordered = sorted(set(levels))
+    return ([f"lo-{level_name(level)}" for level in reversed(ordered)]
+            + [f"hi-{level_name(level)}" for level in ordered])
+
+
+def _response(call: InferRequest, name: str, version: str, outputs: dict[str, np.ndarray],
               sequence: int | str | None, binary: bool) -> Response:
-    tensor: dict[str, Any] = {"name": "forecast", "datatype": "FP32",
-                              "shape": list(forecast.shape)}
+    tensors: list[dict[str, Any]] = [{"name": output, "datatype": "FP32",
+                                      "shape": list(values.shape)}
+                                     for output, values in outputs.items()]
     answer: dict[str, Any] = {"model_name": name, "model_version": version,
-                              "outputs": [tensor]}
+                              "outputs": tensors}
     if call.id is not None:
         answer["id"] = call.id
     if sequence is not None:
         answer["parameters"] = {"sequence_id": sequence}
     if not binary:
-        tensor["data"] = forecast.ravel().astype(float).tolist()
+        for tensor, values in zip(tensors, outputs.values(), strict=True):
+            tensor["data"] = values.ravel().astype(float).tolist()
         return jsonify(answer)
-    data = forecast.astype("<f4").tobytes()
-    tensor["parameters"] = {"binary_data_size": len(data)}
+    chunks = [values.astype("<f4").tobytes() for values in outputs.values()]
+    for tensor, data in zip(tensors, chunks, strict=True):
+        tensor["parameters"] = {"binary_data_size": len(data)}
     head = json.dumps(answer, separators=(",", ":")).encode()
-    response = Response(head + data, content_type="application/octet-stream")
+    response = Response(head + b"".join(chunks), content_type="application/octet-stream")
     response.headers[HEADER_LENGTH] = str(len(head))
     return response

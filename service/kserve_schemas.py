@@ -19,6 +19,9 @@ from statecast.service.schemas import STREAM_ID, Count, Number, Positive
 
 #: A sequence id given as a string is a stream id ("" means none, as in Triton).
 SequenceName = Annotated[str, StringConstraints(pattern=f"^({STREAM_ID.pattern})?$")]
+#: Levels in a KServe parameter (scalars only): "80" or "80,95", each in (0, 100).
+_LEVEL = r"(?:[1-9][0-9]?(?:\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)"
+LEVEL_LIST = f"^{_LEVEL}(?:,{_LEVEL}){{0,7}}$"
 #: Values of a tensor, row-major: flat, or nested as its shape.
 TensorData = list[Number | list[Number | list[Number]]]
 
@@ -73,6 +76,11 @@ class InferParameters(_Open):
     horizon: Positive | None = Field(None, description=(
         "Forecast steps; default the model's horizon."))
     binary_data_output: bool = Field(False, description="Send forecast as binary data.")
+    level: Annotated[float, Field(gt=0, lt=100)] | Annotated[
+        str, StringConstraints(pattern=LEVEL_LIST)] | None = Field(None, description=(
+            "Prediction intervals: a level (80) or several, comma-separated (\"80,95\"); "
+            "each adds the outputs lo-<level> and hi-<level>, shaped like forecast "
+            "(refused, 400, when the model gives no such level)."))
 
 
 class InferRequest(_Open):

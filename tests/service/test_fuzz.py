@@ -116,8 +116,8 @@ def _values(data) -> list:
 def v2_breaks_unstated_rule(body) -> bool:
     """Whether a schema-valid /v2 infer body breaks a rule the schema cannot state: the
     bundled model's inputs (one ``window`` of FEATURES values per step, no ``future``, a
-    horizon of at most HORIZON), a tensor's data against its shape, the sequence flags
-    without a sequence, a sequence of more than one stream."""
+    horizon of at most HORIZON, no calibration: no ``level``), a tensor's data against its
+    shape, the sequence flags without a sequence, a sequence of more than one stream."""
     if not isinstance(body, dict):
         return True  # binary framing (Inference-Header-Content-Length) is not a schema
     inputs = body["inputs"]
@@ -134,7 +134,8 @@ def v2_breaks_unstated_rule(body) -> bool:
     flags = parameters.get("sequence_start") or parameters.get("sequence_end") or (
         parameters.get("sequence_step") is not None)
     return ((flags and not sequence) or (sequence and tensor["shape"][0] != 1)
-            or (parameters.get("horizon") or 0) > HORIZON)
+            or (parameters.get("horizon") or 0) > HORIZON
+            or parameters.get("level") is not None)
 
 
 def refused_for_what_no_schema_says(case, response) -> bool:

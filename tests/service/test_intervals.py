@@ -132,3 +132,59 @@ def test_batch_calibrates_each_series_on_its_own_backtest(tmp_path):
         np.testing.assert_array_equal(mine["sunspots-lo-80"], expected["lo-80"][:, 0])
         np.testing.assert_array_equal(mine["sunspots-hi-80"], expected["hi-80"][:, 0])
     assert not (Registry(registry).path("sunspots", "1") / "calibration.json").exists()
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_v2_level_parameter_adds_lo_and_hi_outputs(app, client, tmp_path, binary):
+    calibrate(app, tmp_path)
+    tensor = {"name": "window", "datatype": "FP32", "shape": [2, len(SUNSPOTS), 1],
+              "data": SUNSPOTS + SUNSPOTS[::-1]}
+    body = {"inputs": [tensor], "parameters": {"level": "95,80", "horizon": 4,
+                                               "binary_data_output": binary}}
+    response = client.post("/v2/models/sunspots/infer", json=body)
+    assert response.status_code == 200, response.data[:300]
+    if binary:
+        import json
+
+        length = int(response.headers["Inference-Header-Content-Length"])
+        head = json.loads(response.data[:length])
+        raw, offset, outputs = response.data[length:], 0, {}
+        for output in head["outputs"]:
+            size = output["parameters"]["binary_data_size"]
+            outputs[output["name"]] = np.frombuffer(raw[offset:offset + size], "<f4").reshape(
+                output["shape"])
+            offset += size
+    else:
+        outputs = {output["name"]: np.reshape(output["data"], output["shape"])
+                   for output in response.get_json()["outputs"]}
+    assert list(outputs) == ["forecast", "lo-95", "lo-80", "hi-80", "hi-95"]
+    assert all(values.shape == (2, 4, 1) for values in outputs.values())
+    single = post(client, "v", {"window": SUNSPOTS, "level": [80], "horizon": 4,
+                                "commit": False}).get_json()
+    np.testing.assert_allclose(outputs["lo-80"][0], single["intervals"]["lo-80"], rtol=1e-6)
+    sequence = dict(body, parameters={"level": 90, "sequence_id": "q", "sequence_start": True})
+    sequence["inputs"] = [dict(tensor, shape=[1, len(SUNSPOTS), 1], data=SUNSPOTS)]
+    answer = client.post("/v2/models/sunspots/infer", json=sequence).get_json()
+    assert [output["name"] for output in answer["outputs"]] == ["forecast", "lo-90", "hi-90"]
+
+
+def test_v2_levels_without_calibration_are_refused(client):
+    tensor = {"name": "window", "datatype": "FP32", "shape": [1, 3, 1], "data": [1, 2, 3]}
+    response = client.post("/v2/models/sunspots/infer", json={
+        "inputs": [tensor], "parameters": {"level": 80}})
+    assert response.status_code == 400  # the Open Inference Protocol's refusal
+    assert "calibration" in response.get_json()["error"]
+
+
+def test_the_batch_plot_shades_the_intervals(tmp_path):
+    from statecast.service.batch import forecast
+    from statecast.service.batch.plot import plot
+
+    frame = pd.read_csv(history(tmp_path / "history.csv"))
+    registry = tmp_path / "registry"
+    main(["models", "list", "--registry", str(registry)])  # seeds the bundled model
+    out = forecast(frame, "sunspots", registry=registry, level=[80, 95], calibrate_windows=5)
+    shaded = plot(frame, out, "sunspots", tmp_path / "shaded.png")
+    plain = plot(frame, out[["unique_id", "ds", "sunspots"]], "sunspots", tmp_path / "plain.png")
+    assert shaded.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shaded.read_bytes() != plain.read_bytes()
