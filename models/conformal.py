@@ -15,9 +15,11 @@ A calibration is stored beside its model version (``calibration.json`` naming a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -26,10 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save
 
-from statecast.models.artifact import sha256_of
-from statecast.models.errors import IntegrityError, InvalidLevel, LevelUnavailable, ModelError
+from statecast.models.errors import (
+    ArtifactError,
+    IntegrityError,
+    InvalidCalibration,
+    InvalidLevel,
+    LevelUnavailable,
+)
 
 CALIBRATION = "calibration.json"
 #: Levels a call may ask for at once.
@@ -37,7 +44,7 @@ MAX_LEVELS = 8
 
 
 def check_levels(levels: Iterable[float]) -> tuple[float, ...]:
-    """Levels as floats, each in (0, 100), distinct, at most ``MAX_LEVELS``."""
+    """Levels as floats, each in (0, 100), with distinct names, at most ``MAX_LEVELS``."""
     checked = tuple(float(level) for level in levels)
     if len(checked) > MAX_LEVELS:
         raise InvalidLevel(f"at most {MAX_LEVELS} levels per call, got {len(checked)}")
@@ -45,14 +52,15 @@ def check_levels(levels: Iterable[float]) -> tuple[float, ...]:
         if not (math.isfinite(level) and 0.0 < level < 100.0):
             raise InvalidLevel(f"a level is a percentage strictly between 0 and 100, got "
                                f"{level:g}")
-    if len(set(checked)) != len(checked):
+    if len({level_name(level) for level in checked}) != len(checked):
         raise InvalidLevel("levels must be distinct")
     return checked
 
 
 def level_name(level: float) -> str:
-    """``80`` for 80.0, ``99.5`` for 99.5: the suffix of ``lo-``/``hi-`` columns."""
-    return f"{level:g}"
+    """``80`` for 80.0, ``99.99999`` for 99.99999 (every digit, as Nixtla's columns): the
+    suffix of ``lo-``/``hi-`` columns."""
+    return str(int(level)) if float(level).is_integer() else repr(float(level))
 
 
 def conformal_intervals(forecast: np.ndarray, scores: np.ndarray, levels: Sequence[float]
@@ -90,45 +98,99 @@ class Calibration:
         return conformal_intervals(forecast, self.scores, levels)
 
 
+def _durable(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def write_calibration(folder: Path, calibration: Calibration) -> None:
     """Store ``calibration`` in a version's ``folder``, replacing any other atomically: the
     scores go to a new file named by their checksum, then ``calibration.json`` is renamed
-    over the old one, so a reader sees the old calibration or the new, never a mix."""
+    over the old one, so a reader sees the old calibration or the new, never a mix. The
+    file the old manifest named is kept (a reader that has just read that manifest still
+    finds it); older ones are removed. Everything is flushed to disk before returning."""
     scores = np.ascontiguousarray(calibration.scores, dtype=np.float32)
     if scores.ndim != 3 or scores.shape[0] < 1 or not np.isfinite(scores).all() or (
             scores < 0).any():
-        raise ModelError("calibration scores must be finite absolute errors "
-                         "[n >= 1, horizon, targets]")
+        raise InvalidCalibration("calibration scores must be finite absolute errors "
+                                 "[n >= 1, horizon, targets]")
+    previous = _manifest(folder)
+    data = save({"scores": scores})
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"calibration-{digest[:16]}.safetensors"
+    manifest = {"file": name, "sha256": digest, "shape": list(scores.shape),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **calibration.info}
     staging = Path(tempfile.mkdtemp(prefix=".calibrating-", dir=folder))
     try:
-        scores_path = staging / "scores.safetensors"
-        save_file({"scores": scores}, str(scores_path))
-        digest = sha256_of(scores_path)
-        name = f"calibration-{digest[:16]}.safetensors"
-        os.replace(scores_path, folder / name)
-        manifest = {"file": name, "sha256": digest, "shape": list(scores.shape),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    **calibration.info}
-        (staging / CALIBRATION).write_text(json.dumps(manifest, indent=2) + "\n")
+        _durable(staging / name, data)
+        os.replace(staging / name, folder / name)
+        _durable(staging / CALIBRATION, (json.dumps(manifest, indent=2) + "\n").encode())
         os.replace(staging / CALIBRATION, folder / CALIBRATION)
+        _sync_folder(folder)
     finally:
-        for leftover in staging.iterdir():
-            leftover.unlink()
-        staging.rmdir()
+        shutil.rmtree(staging, ignore_errors=True)
+    keep = {name, str((previous or {}).get("file"))}
     for old in folder.glob("calibration-*.safetensors"):
-        if old.name != name:
+        if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
-def read_calibration(folder: Path) -> Calibration | None:
-    """The calibration stored in a version's ``folder`` (checksum verified), or None."""
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    """The parsed ``calibration.json``, None when there is none."""
     try:
-        manifest = json.loads((folder / CALIBRATION).read_text())
+        text = (folder / CALIBRATION).read_text()
     except FileNotFoundError:
         return None
-    path = folder / Path(manifest["file"]).name
-    if sha256_of(path) != manifest.get("sha256"):
+    try:
+        manifest = json.loads(text)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("file"), str):
+            raise ValueError("no scores file named")
+    except ValueError as error:
+        raise ArtifactError(f"{folder / CALIBRATION} is not a calibration manifest: "
+                            f"{error}") from None
+    return manifest
+
+
+def _scores_file(folder: Path) -> tuple[dict[str, Any], Path, bytes] | None:
+    """The manifest, the path and the bytes of the scores it names (None: no calibration);
+    a manifest replaced between reading it and its file is read again."""
+    for _ in range(3):
+        manifest = _manifest(folder)
+        if manifest is None:
+            return None
+        path = folder / Path(manifest["file"]).name
+        try:
+            return manifest, path, path.read_bytes()
+        except FileNotFoundError:
+            continue
+    raise ArtifactError(f"the scores file named by {folder / CALIBRATION} is missing")
+
+
+def read_calibration(folder: Path) -> Calibration | None:
+    """The calibration stored in a version's ``folder`` (checksum verified), or None. The
+    scores are read once, then hashed and parsed from the same bytes; a manifest replaced
+    while it was read is read again."""
+    found = _scores_file(folder)
+    if found is None:
+        return None
+    manifest, path, data = found
+    if hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
         raise IntegrityError(f"{path}: checksum differs from {CALIBRATION}'s")
-    scores = load_file(str(path))["scores"]
+    try:
+        scores = load(data)["scores"]
+    except Exception as error:  # any parse failure of a file that passed its checksum
+        raise ArtifactError(f"{path}: unreadable scores: {error}") from None
     info = {k: v for k, v in manifest.items() if k not in ("file", "sha256", "shape")}
     return Calibration(scores, info)

@@ -4,15 +4,18 @@ own uncertainty, in original units.
 - ``gaussian`` heads (Darts' ``GaussianLikelihood``: mu, then sigma before softplus, per
   target) give any level: ``mu -+ z * sigma``, ``z`` the standard normal quantile of
   ``1 - (100 - L) / 200``. Sigma scales with the target's scale (a window scaler whose
-  inverse is not affine gives no Gaussian level).
+  inverse is not affine, ``invariant``, gives no Gaussian level).
 - ``quantile`` heads (Darts' ``QuantileRegression``, NeuralForecast's ``MQLoss``) give the
   levels whose two quantiles they hold: level 80 needs 0.1 and 0.9. Each quantile maps back
   to original units like the point forecast. A head whose point value is the mean of its
   outputs (NeuralForecast's recurrent ``MQLoss``, which feeds the mean back and reports it
   in every column) gives none.
 
-Recursive models roll forward on the mean path (the point value fed back, as the libraries
-do): each step's distribution is conditional on the earlier steps' point values.
+Recursive models roll forward on the mean path (the point value fed back, as
+NeuralForecast does; Darts samples a path instead and gives the parameters of its first
+``output_chunk_length`` steps only): each later step's distribution is conditional on the
+earlier steps' point values, so it leaves out their uncertainty and its interval is too
+narrow.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import numpy as np
 from statecast.models.conformal import level_name
 from statecast.models.errors import LevelUnavailable
 from statecast.models.model import Model
-from statecast.models.windowed import Scaling, _parameters, original_units
+from statecast.models.windowed import Scaling, original_units, parameters_of
 
-#: Window scalers whose inverse is ``value * scale + shift`` (sigma maps by ``scale``).
-_AFFINE = ("identity", "standard", "robust", "minmax")
-#: Quantiles closer than this are the same quantile (0.1 is 0.09999999999999998).
-_SAME_QUANTILE = 1e-6
+#: Window scalers whose inverse is affine, and the factor by which it scales a spread
+#: (``minmax1``'s inverse is ``(value + 1) / 2 * scale + shift``).
+_SPREAD = {"identity": 1.0, "standard": 1.0, "robust": 1.0, "minmax": 1.0, "minmax1": 0.5}
+#: Quantiles closer than this are the same quantile: a quantile stored as float32 lies
+#: within 3e-8 of its decimal (0.1 is 0.10000000149), where level 80.0001 asks for 0.0999995.
+_SAME_QUANTILE = 5e-8
 
 
 def softplus(values: np.ndarray) -> np.ndarray:
@@ -66,7 +71,7 @@ def check_head_levels(model: Model, levels: Sequence[float]) -> None:
     if model.spec.output.kind == "gaussian":
         scaler = model.spec.window_scaler
         kind = scaler.kind if scaler is not None else "identity"
-        if kind not in _AFFINE:
+        if kind not in _SPREAD:
             raise LevelUnavailable(f"{model.name}'s {kind} window scaling is not affine: its "
                                    "Gaussian head gives no interval in original units")
     else:
@@ -79,12 +84,12 @@ def head_intervals(model: Model, outputs: np.ndarray, scaling: Scaling,
     head's scaled ``outputs [streams, horizon, targets * params]`` and the window
     ``scaling`` (:func:`models.windowed.window_outputs`)."""
     check_head_levels(model, levels)
-    params = _parameters(model.spec, outputs).astype(np.float64)
+    params = parameters_of(model.spec, outputs).astype(np.float64)
     intervals: dict[str, np.ndarray] = {}
     if model.spec.output.kind == "gaussian":
-        scale = scaling[2]
+        kind, _, scale = scaling
         mu = original_units(model, params[..., 0], scaling).astype(np.float64)
-        sigma = softplus(params[..., 1]) * np.abs(scale)
+        sigma = softplus(params[..., 1]) * np.abs(scale) * _SPREAD[kind]
         if model.spec.scaling is not None:
             sigma = sigma * np.abs(np.asarray(model.spec.scaling.target_scale))
         for level in levels:
@@ -92,8 +97,14 @@ def head_intervals(model: Model, outputs: np.ndarray, scaling: Scaling,
             intervals[f"lo-{level_name(level)}"] = (mu - z * sigma).astype(np.float32)
             intervals[f"hi-{level_name(level)}"] = (mu + z * sigma).astype(np.float32)
         return intervals
-    for level, pair in zip(levels, _quantile_pairs(model, levels), strict=True):
-        for side, index in zip(("lo", "hi"), pair, strict=True):
-            intervals[f"{side}-{level_name(level)}"] = original_units(
-                model, params[..., index].astype(np.float32), scaling)
+    # A negative target scale (``spec.scaling``) turns a target's quantiles around; quantiles
+    # that cross (a head trained little) stay as the head gives them, as the libraries do.
+    flipped = np.zeros(len(model.spec.targets), bool)
+    if model.spec.scaling is not None:
+        flipped = np.asarray(model.spec.scaling.target_scale) < 0
+    for level, (low, high) in zip(levels, _quantile_pairs(model, levels), strict=True):
+        bounds = [original_units(model, params[..., index].astype(np.float32), scaling)
+                  for index in (low, high)]
+        intervals[f"lo-{level_name(level)}"] = np.where(flipped, bounds[1], bounds[0])
+        intervals[f"hi-{level_name(level)}"] = np.where(flipped, bounds[0], bounds[1])
     return intervals

@@ -91,3 +91,11 @@ class LevelUnavailable(ModelError):
 
     code = "level_unavailable"
     status = 422
+
+
+class InvalidCalibration(ModelError):
+    """Calibration scores that are not finite absolute errors ``[n >= 1, horizon,
+    targets]``."""
+
+    code = "invalid_calibration"
+    status = 422

@@ -120,7 +120,7 @@ def _dense_head(model: Model, inputs: np.ndarray) -> np.ndarray:
     return out
 
 
-def _parameters(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
+def parameters_of(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
     """``[..., targets, params]`` from a head's ``[..., targets * params]`` outputs."""
     return outputs.reshape(*outputs.shape[:-1], len(spec.targets), spec.output.params)
 
@@ -128,7 +128,7 @@ def _parameters(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
 def _point(spec: ModelSpec, outputs: np.ndarray) -> np.ndarray:
     """``[..., targets]`` point values from ``[..., targets * params]`` outputs."""
     layout = spec.output
-    shaped = _parameters(spec, outputs)
+    shaped = parameters_of(spec, outputs)
     if layout.point_index < 0:
         return shaped.mean(axis=-1, dtype=np.float32).astype(np.float32)
     return shaped[..., layout.point_index]

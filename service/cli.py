@@ -177,7 +177,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     calibration = calibrate(read_frame(args.input), model, args.n_windows, args.step_size,
                             args.horizon, Columns(args.id_col, args.time_col, args.target_col),
                             args.fill)
-    version = registry.set_calibration(args.model, calibration)
+    # The version the errors were measured on, even if an alias moved meanwhile.
+    version = registry.set_calibration(f"{model.name}@{model.version}", calibration)
     scores = calibration.scores
     print(json.dumps({"model": model.name, "version": version, **calibration.info,
                       "scores": scores.shape[0],

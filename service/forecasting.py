@@ -120,24 +120,27 @@ class ForecastService:
         plan = self._plan(reference, stream, call.reset, prefetched)
         check_servable(plan.model)
         request = validate_call(call, plan.model.spec, self.max_window, self.max_horizon)
-        self._check_levels(plan.model, plan.version, request)
-        return self._prepare(plan, stream, request)
+        calibration = self._check_levels(plan.model, plan.version, request)
+        return self._prepare(plan, stream, request, calibration)
 
-    def _check_levels(self, model: Model, version: str, request: ForecastRequest) -> None:
+    def _check_levels(self, model: Model, version: str, request: ForecastRequest
+                      ) -> Calibration | None:
         """Refuse levels neither the model's head nor its calibration gives, before any
-        work (422 ``level_unavailable``)."""
+        work (422 ``level_unavailable``); the calibration that will give them, if any."""
         if request.level and gives_levels(model):
             check_head_levels(model, request.level)
         elif request.level:
-            self._calibration(model, version, request.horizon)
+            return self._calibration(model, version, request.horizon)
+        return None
 
-    def _intervals(self, work: Work, forecast: np.ndarray,
+    @staticmethod
+    def _intervals(work: Work, forecast: np.ndarray,
                    head_bounds: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
-        """The intervals a call asked for: its model head's, else conformal."""
-        if not work.request.level or head_bounds is not None:
+        """The intervals a call asked for: its model head's, else conformal from the
+        calibration checked with the call (no second read: nothing can fail here)."""
+        if work.calibration is None:
             return head_bounds
-        calibration = self._calibration(work.plan.model, work.plan.version, len(forecast))
-        return calibration.intervals(forecast, work.request.level)
+        return work.calibration.intervals(forecast, work.request.level)
 
     def _calibration(self, model: Model, version: str, horizon: int) -> Calibration:
         """The calibration that gives a call's intervals, or 422 ``level_unavailable``."""
@@ -245,15 +248,17 @@ class ForecastService:
             request = validate_call(call, model.spec, self.max_window, self.max_horizon)
             if request.start not in (None, 0):
                 raise RequestError("a call without a stream starts at 0")
-            self._check_levels(model, version, request)
-            works.append(self._prepare(fresh_plan(model, version, None), "", request))
+            calibration = self._check_levels(model, version, request)
+            works.append(self._prepare(fresh_plan(model, version, None), "", request,
+                                       calibration))
         with self.metrics.timing_kernel(name):
             forecasts, bounds = group_forecasts(model, works, advance_works(model, works))
         intervals = [self._intervals(*each) for each in zip(works, forecasts, bounds,
                                                              strict=True)]
         return name, version, forecasts, intervals
 
-    def _prepare(self, plan: Plan, stream: str, request: ForecastRequest) -> Work:
+    def _prepare(self, plan: Plan, stream: str, request: ForecastRequest,
+                 calibration: Calibration | None = None) -> Work:
         """Check the window against the stream (gap, overlap) and pick what is new."""
         window = request.window
         origin, step = plan.origin, plan.step
@@ -265,7 +270,8 @@ class ForecastService:
                               f"this window starts at {start}", expected_start=step)
         skipped = min(step - start, len(window))
         self._check_overlap(plan.tail, step, start, window[:skipped], stream)
-        work = Work(plan, stream, request, origin, step, skipped, window[skipped:])
+        work = Work(plan, stream, request, origin, step, skipped, window[skipped:],
+                    calibration)
         spec = plan.model.spec
         if spec.forecasts_from_window:
             have = len(plan.tail) + len(work.new)

@@ -15,13 +15,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from statecast.models.conformal import MAX_LEVELS
 from statecast.service.schemas import STREAM_ID, Count, Number, Positive
 
 #: A sequence id given as a string is a stream id ("" means none, as in Triton).
 SequenceName = Annotated[str, StringConstraints(pattern=f"^({STREAM_ID.pattern})?$")]
 #: Levels in a KServe parameter (scalars only): "80" or "80,95", each in (0, 100).
 _LEVEL = r"(?:[1-9][0-9]?(?:\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)"
-LEVEL_LIST = f"^{_LEVEL}(?:,{_LEVEL}){{0,7}}$"
+LEVEL_LIST = f"^{_LEVEL}(?:,{_LEVEL}){{0,{MAX_LEVELS - 1}}}$"
 #: Values of a tensor, row-major: flat, or nested as its shape.
 TensorData = list[Number | list[Number | list[Number]]]
 

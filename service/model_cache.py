@@ -19,7 +19,8 @@ class ModelCache:
         self.registry = registry
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Model] = {}
-        self._calibrations: dict[tuple[str, str], tuple[int, Calibration | None]] = {}
+        self._calibrations: dict[tuple[str, str],
+                                 tuple[tuple[int, int, int], Calibration | None]] = {}
 
     def resolve(self, reference: str) -> tuple[str, str]:
         """``name[@version|@alias]`` -> ``(name, version)`` as the registry says now."""
@@ -39,11 +40,13 @@ class ModelCache:
         return model
 
     def calibration(self, name: str, version: str) -> Calibration | None:
-        """The version's conformal calibration, re-read when its file was replaced."""
+        """The version's conformal calibration, re-read when its manifest was replaced (a
+        replacement is a rename: a new inode, whatever the clock's resolution)."""
         try:
-            stamp = (self.registry.path(name, version) / CALIBRATION).stat().st_mtime_ns
+            found = (self.registry.path(name, version) / CALIBRATION).stat()
         except FileNotFoundError:
             return None
+        stamp = (found.st_ino, found.st_size, found.st_mtime_ns)
         cached = self._calibrations.get((name, version))
         if cached is None or cached[0] != stamp:
             cached = (stamp, self.registry.calibration(f"{name}@{version}"))

@@ -31,6 +31,7 @@ from pydantic import (
     ValidationError,
 )
 
+from statecast.models.conformal import MAX_LEVELS
 from statecast.models.names import NAME_PATTERN
 from statecast.service.errors import NonFiniteValue, RequestError
 
@@ -70,7 +71,7 @@ class _Strict(BaseModel):
 
 #: Interval levels: distinct percentages in (0, 100), at most eight.
 Levels = Annotated[list[Annotated[float, Field(gt=0, lt=100)]],
-                   Field(max_length=8, json_schema_extra={"uniqueItems": True})]
+                   Field(max_length=MAX_LEVELS, json_schema_extra={"uniqueItems": True})]
 
 
 class ForecastRequestBody(_Strict):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from statecast.models import Model
+from statecast.models.conformal import Calibration
 from statecast.models.distribution import gives_levels, head_intervals
 from statecast.models.windowed import point_forecasts, window_outputs
 from statecast.service.requests import ForecastRequest
@@ -43,6 +44,9 @@ class Work:
     step: int
     skipped: int
     new: np.ndarray
+    #: The calibration that gives this call's conformal intervals, read once when the call
+    #: was checked (None: no levels asked, or the model's head gives them).
+    calibration: Calibration | None = None
 
 
 def advance_works(model: Model, works: list[Work]) -> list[np.ndarray]:

@@ -8,7 +8,6 @@ import pandas as pd
 
 from statecast.models import Model
 from statecast.models.conformal import Calibration, level_name
-from statecast.models.errors import LevelUnavailable
 from statecast.service.batch.engine import backtest, horizon_of
 from statecast.service.batch.frames import BatchInputError, Columns, Series, series_of
 
@@ -29,7 +28,8 @@ def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int 
     if not series:
         raise BatchInputError("the history holds no series")
     scores = np.concatenate(backtest_errors(model, series, n_windows, step_size, h))
-    return Calibration(scores, {"windows": n_windows, "step_size": step_size, "horizon": h,
+    return Calibration(scores, {"version": model.version, "windows": n_windows,
+                                "step_size": step_size, "horizon": h,
                                 "series": len(series)})
 
 
@@ -73,22 +73,23 @@ def series_bounds(output: pd.DataFrame, model: Model, series: list[Series], n_wi
             (per_series[0] if per_series else {})}
 
 
-def conformal_bounds(output: pd.DataFrame, model: Model, calibration: Calibration | None,
+def conformal_bounds(output: pd.DataFrame, model: Model, calibration: Calibration,
                      levels: tuple[float, ...], h: int) -> Bounds:
     """Conformal intervals around the forecast column of a job's ``output``."""
-    if calibration is None:
-        raise LevelUnavailable(f"{model.name}@{model.version} has no calibration for "
-                               "intervals: run statecast calibrate")
     return calibration.intervals(output[model.name].to_numpy(np.float32).reshape(-1, h, 1),
                                  levels)
 
 
 def interval_columns(output: pd.DataFrame, model: Model, bounds: Bounds,
                      levels: tuple[float, ...]) -> pd.DataFrame:
-    """Nixtla's interval columns after the forecast: ``lo`` from the widest level in, then
-    ``hi`` from the narrowest out."""
-    ordered = sorted(levels)
-    names = [f"lo-{level_name(v)}" for v in reversed(ordered)] + [
-        f"hi-{level_name(v)}" for v in ordered]
+    """Nixtla's interval columns after the forecast (:func:`interval_names`)."""
     return output.assign(**{f"{model.name}-{name}": bounds[name][:, :, 0].ravel()
-                            for name in names})
+                            for name in interval_names(levels)})
+
+
+def interval_names(levels: tuple[float, ...]) -> list[str]:
+    """``lo-<level>`` from the widest level in, then ``hi-<level>`` from the narrowest out:
+    the order of Nixtla's columns."""
+    ordered = sorted(levels)
+    return [f"lo-{level_name(v)}" for v in reversed(ordered)] + [
+        f"hi-{level_name(v)}" for v in ordered]

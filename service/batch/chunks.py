@@ -5,7 +5,7 @@ intervals and backtests; and reading the rows of some series from a Parquet or C
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from statecast.models import Model, Registry
-from statecast.models.conformal import check_levels
-from statecast.models.distribution import gives_levels, head_intervals
+from statecast.models.conformal import Calibration, check_levels
+from statecast.models.distribution import check_head_levels, gives_levels, head_intervals
+from statecast.models.errors import LevelUnavailable
 from statecast.models.windowed import point_forecasts
 from statecast.service.batch.calibration import (
     Bounds,
@@ -66,6 +67,8 @@ class JobSpec:
     #: Conformal intervals from each series' own backtest (these windows) instead of the
     #: version's stored calibration.
     calibrate: Backtest | None = None
+    #: The version's stored calibration, read once for the whole job (:func:`levels_checked`).
+    calibration: Calibration | None = None
 
 
 _MODELS: dict[tuple[str, str], Model] = {}
@@ -173,6 +176,7 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
         return _backtest_series(model, series, h, spec.backtest), series, None
     if future is None and spec.future is not None:
         future = read_frame(spec.future, spec.columns.id, [one.id for one in series])
+    spec = levels_checked(spec, model, h)
     levels = check_levels(spec.level)
     output, states, bounds = _forecast_series(
         model, series, h, frequency(series, freq if freq is not None else spec.freq), future,
@@ -182,10 +186,37 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
             bounds = series_bounds(output, model, series, spec.calibrate.n_windows,
                                    spec.calibrate.step_size, levels, h)
         elif bounds is None:
-            bounds = conformal_bounds(output, model, Registry(spec.registry).calibration(
-                f"{model.name}@{model.version}"), levels, h)
+            assert spec.calibration is not None
+            bounds = conformal_bounds(output, model, spec.calibration, levels, h)
         output = interval_columns(output, model, bounds, levels)
     return output, series, states
+
+
+def levels_checked(spec: JobSpec, model: Model, h: int) -> JobSpec:
+    """``spec`` with its levels checked against the model before any work, and the stored
+    calibration they use read once and pinned, so that every chunk uses the same one."""
+    levels = check_levels(spec.level)
+    if spec.calibrate is not None and not levels:
+        raise BatchInputError("--calibrate-windows calibrates intervals: give --level too")
+    if not levels:
+        return spec
+    if gives_levels(model):
+        if spec.calibrate is not None:
+            raise BatchInputError(f"{model.name}'s head gives its own intervals: drop "
+                                  "--calibrate-windows")
+        check_head_levels(model, levels)
+        return spec
+    if spec.calibrate is not None or spec.calibration is not None:
+        return spec
+    calibration = Registry(spec.registry).calibration(f"{model.name}@{model.version}")
+    if calibration is None:
+        raise LevelUnavailable(f"{model.name}@{model.version} has no calibration for "
+                               "intervals: run statecast calibrate, or pass "
+                               "--calibrate-windows")
+    if calibration.scores.shape[1] < h:
+        raise LevelUnavailable(f"{model.name}@{model.version} is calibrated for "
+                               f"{calibration.scores.shape[1]} steps, not {h}")
+    return replace(spec, calibration=calibration)
 
 
 def with_input_names(output: pd.DataFrame, columns: Columns) -> pd.DataFrame:
@@ -249,6 +280,3 @@ def read_frame(path: str | Path, id_column: str | None = None, ids: list[Any] | 
     where = None if id_column is None else pc.field(id_column).isin(ids)
     frame: pd.DataFrame = dataset(Path(path)).to_table(filter=where).to_pandas()
     return frame
-
-
-#: A chunk's output rows, and its series and their final states when they are kept.

@@ -19,11 +19,14 @@ import numpy as np
 import pandas as pd
 
 from statecast.models import Model
+from statecast.models.conformal import check_levels
+from statecast.service.batch.calibration import interval_names
 from statecast.service.batch.chunks import (
     ChunkResult,
     JobSpec,
     dataset,
     forecast_chunk,
+    levels_checked,
     load_model,
     read_frame,
     with_input_names,
@@ -179,7 +182,7 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
         if not Path(spec.future).exists():
             raise BatchInputError(f"no future file {spec.future}")
         spec = replace(spec, future=str(Path(spec.future).resolve()))
-    spec = replace(spec, model=f"{model.name}@{model.version}", h=h)
+    spec = levels_checked(replace(spec, model=f"{model.name}@{model.version}", h=h), model, h)
     chunks = _id_chunks(dataset(input_path), spec.columns, max(1, chunk_size))
     if on_total is not None:
         on_total(sum(len(chunk) for chunk in chunks))
@@ -205,8 +208,9 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
             rows += len(output)
             if progress is not None:
                 progress(done)
-        empty_columns = ["unique_id", "ds", model.name] if spec.backtest is None else [
-            "unique_id", "ds", "cutoff", "y", model.name]
+        empty_columns = ["unique_id", "ds", model.name, *(
+            f"{model.name}-{name}" for name in interval_names(check_levels(spec.level)))
+        ] if spec.backtest is None else ["unique_id", "ds", "cutoff", "y", model.name]
         writer.commit(with_input_names(pd.DataFrame(columns=empty_columns), spec.columns))
     except BaseException:
         writer.abandon()

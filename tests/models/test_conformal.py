@@ -12,10 +12,11 @@ from statecast.models.conformal import (
     Calibration,
     check_levels,
     conformal_intervals,
+    level_name,
     read_calibration,
     write_calibration,
 )
-from statecast.models.errors import IntegrityError, InvalidLevel, LevelUnavailable
+from statecast.models.errors import ArtifactError, IntegrityError, InvalidLevel, LevelUnavailable
 
 # Three windows of absolute errors of a 4-step forecast of one series.
 SCORES = np.array([[0.5, 1.0, 2.0, 0.25], [1.5, 0.0, 3.0, 1.0], [0.75, 2.5, 1.0, 4.0]])
@@ -61,12 +62,52 @@ def test_calibrations_are_replaced_atomically_and_verified(tmp_path):
     read = read_calibration(tmp_path)
     assert read is not None and read.info["windows"] == 4
     np.testing.assert_array_equal(read.scores, second.scores)
-    assert len(list(tmp_path.glob("calibration-*.safetensors"))) == 1  # the old one is gone
+    # The file the replaced manifest named stays for readers in flight; older ones go.
+    assert len(list(tmp_path.glob("calibration-*.safetensors"))) == 2
+    write_calibration(tmp_path, Calibration(np.full((1, 3, 1), 3.0, np.float32)))
+    assert len(list(tmp_path.glob("calibration-*.safetensors"))) == 2
+    write_calibration(tmp_path, second)
     manifest = json.loads((tmp_path / CALIBRATION).read_text())
     scores = tmp_path / manifest["file"]
     scores.write_bytes(scores.read_bytes()[:-1] + b"\x01")
     with pytest.raises(IntegrityError):
         read_calibration(tmp_path)
+    (tmp_path / CALIBRATION).write_text("{not json")
+    with pytest.raises(ArtifactError):
+        read_calibration(tmp_path)
+
+
+def test_readers_never_fail_while_a_calibration_is_replaced(tmp_path):
+    import threading
+
+    write_calibration(tmp_path, Calibration(np.ones((2, 3, 1), np.float32)))
+    errors, done = [], threading.Event()
+
+    def read_forever():
+        while not done.is_set():
+            try:
+                found = read_calibration(tmp_path)
+                assert found is not None and found.scores.shape[1:] == (3, 1)
+            except Exception as error:
+                errors.append(error)
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        for n in range(1, 40):
+            write_calibration(tmp_path, Calibration(np.full((n, 3, 1), n, np.float32)))
+    finally:
+        done.set()
+        reader.join()
+    assert not errors
+
+
+def test_level_names_keep_every_digit():
+    assert [level_name(v) for v in (80, 80.0, 99.5, 99.99999)] == ["80", "80", "99.5",
+                                                                 "99.99999"]
+    with pytest.raises(InvalidLevel):
+        check_levels([80, 80.0])
+    assert len(check_levels([12.3456781, 12.3456782])) == 2
 
 
 @pytest.mark.parametrize("scores", [np.ones((0, 3, 1)), -np.ones((2, 3, 1)),

@@ -18,10 +18,33 @@ def history(path):
     return path
 
 
-def calibrate(app, tmp_path, windows=12):
+def calibrate(app, tmp_path, windows=12, h=12):
     registry = app.extensions["statecast"].settings.registry
     assert main(["calibrate", "--registry", str(registry), "--model", "sunspots", "--input",
-                 str(history(tmp_path / "history.csv")), "--n-windows", str(windows)]) == 0
+                 str(history(tmp_path / "history.csv")), "--n-windows", str(windows),
+                 "--h", str(h)]) == 0
+
+
+def test_a_refused_level_leaves_an_existing_stream_as_it_was(app, client):
+    assert post(client, "e", {"window": SUNSPOTS[:10]}).status_code == 200
+    before = stream_state(app, "e")
+    response = post(client, "e", {"window": SUNSPOTS[10:], "level": [80]})
+    assert response.get_json()["error"]["code"] == "level_unavailable"
+    after = stream_state(app, "e")
+    assert (after.step, after.revision) == (before.step, before.revision)
+
+
+def test_a_batch_item_beyond_its_calibration_fails_alone(app, client, tmp_path):
+    calibrate(app, tmp_path, h=6)
+    response = client.post("/v1/models/sunspots/forecast", json={"level": [80], "items": [
+        {"stream": "ok", "window": SUNSPOTS, "horizon": 6},
+        {"stream": "long", "window": SUNSPOTS, "horizon": 12},
+        {"stream": "plain", "window": SUNSPOTS, "horizon": 12, "level": None}]})
+    ok, long, plain = response.get_json()["items"]
+    assert set(ok["intervals"]) == {"lo-80", "hi-80"}  # the batch's level, inherited
+    assert long["error"]["code"] == "level_unavailable" and stream_state(app, "long") is None
+    assert "intervals" not in plain and stream_state(app, "plain").step == len(SUNSPOTS)
+    assert stream_state(app, "ok").step == len(SUNSPOTS)
 
 
 def test_levels_without_calibration_are_refused_and_change_nothing(app, client):
@@ -87,6 +110,7 @@ def test_batch_jobs_add_nixtlas_interval_columns(tmp_path):
                                  f"{model}-hi-80", f"{model}-hi-95"]
     calibration = Registry(registry).calibration("sunspots")
     assert calibration.info["windows"] == 20 and calibration.scores.shape == (20, 12, 1)
+    assert calibration.info["version"] == "1"  # the version the errors were measured on
     expected = calibration.intervals(out[model].to_numpy(np.float32).reshape(12, 1), (80.0,))
     np.testing.assert_array_equal(out[f"{model}-lo-80"], expected["lo-80"][:, 0])
     ordered = out[[f"{model}-lo-95", f"{model}-lo-80", model, f"{model}-hi-80",
@@ -132,6 +156,37 @@ def test_batch_calibrates_each_series_on_its_own_backtest(tmp_path):
         np.testing.assert_array_equal(mine["sunspots-lo-80"], expected["lo-80"][:, 0])
         np.testing.assert_array_equal(mine["sunspots-hi-80"], expected["hi-80"][:, 0])
     assert not (Registry(registry).path("sunspots", "1") / "calibration.json").exists()
+
+
+def test_per_series_intervals_equal_neuralforecasts_on_the_same_errors(tmp_path):
+    """NeuralForecast's conformal_distribution with scores per series (n_series=2) gives
+    the bounds of the per-series calibration."""
+    from neuralforecast.utils import add_conformal_distribution_intervals
+
+    from statecast.models.conformal import conformal_intervals
+
+    rng = np.random.default_rng(5)
+    scores = np.abs(rng.standard_normal((2, 4, 6))).astype(np.float32)  # series, windows, h
+    forecasts = rng.standard_normal((2, 6)).astype(np.float32)
+    theirs, columns = add_conformal_distribution_intervals(
+        forecasts.reshape(-1, 1).astype(np.float64), pd.DataFrame({"m": scores.reshape(-1)}),
+        "m", cs_n_windows=4, n_series=2, horizon=6, level=[80, 95])
+    for series in range(2):
+        ours = conformal_intervals(forecasts[series][:, None], scores[series][:, :, None],
+                                   (80.0, 95.0))
+        rows = theirs[series * 6:(series + 1) * 6]
+        for index, column in enumerate(columns):
+            np.testing.assert_allclose(ours[column.removeprefix("m-")][:, 0],
+                                       rows[:, 1 + index], rtol=1e-6)
+
+
+def test_calibrate_windows_without_a_level_is_refused(tmp_path, capsys):
+    path = history(tmp_path / "history.csv")
+    assert main(["batch", "--registry", str(tmp_path / "r"), "--model", "sunspots", "--input",
+                 str(path), "--output", str(tmp_path / "out.csv"), "--calibrate-windows", "3",
+                 "--quiet"]) == 2
+    assert "--level" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize("binary", [False, True])
