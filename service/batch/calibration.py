@@ -8,7 +8,7 @@ import pandas as pd
 
 from statecast.models import Model
 from statecast.models.conformal import Calibration, level_name
-from statecast.service.batch.engine import backtest, horizon_of
+from statecast.service.batch.engine import backtest, backtest_horizon
 from statecast.service.batch.frames import BatchInputError, Columns, Series, series_of
 
 #: NeuralForecast's and MLForecast's minimum: one window's errors say nothing of spread.
@@ -23,7 +23,7 @@ def calibrate(frame: pd.DataFrame, model: Model, n_windows: int, step_size: int 
     """Backtest every series of a long ``frame`` from its last ``n_windows`` cutoffs,
     ``step_size`` apart (the windows of NeuralForecast's ``PredictionIntervals``; its
     default step is 1), and keep the absolute errors ``[series * windows, h, targets]``."""
-    h = horizon_of(model, h)
+    h = backtest_horizon(model, h)
     series = series_of(frame, model, columns or Columns(), fill)
     if not series:
         raise BatchInputError("the history holds no series")
@@ -41,10 +41,6 @@ def backtest_errors(model: Model, series: list[Series], n_windows: int, step_siz
         raise BatchInputError(f"calibration needs at least {MIN_WINDOWS} windows")
     if step_size < 1:
         raise BatchInputError("step size must be at least 1")
-    if model.spec.forecasts_from_window or model.spec.future_features:
-        raise BatchInputError(f"{model.name} forecasts from its window or with future "
-                              "covariates: conformal calibration covers state-based point "
-                              "models without covariates")
     targets = [model.spec.features.index(name) for name in model.spec.targets]
     by_length: dict[int, list[int]] = {}
     for index, one in enumerate(series):

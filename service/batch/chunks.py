@@ -25,6 +25,7 @@ from statecast.service.batch.calibration import (
 )
 from statecast.service.batch.engine import (
     backtest,
+    backtest_horizon,
     final_states,
     horizon_of,
     window_outputs_of,
@@ -165,15 +166,13 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
     final states. ``freq`` overrides the spec's (the job infers it once); ``future``, the
     future covariates, else read from ``spec.future`` for the chunk's series."""
     model = load_model(spec.registry, spec.model)
-    h = horizon_of(model, spec.h, spec.future is not None or future is not None)
     series = series_of(frame, model, spec.columns, spec.fill)
     if spec.backtest is not None:
         if spec.level:
             raise BatchInputError("intervals are added to forecasts, not to backtests")
-        if model.spec.forecasts_from_window:
-            raise BatchInputError(f"backtests of {model.name} (a model that forecasts from "
-                                  "its window) are not supported yet")
+        h = backtest_horizon(model, spec.h)
         return _backtest_series(model, series, h, spec.backtest), series, None
+    h = horizon_of(model, spec.h, spec.future is not None or future is not None)
     if future is None and spec.future is not None:
         future = read_frame(spec.future, spec.columns.id, [one.id for one in series])
     spec = levels_checked(spec, model, h)

@@ -66,6 +66,12 @@ def window_forecasts(model: Model, histories: list[np.ndarray], h: int,
     return point_forecasts(model, *window_outputs_of(model, histories, h, future))
 
 
+def backtest_horizon(model: Model, h: int | None) -> int:
+    """:func:`horizon_of` for a backtest, whose future covariates come from the history."""
+    return horizon_of(model, h, bool(model.spec.forecasts_from_window
+                                     and model.spec.future_features))
+
+
 def final_states(model: Model, histories: list[np.ndarray]) -> np.ndarray:
     """``float32 [series, state]``: each series' state after its raw history."""
     return model.advance(model.new_arena(len(histories)), histories)
@@ -81,11 +87,19 @@ def backtest(model: Model, values: np.ndarray, h: int, n_windows: int, step: int
              ) -> list[tuple[int, np.ndarray]]:
     """For series of one length ``values [series, time, features]``: ``(cutoff index,
     forecasts [series, h, targets])`` per window. A ``carry`` model runs its history once,
-    forecasting at each cutoff on the way."""
+    forecasting at each cutoff on the way; a model that forecasts from its window reads
+    the last W observations before each cutoff, and its future covariates from the
+    history after it (as Nixtla's cross-validation does)."""
     positions = cutoffs(values.shape[1], h, n_windows, step)
     if positions[0] < 0:
         raise BatchInputError(f"series of {values.shape[1]} observations are too short for "
                               f"{n_windows} windows of {h} steps {step} apart")
+    if model.spec.forecasts_from_window:
+        ahead = [model.spec.features.index(name) for name in model.spec.future_features]
+        return [(cutoff, window_forecasts(
+            model, list(values[:, :cutoff + 1]), h,
+            values[:, cutoff + 1:cutoff + 1 + h][:, :, ahead] if ahead else None))
+            for cutoff in positions]
     if model.spec.window is not None:
         return [(cutoff, model.predict(final_states(model, list(values[:, :cutoff + 1])), h))
                 for cutoff in positions]

@@ -31,7 +31,7 @@ from statecast.service.batch.chunks import (
     read_frame,
     with_input_names,
 )
-from statecast.service.batch.engine import horizon_of
+from statecast.service.batch.engine import backtest_horizon, horizon_of
 from statecast.service.batch.frames import (
     BatchInputError,
     Columns,
@@ -177,7 +177,8 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
     if to_store is not None and spec.backtest is not None:
         raise BatchInputError("--to-store hands off final states: not with --backtest")
     model = load_model(spec.registry, spec.model)
-    h = horizon_of(model, spec.h, spec.future is not None)
+    h = (horizon_of(model, spec.h, spec.future is not None) if spec.backtest is None
+         else backtest_horizon(model, spec.h))
     if spec.future is not None:
         if not Path(spec.future).exists():
             raise BatchInputError(f"no future file {spec.future}")

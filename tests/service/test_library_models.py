@@ -236,3 +236,30 @@ def test_the_batch_job_reads_future_covariates(trained, tmp_path):
                  "--input", str(history), "--output", str(tmp_path / "x.csv"), "--h", str(H),
                  "--future", str(future_path), "--quiet"]) != 0
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_window_models_backtest_and_calibrate_as_they_forecast(client, trained, tmp_path):
+    """A backtest's last window of a NeuralForecast model is the library's own forecast
+    (the covariates of its steps read from the history), so such a model can be calibrated
+    and then answers levels."""
+    from statecast.service.batch import forecast
+
+    frame = trained["frame"]
+    seen = frame[frame.ds < CUT + H]
+    backtested = forecast(seen, "nflstm", H, registry=trained["registry"], n_windows=2,
+                          step_size=H)
+    for series in SERIES:
+        last = backtested[(backtested.unique_id == series)
+                          & (backtested.cutoff == CUT - 1)].sort_values("ds")
+        np.testing.assert_allclose(last["nflstm"].to_numpy(), nf_expected(
+            trained, "nflstm", series), rtol=RTOL)
+    seen.to_csv(tmp_path / "history.csv", index=False)
+    assert main(["calibrate", "--registry", str(trained["registry"]), "--model", "nflstm",
+                 "--input", str(tmp_path / "history.csv"), "--n-windows", "4"]) == 0
+    body = {**nf_body(trained, "nflstm", SERIES[0]), "level": [80]}
+    response = client.post("/v1/models/nflstm/streams/calibrated/forecast", json=body)
+    assert response.status_code == 200, response.get_json()
+    intervals = response.get_json()["intervals"]
+    forecast_ = np.asarray(response.get_json()["forecast"])
+    assert (np.asarray(intervals["lo-80"]) <= forecast_ + 1e-6).all()
+    assert (forecast_ <= np.asarray(intervals["hi-80"]) + 1e-6).all()
