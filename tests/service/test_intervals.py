@@ -123,11 +123,15 @@ def test_batch_jobs_add_nixtlas_interval_columns(tmp_path):
     assert {f"{model}-lo-80", f"{model}-hi-80"} <= set(written.columns)
 
 
+def batch_on_a_fresh_registry(tmp_path, *options) -> int:
+    """``statecast batch`` of the sunspots history into out.csv; its exit status."""
+    return main(["batch", "--registry", str(tmp_path / "r"), "--model", "sunspots", "--input",
+                 str(history(tmp_path / "history.csv")), "--output",
+                 str(tmp_path / "out.csv"), "--quiet", *options])
+
+
 def test_batch_levels_need_a_calibration(tmp_path, capsys):
-    path = history(tmp_path / "history.csv")
-    assert main(["batch", "--registry", str(tmp_path / "r"), "--model", "sunspots", "--input",
-                 str(path), "--output", str(tmp_path / "out.csv"), "--level", "80",
-                 "--quiet"]) == 2
+    assert batch_on_a_fresh_registry(tmp_path, "--level", "80") == 2
     assert "calibration" in capsys.readouterr().err
 
 
@@ -181,10 +185,7 @@ def test_per_series_intervals_equal_neuralforecasts_on_the_same_errors(tmp_path)
 
 
 def test_calibrate_windows_without_a_level_is_refused(tmp_path, capsys):
-    path = history(tmp_path / "history.csv")
-    assert main(["batch", "--registry", str(tmp_path / "r"), "--model", "sunspots", "--input",
-                 str(path), "--output", str(tmp_path / "out.csv"), "--calibrate-windows", "3",
-                 "--quiet"]) == 2
+    assert batch_on_a_fresh_registry(tmp_path, "--calibrate-windows", "3") == 2
     assert "--level" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
 
