@@ -56,6 +56,25 @@ def _id_chunks(dataset: Any, columns: Columns, chunk_size: int) -> list[list[Any
     return [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
 
 
+def _check_calibration_windows(dataset: Any, spec: JobSpec, h: int) -> None:
+    """Refuse, before any chunk runs (and hands states off), a job whose shortest series
+    cannot give each series' own calibration windows."""
+    import pyarrow.compute as pc
+
+    if spec.calibrate is None:
+        return
+    counts = pc.value_counts(dataset.to_table(columns=[spec.columns.id])[spec.columns.id])
+    if not len(counts):
+        return
+    shortest = min(counts.to_pylist(), key=lambda entry: entry["counts"])
+    windows, step = spec.calibrate.n_windows, spec.calibrate.step_size
+    needed = h + (windows - 1) * step + 1
+    if shortest["counts"] < needed:
+        raise BatchInputError(f"series {shortest['values']!r} has {shortest['counts']} "
+                              f"observations; {windows} calibration windows of {h} steps "
+                              f"{step} apart need {needed}")
+
+
 def _chunk_task(path: str, ids: list[Any], spec: JobSpec, freq: Any, keep_states: bool
                 ) -> ChunkResult:
     output, series, states = forecast_chunk(read_frame(path, spec.columns.id, ids), spec,
@@ -184,7 +203,9 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
             raise BatchInputError(f"no future file {spec.future}")
         spec = replace(spec, future=str(Path(spec.future).resolve()))
     spec = levels_checked(replace(spec, model=f"{model.name}@{model.version}", h=h), model, h)
-    chunks = _id_chunks(dataset(input_path), spec.columns, max(1, chunk_size))
+    source = dataset(input_path)
+    chunks = _id_chunks(source, spec.columns, max(1, chunk_size))
+    _check_calibration_windows(source, spec, h)
     if on_total is not None:
         on_total(sum(len(chunk) for chunk in chunks))
     freq = spec.freq

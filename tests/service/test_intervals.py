@@ -244,3 +244,20 @@ def test_the_batch_plot_shades_the_intervals(tmp_path):
     plain = plot(frame, out[["unique_id", "ds", "sunspots"]], "sunspots", tmp_path / "plain.png")
     assert shaded.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shaded.read_bytes() != plain.read_bytes()
+
+
+def test_too_short_a_series_for_its_calibration_windows_stops_the_job_first(tmp_path, capsys):
+    frame = pd.read_csv(history(tmp_path / "history.csv"))
+    frame = pd.concat([frame, frame.iloc[:20].assign(unique_id="short")])
+    frame.to_csv(tmp_path / "history.csv", index=False)
+    store = tmp_path / "state.db"
+    assert main(["batch", "--registry", str(tmp_path / "r"), "--model", "sunspots", "--input",
+                 str(tmp_path / "history.csv"), "--output", str(tmp_path / "out.csv"),
+                 "--level", "80", "--calibrate-windows", "10", "--chunk-size", "1",
+                 "--to-store", f"sqlite:{store}", "--quiet"]) == 2
+    assert "'short' has 20 observations" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+    if store.exists():  # nothing was handed off
+        from statecast.service.stores import open_store
+
+        assert list(open_store(f"sqlite:{store}").scan()) == []
