@@ -84,18 +84,27 @@ def trained(tmp_path_factory):
     block.fit(series[:150], past_covariates=TimeSeries.from_values(covariates[:, :1]),
               future_covariates=TimeSeries.from_values(covariates[:, 1:]))
     block.save(str(folder / "block.pt"))
+    from darts.utils.likelihood_models import GaussianLikelihood
+
+    gaussian = BlockRNNModel(input_chunk_length=12, output_chunk_length=H, model="LSTM",
+                             hidden_dim=8, likelihood=GaussianLikelihood(), **kw)
+    gaussian.fit(series[:150])
+    gaussian.save(str(folder / "gaussian.pt"))
+    parameters = gaussian.predict(H, series=series[:150], predict_likelihood_parameters=True)
     darts_expected = {
         "drnn": rnn.predict(H, series=series[:150], future_covariates=TimeSeries.from_values(
             covariates)).values()[:, 0],
         "dblock": block.predict(H, series=series[:150],
                                 past_covariates=TimeSeries.from_values(covariates[:, :1]),
                                 future_covariates=TimeSeries.from_values(covariates[:, 1:])
-                                ).values()[:, 0]}
+                                ).values()[:, 0],
+        "dgauss": {name: parameters[name].values()[:, 0] for name in ("0_mu", "0_sigma")}}
     registry = folder / "registry"
     for name, path in (("nflstm", folder / "nf" / "LSTM_0.safetensors"),
                        ("nfgru", folder / "nf" / "GRUrec_0.safetensors"),
                        ("nfmq", folder / "nf" / "LSTMmq_0.safetensors"),
-                       ("drnn", folder / "rnn.pt"), ("dblock", folder / "block.pt.ckpt")):
+                       ("drnn", folder / "rnn.pt"), ("dblock", folder / "block.pt.ckpt"),
+                       ("dgauss", folder / "gaussian.pt")):
         assert main(["import", str(path), "--name", name, "--registry", str(registry)]) == 0
     return {"folder": folder, "registry": registry, "frame": frame, "future": future,
             "nf": expected, "darts": darts_expected, "y": y, "covariates": covariates}
@@ -201,6 +210,33 @@ def test_darts_models_pair_rows_as_darts_does(client, trained):
         assert response.status_code == 200, response.get_json()
         np.testing.assert_allclose(np.asarray(response.get_json()["forecast"])[:, 0],
                                    trained["darts"][model], rtol=RTOL, atol=1e-6)
+
+
+def test_gaussian_heads_give_darts_likelihood_intervals(client, trained, tmp_path):
+    """mu -+ z sigma of Darts' own likelihood parameters, through /v1 and the batch job."""
+    from statistics import NormalDist
+
+    y, expected = trained["y"], trained["darts"]["dgauss"]
+    mu, sigma = expected["0_mu"], expected["0_sigma"]
+    response = client.post("/v1/models/dgauss/streams/g/forecast", json={
+        "start": 0, "window": y[138:150].tolist(), "horizon": H, "level": [80, 95]})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    np.testing.assert_allclose(np.asarray(body["forecast"])[:, 0], mu, rtol=RTOL, atol=1e-6)
+    for level in (80, 95):
+        z = NormalDist().inv_cdf(1 - (100 - level) / 200)
+        for side, sign in (("lo", -1), ("hi", 1)):
+            np.testing.assert_allclose(np.asarray(body["intervals"][f"{side}-{level}"])[:, 0],
+                                       mu + sign * z * sigma, rtol=RTOL, atol=1e-5)
+    pd.DataFrame({"unique_id": "g", "ds": np.arange(150), "y": y[:150]}).to_csv(
+        tmp_path / "history.csv", index=False)
+    assert main(["batch", "--registry", str(trained["registry"]), "--model", "dgauss",
+                 "--input", str(tmp_path / "history.csv"), "--output",
+                 str(tmp_path / "out.csv"), "--h", str(H), "--level", "80", "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "out.csv")
+    z = NormalDist().inv_cdf(0.9)
+    np.testing.assert_allclose(written["dgauss-lo-80"], mu - z * sigma, rtol=RTOL, atol=1e-5)
+    np.testing.assert_allclose(written["dgauss-hi-80"], mu + z * sigma, rtol=RTOL, atol=1e-5)
 
 
 def test_too_little_history_is_refused_and_stores_nothing(client, trained):
