@@ -94,8 +94,9 @@ class Calibration:
 
     def intervals(self, forecast: np.ndarray, levels: Sequence[float]
                   ) -> dict[str, np.ndarray]:
-        """:func:`conformal_intervals` of one forecast ``[h, targets]``."""
-        return conformal_intervals(forecast, self.scores, levels)
+        """:func:`conformal_intervals` of a forecast ``[..., h, targets]`` (levels checked:
+        :func:`check_levels`)."""
+        return conformal_intervals(forecast, self.scores, check_levels(levels))
 
 
 def _durable(path: Path, data: bytes) -> None:
