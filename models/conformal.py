@@ -63,6 +63,14 @@ def level_name(level: float) -> str:
     return str(int(level)) if float(level).is_integer() else repr(float(level))
 
 
+def interval_names(levels: Sequence[float]) -> list[str]:
+    """``lo-<level>`` from the widest level in, then ``hi-<level>`` from the narrowest out:
+    the order of Nixtla's columns."""
+    ordered = sorted(levels)
+    return [f"lo-{level_name(v)}" for v in reversed(ordered)] + [
+        f"hi-{level_name(v)}" for v in ordered]
+
+
 def conformal_intervals(forecast: np.ndarray, scores: np.ndarray, levels: Sequence[float]
                         ) -> dict[str, np.ndarray]:
     """``{"lo-80": [..., h, targets], "hi-80": ..., ...}`` around ``forecast [..., h,
@@ -97,6 +105,18 @@ class Calibration:
         """:func:`conformal_intervals` of a forecast ``[..., h, targets]`` (levels checked:
         :func:`check_levels`)."""
         return conformal_intervals(forecast, self.scores, check_levels(levels))
+
+
+def require_calibration(calibration: Calibration | None, reference: str, horizon: int,
+                        remedy: str = "run statecast calibrate") -> Calibration:
+    """``calibration`` if it gives intervals of ``horizon`` steps for the model version
+    ``reference``; else ``LevelUnavailable`` saying why (and ``remedy``)."""
+    if calibration is None:
+        raise LevelUnavailable(f"{reference} has no calibration for intervals: {remedy}")
+    if calibration.scores.shape[1] < horizon:
+        raise LevelUnavailable(f"{reference} is calibrated for {calibration.scores.shape[1]} "
+                               f"steps; {horizon} are asked for")
+    return calibration
 
 
 def _durable(path: Path, data: bytes) -> None:

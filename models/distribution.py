@@ -83,10 +83,10 @@ def head_intervals(model: Model, outputs: np.ndarray, scaling: Scaling,
     """``{"lo-80": [streams, horizon, targets], "hi-80": ..., ...}`` from a distribution
     head's scaled ``outputs [streams, horizon, targets * params]`` and the window
     ``scaling`` (:func:`models.windowed.window_outputs`)."""
-    check_head_levels(model, levels)
     params = parameters_of(model.spec, outputs).astype(np.float64)
     intervals: dict[str, np.ndarray] = {}
     if model.spec.output.kind == "gaussian":
+        check_head_levels(model, levels)
         kind, _, scale = scaling
         mu = original_units(model, params[..., 0], scaling).astype(np.float64)
         sigma = softplus(params[..., 1]) * np.abs(scale) * _SPREAD[kind]

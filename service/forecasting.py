@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from statecast.models import Model, ModelError, StatecastError
-from statecast.models.conformal import Calibration
+from statecast.models.conformal import Calibration, require_calibration
 from statecast.models.distribution import check_head_levels, gives_levels
-from statecast.models.errors import LevelUnavailable
 from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
@@ -144,15 +143,8 @@ class ForecastService:
 
     def _calibration(self, model: Model, version: str, horizon: int) -> Calibration:
         """The calibration that gives a call's intervals, or 422 ``level_unavailable``."""
-        calibration = self.models.calibration(model.name, version)
-        if calibration is None:
-            raise LevelUnavailable(f"{model.name}@{version} has no calibration for "
-                                   "intervals: run statecast calibrate")
-        if calibration.scores.shape[1] < horizon:
-            raise LevelUnavailable(f"{model.name}@{version} is calibrated for "
-                                   f"{calibration.scores.shape[1]} steps; the call asks "
-                                   f"for {horizon}")
-        return calibration
+        return require_calibration(self.models.calibration(model.name, version),
+                                   f"{model.name}@{version}", horizon)
 
     def forecast(self, reference: str, stream: str, call: StreamCall) -> StreamForecast:
         """Run one stream's forecast call."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
-from statecast.models.conformal import level_name
+from statecast.models.conformal import interval_names
 from statecast.models.names import split_reference
 from statecast.service.calls import StreamCall
 from statecast.service.errors import (
@@ -254,7 +254,7 @@ def infer(model: str, version: str | None = None) -> Response:
             except StreamNotFound:
                 pass  # ended by a concurrent call
     outputs = {"forecast": np.stack(forecasts)}
-    for name_ in _interval_names(levels):
+    for name_ in interval_names(levels):
         outputs[name_] = np.stack([bounds[name_] for bounds in intervals if bounds])
     return _response(call, name, answered, outputs, sequence, binary_out)
 
@@ -266,13 +266,6 @@ def _levels(value: float | str | None) -> tuple[float, ...]:
     if isinstance(value, str):
         return tuple(float(part) for part in value.split(","))
     return (float(value),)
-
-
-def _interval_names(levels: tuple[float, ...]) -> list[str]:
-    """Output names in Nixtla's column order: lo from the widest level in, then hi out."""
-    ordered = sorted(set(levels))
-    return ([f"lo-{level_name(level)}" for level in reversed(ordered)]
-            + [f"hi-{level_name(level)}" for level in ordered])
 
 
 def _response(call: InferRequest, name: str, version: str, outputs: dict[str, np.ndarray],

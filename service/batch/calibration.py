@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from statecast.models import Model
-from statecast.models.conformal import Calibration, level_name
+from statecast.models.conformal import Calibration, interval_names
 from statecast.service.batch.engine import backtest, backtest_horizon
 from statecast.service.batch.frames import BatchInputError, Columns, Series, series_of
 
@@ -78,14 +78,7 @@ def conformal_bounds(output: pd.DataFrame, model: Model, calibration: Calibratio
 
 def interval_columns(output: pd.DataFrame, model: Model, bounds: Bounds,
                      levels: tuple[float, ...]) -> pd.DataFrame:
-    """Nixtla's interval columns after the forecast (:func:`interval_names`)."""
+    """Nixtla's interval columns after the forecast
+    (:func:`models.conformal.interval_names`)."""
     return output.assign(**{f"{model.name}-{name}": bounds[name][:, :, 0].ravel()
                             for name in interval_names(levels)})
-
-
-def interval_names(levels: tuple[float, ...]) -> list[str]:
-    """``lo-<level>`` from the widest level in, then ``hi-<level>`` from the narrowest out:
-    the order of Nixtla's columns."""
-    ordered = sorted(levels)
-    return [f"lo-{level_name(v)}" for v in reversed(ordered)] + [
-        f"hi-{level_name(v)}" for v in ordered]

@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 
 from statecast.models import Model, Registry
-from statecast.models.conformal import Calibration, check_levels
+from statecast.models.conformal import Calibration, check_levels, require_calibration
 from statecast.models.distribution import check_head_levels, gives_levels, head_intervals
-from statecast.models.errors import LevelUnavailable
 from statecast.models.windowed import point_forecasts
 from statecast.service.batch.calibration import (
     Bounds,
@@ -176,7 +175,7 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
     if future is None and spec.future is not None:
         future = read_frame(spec.future, spec.columns.id, [one.id for one in series])
     spec = levels_checked(spec, model, h)
-    levels = check_levels(spec.level)
+    levels = spec.level
     output, states, bounds = _forecast_series(
         model, series, h, frequency(series, freq if freq is not None else spec.freq), future,
         spec.columns, levels)
@@ -192,9 +191,11 @@ def forecast_chunk(frame: pd.DataFrame, spec: JobSpec, freq: Any = None,
 
 
 def levels_checked(spec: JobSpec, model: Model, h: int) -> JobSpec:
-    """``spec`` with its levels checked against the model before any work, and the stored
-    calibration they use read once and pinned, so that every chunk uses the same one."""
+    """``spec`` with its levels checked (:func:`check_levels`) against the model before any
+    work, and the stored calibration they use read once and pinned, so that every chunk
+    uses the same one."""
     levels = check_levels(spec.level)
+    spec = replace(spec, level=levels)
     if spec.calibrate is not None and not levels:
         raise BatchInputError("--calibrate-windows calibrates intervals: give --level too")
     if not levels:
@@ -207,14 +208,10 @@ def levels_checked(spec: JobSpec, model: Model, h: int) -> JobSpec:
         return spec
     if spec.calibrate is not None or spec.calibration is not None:
         return spec
-    calibration = Registry(spec.registry).calibration(f"{model.name}@{model.version}")
-    if calibration is None:
-        raise LevelUnavailable(f"{model.name}@{model.version} has no calibration for "
-                               "intervals: run statecast calibrate, or pass "
-                               "--calibrate-windows")
-    if calibration.scores.shape[1] < h:
-        raise LevelUnavailable(f"{model.name}@{model.version} is calibrated for "
-                               f"{calibration.scores.shape[1]} steps, not {h}")
+    reference = f"{model.name}@{model.version}"
+    calibration = require_calibration(Registry(spec.registry).calibration(reference),
+                                      reference, h, "run statecast calibrate, or pass "
+                                      "--calibrate-windows")
     return replace(spec, calibration=calibration)
 
 

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from statecast.models import Model
-from statecast.models.conformal import check_levels
-from statecast.service.batch.calibration import interval_names
+from statecast.models.conformal import interval_names
 from statecast.service.batch.chunks import (
     ChunkResult,
     JobSpec,
@@ -231,7 +230,7 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
             if progress is not None:
                 progress(done)
         empty_columns = ["unique_id", "ds", model.name, *(
-            f"{model.name}-{name}" for name in interval_names(check_levels(spec.level)))
+            f"{model.name}-{name}" for name in interval_names(spec.level))
         ] if spec.backtest is None else ["unique_id", "ds", "cutoff", "y", model.name]
         writer.commit(with_input_names(pd.DataFrame(columns=empty_columns), spec.columns))
     except BaseException:
