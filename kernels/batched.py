@@ -28,7 +28,13 @@ from statecast.kernels.cells import (
 from statecast.kernels.config import JIT_OPTIONS, LEAF_OPTIONS, renamed
 from statecast.kernels.fused import _gru_layer
 from statecast.kernels.operands import Buffers, Layer, Panels, Streams, Strided
-from statecast.kernels.panels import PANEL, TILE_ROWS, padded_width, panel_product
+from statecast.kernels.panels import (
+    PANEL,
+    TILE_ROWS,
+    padded_width,
+    panel_product,
+    panel_rows,
+)
 
 #: Floats of input projections computed at once for a chunk of steps (1 MiB).
 _PROJECTION_VALUES = 262144
@@ -100,8 +106,7 @@ def _lstm_projected_steps(out, layer, streams, t0, n, rows, proj, bufs):
     nb = streams.nb
     u, gates = bufs.u, bufs.gates
     width = gates.shape[1]
-    w_hh = Panels(rows.array, rows.offset + n_in * PANEL, rows.stride, rows.depth - n_in,
-                  rows.n_panels)
+    w_hh = panel_rows(rows, n_in, rows.depth - n_in)
     for dt in range(n):
         _gather_h(u, 0, streams, meta[row + nw.L_H_OFF], w_hh.depth)
         panel_product(nb, Strided(u, 0, u.shape[1]), w_hh, Strided(proj, dt * nb * width, width),
@@ -148,8 +153,7 @@ def _gru_projected_steps(out, layer, streams, t0, n, rows, bias_hh, bufs):
     n_in = meta[row + nw.L_IN]
     nb = streams.nb
     proj, extra, full, h = bufs
-    w_hh = Panels(rows.array, rows.offset + n_in * PANEL, rows.stride, rows.depth - n_in,
-                  rows.n_panels)
+    w_hh = panel_rows(rows, n_in, rows.depth - n_in)
     for dt in range(n):
         _gather_h(h, 0, streams, meta[row + nw.L_H_OFF], w_hh.depth)
         panel_product(nb, Strided(h, 0, h.shape[1]), w_hh, bias_hh,

@@ -132,7 +132,7 @@ def _tile(typingctx: Any, rows: Any, group: Any, a: Any, w: Any, src: Any, dst: 
 tile: Any = intrinsic(_tile)
 
 
-# The three helpers below return bundles: callable from ``LEAF_OPTIONS`` kernels only.
+# The helpers below return bundles: callable from ``LEAF_OPTIONS`` kernels only.
 
 
 @numba.njit(**LEAF_OPTIONS)
@@ -151,6 +151,13 @@ def _right(m, panels):
 def _skip(w, first):
     """The panels of ``w`` from its panel ``first`` on."""
     return Panels(w.array, w.offset + first * w.stride, w.stride, w.depth, w.n_panels - first)
+
+
+@numba.njit(**LEAF_OPTIONS)
+def panel_rows(w, first, depth):
+    """Rows ``first .. first+depth`` of the panels ``w`` (e.g. a layer's ``w_hh`` rows after
+    its ``w_ih`` rows)."""
+    return Panels(w.array, w.offset + first * PANEL, w.stride, depth, w.n_panels)
 
 
 @numba.njit(**LEAF_OPTIONS)
