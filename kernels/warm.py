@@ -13,6 +13,7 @@ import numpy as np
 
 from statecast.kernels.engine import PATHS, Engine
 from statecast.kernels.network import DenseLayer, RecurrentLayer, pack_network
+from statecast.kernels.scoring import packed_rows, score_observations
 
 
 def warm() -> float:
@@ -40,6 +41,10 @@ def warm() -> float:
         engine.forward_on(path, x[:1], arena, slots[:1], y[:1], head[:1])
     engine.forward_on("panels", x, arena, slots, y, head)
     engine.head(y[:, -1].copy())
+    rows = packed_rows(2)
+    score_observations(np.zeros((rows, 1), np.float32), np.zeros((rows, 1, 2, 1), np.float32),
+                       np.zeros((1, 1), np.float32), np.zeros((2, 2)), 0.5, np.zeros((5, 2)),
+                       np.zeros((rows, 1), np.float32), np.zeros(rows, np.int32))
     return time.perf_counter() - started
 
 

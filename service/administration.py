@@ -184,7 +184,7 @@ class Administration:
             window = model.spec.window
             exact = window is not None and (len(observations) >= window
                                             or record.step - record.origin == len(observations))
-            moved = replace(record, version=version).advanced(
+            moved = replace(record, version=version, pending=b"").advanced(
                 step=record.step, state=state[0], tail=observations)
             if self.store.compare_and_set(moved, record.revision):
                 return {"stream": stream, "model": name, "version": version,

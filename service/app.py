@@ -73,6 +73,12 @@ def describe_stream(model: str, stream: str) -> Response:
     return jsonify(runtime().service.describe(model, stream))
 
 
+@v1.get("/v1/models/<model>/accuracy")
+def model_accuracy(model: str) -> Response:
+    version = request.args.get("version")
+    return jsonify(runtime().service.accuracy(model, version))
+
+
 @v1.get("/v1/models/<model>/streams/<stream>/state")
 def stream_state(model: str, stream: str) -> Response:
     return jsonify(runtime().service.state(model, stream))
@@ -155,7 +161,8 @@ def create_app(settings: Settings | None = None, store: StateStore | None = None
     models = ModelCache(registry)
     service = ForecastService(models, store, settings.max_window, settings.max_batch_items,
                               settings.stream_ttl, settings.max_streams, settings.max_horizon,
-                              settings.max_stream_id_length, metrics)
+                              settings.max_stream_id_length, metrics, settings.scoring,
+                              settings.online_min_residuals)
     app.extensions[EXTENSION] = Runtime(settings, registry, store, models, service, metrics)
     app.register_blueprint(v1)
     app.register_blueprint(admin)

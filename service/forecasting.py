@@ -42,6 +42,16 @@ from statecast.service.requests import (
     validate_call,
 )
 from statecast.service.retries import ATTEMPTS, contention, until_written
+from statecast.service.scoring import (
+    OnlineCalibrations,
+    Pending,
+    Scores,
+    accuracy_report,
+    commit_forecast,
+    score,
+    scored_steps,
+    sum_scores,
+)
 from statecast.service.stores import StateStore, StreamRecord
 from statecast.service.work import (
     Plan,
@@ -68,7 +78,8 @@ class ForecastService:
     def __init__(self, models: ModelCache, store: StateStore, max_window: int,
                  max_items: int = 1000, ttl: float | None = None,
                  max_streams: int | None = None, max_horizon: int = MAX_RECURSIVE_HORIZON,
-                 max_stream_id: int = MAX_STREAM_ID, metrics: Metrics | None = None) -> None:
+                 max_stream_id: int = MAX_STREAM_ID, metrics: Metrics | None = None,
+                 scoring: bool = True, online_min_residuals: int = 50) -> None:
         self.models = models
         self.store = store
         self.max_window = max_window
@@ -77,6 +88,9 @@ class ForecastService:
         self.max_stream_id = max_stream_id
         self.metrics = metrics or Metrics()
         self.lifecycle = StreamLifecycle(store, self.metrics, ttl, max_streams)
+        #: Whether committed forecasts are kept and scored (:mod:`service.scoring`).
+        self.scoring = scoring
+        self.online = OnlineCalibrations(store, online_min_residuals)
 
     def expire_idle(self) -> int:
         """Turn every stream idle past the TTL into a tombstone; return how many."""
@@ -142,9 +156,15 @@ class ForecastService:
         return work.calibration.intervals(forecast, work.request.level)
 
     def _calibration(self, model: Model, version: str, horizon: int) -> Calibration:
-        """The calibration that gives a call's intervals, or 422 ``level_unavailable``."""
-        return require_calibration(self.models.calibration(model.name, version),
-                                   f"{model.name}@{version}", horizon)
+        """The calibration that gives a call's intervals (the version's own, else the
+        residuals scored in service once there are enough), or 422 ``level_unavailable``."""
+        calibration = self.models.calibration(model.name, version)
+        if calibration is None:
+            calibration = self.online.get(model.name, version)
+        return require_calibration(
+            calibration, f"{model.name}@{version}", horizon,
+            f"run statecast calibrate, or serve it until {self.online.min_residuals} "
+            "residuals of each step have been scored")
 
     def forecast(self, reference: str, stream: str, call: StreamCall) -> StreamForecast:
         """Run one stream's forecast call."""
@@ -156,10 +176,13 @@ class ForecastService:
             with self.metrics.timing_kernel(model.name):
                 state = advance_works(model, [work])[0]
                 forecasts, bounds = group_forecasts(model, [work], [state])
-                response, new_record = self._finish(work, state, forecasts[0], bounds[0])
+                response, new_record, scores = self._finish(work, state, forecasts[0],
+                                                            bounds[0])
             if new_record is None or not work.request.commit:
                 return response
-            if self.store.compare_and_set(new_record, work.plan.expected_revision):
+            if self.store.compare_and_set(new_record, work.plan.expected_revision, scores):
+                if scores is not None:
+                    self.metrics.add_scores(model.name, work.plan.version, scores)
                 return response
             self.metrics.conflicts.labels(model.name).inc()
             return None
@@ -199,25 +222,29 @@ class ForecastService:
             for model_works in by_version(works):
                 group = [work for _, work in model_works]
                 model = group[0].plan.model
-                writes, written = [], []
+                writes, written, scores = [], [], []
                 with self.metrics.timing_kernel(model.name):
                     states = advance_works(model, group)
                     forecasts, bounds = group_forecasts(model, group, states)
                     finished = [self._finish(*finishing) for finishing
                                 in zip(group, states, forecasts, bounds, strict=True)]
-                for (index, work), (response, record) in zip(model_works, finished,
-                                                             strict=True):
+                for (index, work), (response, record, scored) in zip(model_works, finished,
+                                                                     strict=True):
                     results[index] = response
                     if record is not None and work.request.commit:
                         writes.append((record, work.plan.expected_revision))
                         written.append(index)
+                        scores.append(scored)
                 # One round trip (sqlite: one transaction) for every write of the group.
-                for index, ok in zip(written, self.store.compare_and_set_many(writes),
-                                     strict=True):
+                outcomes = self.store.compare_and_set_many(writes, scores)
+                for index, ok in zip(written, outcomes, strict=True):
                     if not ok:
                         results[index] = None
                         retry.append(index)
                         self.metrics.conflicts.labels(model.name).inc()
+                added = sum_scores(s for s, ok in zip(scores, outcomes, strict=True) if ok)
+                if added is not None:
+                    self.metrics.add_scores(model.name, group[0].plan.version, added)
             pending = retry
         for index in pending:
             results[index] = contention(f"stream {calls[index][0]!r}")
@@ -276,9 +303,10 @@ class ForecastService:
 
     def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray,
                 head_bounds: dict[str, np.ndarray] | None = None
-                ) -> tuple[StreamForecast, StreamRecord | None]:
-        """The answer and the record to write (None: nothing changed), from the stream's
-        new state, its forecast and the intervals its model's head gave."""
+                ) -> tuple[StreamForecast, StreamRecord | None, Scores | None]:
+        """The answer, the record to write (None: nothing changed) and what its new
+        observations scored, from the stream's new state, its forecast and the intervals
+        its model's head gave."""
         plan, model = work.plan, work.plan.model
         new = work.new
         new_step = work.step + len(new)
@@ -288,7 +316,8 @@ class ForecastService:
             consumed=len(new), skipped=int(work.skipped), created=plan.record is None,
             committed=work.request.commit, forecast=forecast, intervals=intervals)
         if not (len(new) or plan.fresh):
-            return response, None
+            return response, None, None
+        pending, scores = self._scored(work, forecast, intervals)
         tail = np.concatenate([plan.tail, new])[-model.spec.retain:] if len(new) else plan.tail
         now = time.time()
         record = StreamRecord(
@@ -296,8 +325,26 @@ class ForecastService:
             step=new_step, state=state, tail=np.ascontiguousarray(tail, dtype=np.float32),
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
             created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
-            updated_at=now)
-        return response, record
+            updated_at=now, pending=pending)
+        return response, record, scores
+
+    def _scored(self, work: Work, forecast: np.ndarray,
+                intervals: dict[str, np.ndarray] | None) -> tuple[bytes, Scores | None]:
+        """A committed call's stream forecasts to keep (encoded) and what its new
+        observations scored against the ones kept before."""
+        model, record = work.plan.model, work.plan.record
+        steps = scored_steps(model) if self.scoring and work.request.commit else 0
+        if not steps:
+            return b"", None
+        targets = len(model.spec.targets)
+        pending = None
+        if record is not None and record.pending and not work.plan.fresh:
+            pending = Pending.decode(record.pending)
+            if (pending.steps, pending.values.shape[1]) != (steps, targets):
+                pending = None
+        pending, scores = score(model, pending or Pending.empty(steps, targets), work.new)
+        pending = commit_forecast(pending, forecast, intervals, work.request.level)
+        return pending.encode(), scores
 
     @staticmethod
     def _check_overlap(tail: np.ndarray, step: int, start: int, resent: np.ndarray,
@@ -329,9 +376,22 @@ class ForecastService:
         record = self.store.get(name, stream)
         if record is None:
             raise StreamNotFound(f"no stream {stream!r} of model {name!r}")
-        return {"stream": stream, "model": name, "version": record.version,
+        body = {"stream": stream, "model": name, "version": record.version,
                 "step": record.step, "origin": record.origin,
                 "updated_at": record.updated_at, "expired": record.expired}
+        if record.pending:
+            pending = Pending.decode(record.pending)
+            body["accuracy"] = {"scored": pending.scored, "rolling_mae": pending.rolling_mae()}
+        return body
+
+    def accuracy(self, reference: str, version: str | None = None) -> dict[str, Any]:
+        """How a model version's committed forecasts scored (``version`` None: the one a
+        call naming ``reference`` would start a stream on)."""
+        name = split_reference(reference)[0]
+        name, version = self.models.resolve(reference if version is None
+                                             else f"{name}@{version}")
+        since, totals = self.store.accuracy(name, version)
+        return accuracy_report(name, version, since, totals)
 
     def state(self, reference: str, stream: str) -> dict[str, Any]:
         """The stream's h (and c) per layer (the ``/state`` route's body)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,6 +26,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from statecast.service.scoring import Scores, Totals
 from statecast.service.stores import StateStore, StreamRecord
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -36,6 +38,27 @@ _REQUEST_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                     2.5, 5.0, 10.0)
 _FAST_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0,
                  3.0)
+
+
+#: Absolute error buckets, in the target's own units (which the server does not know).
+_ERROR_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0,
+                  1000.0, 3000.0, 10000.0)
+
+
+def _observe_all(histogram: Any, values: np.ndarray) -> None:
+    """``histogram.observe`` of every value, as one increment per bucket where the client
+    library's histogram child exposes its buckets (else one observation at a time)."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if len(values) < 8 or buckets is None or bounds is None:
+        for value in values:
+            histogram.observe(float(value))
+        return
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"),
+                         minlength=len(bounds))
+    histogram._sum.inc(float(values.sum()))
+    for index in np.flatnonzero(counts):
+        buckets[index].inc(int(counts[index]))
 
 
 def multiprocess_mode() -> bool:
@@ -74,6 +97,20 @@ class Metrics:
             "statecast_stream_evictions_total",
             "Streams removed by the server, by reason (deleted: DELETE of the stream)",
             ["reason"], registry=registry)
+        self.abs_error = Histogram(
+            "statecast_forecast_abs_error",
+            "Absolute error of committed forecasts, in the target's units, scored when the "
+            "observation arrives, by model version and horizon step",
+            ["model", "version", "step"], buckets=_ERROR_BUCKETS, registry=registry)
+        self.interval_checks = Counter(
+            "statecast_interval_checks_total",
+            "Observations checked against the interval of a committed forecast, by level",
+            ["model", "version", "level"], registry=registry)
+        self.interval_covered = Counter(
+            "statecast_interval_covered_total",
+            "Observations inside the interval of a committed forecast, by level",
+            ["model", "version", "level"], registry=registry)
+        self._error_children: dict[tuple[str, str, int], Any] = {}
         self.models_loaded = Gauge(
             "statecast_models_loaded", "Model versions loaded in a worker's memory",
             multiprocess_mode="livemax", registry=registry)
@@ -85,6 +122,22 @@ class Metrics:
             yield
         finally:
             self.kernel.labels(model).observe(time.perf_counter() - started)
+
+    def add_scores(self, model: str, version: str, scores: Scores) -> None:
+        """Count the scores of a write that succeeded."""
+        for step in np.unique(scores.steps):
+            key = (model, version, int(step))
+            child = self._error_children.get(key)
+            if child is None:
+                child = self._error_children[key] = self.abs_error.labels(
+                    model, version, str(int(step)))
+            _observe_all(child, scores.errors[scores.steps == step].ravel())
+        for name, row in scores.totals.items():
+            kind, _, level = name.partition(":")
+            counter = {"checks": self.interval_checks, "covered": self.interval_covered
+                       }.get(kind)
+            if counter is not None:
+                counter.labels(model, version, level).inc(float(row.sum()))
 
     def exposition(self, active: Callable[[], Iterable[tuple[str, int]]]) -> bytes:
         """The text exposition; ``active`` yields ``(model, live streams)`` now."""
@@ -123,12 +176,20 @@ class TimedStore(StateStore):
     def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
         return self._timed(self._get_many, self.inner.get_many, model, streams)
 
-    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
-        return self._timed(self._cas, self.inner.compare_and_set, record, expected_revision)
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
+                        scores: Scores | None = None) -> bool:
+        return self._timed(self._cas, self.inner.compare_and_set, record, expected_revision,
+                           scores)
 
-    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
-                             ) -> list[bool]:
-        return self._timed(self._cas_many, self.inner.compare_and_set_many, writes)
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
+        return self._timed(self._cas_many, self.inner.compare_and_set_many, writes, scores)
+
+    def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
+        return self.inner.accuracy(model, version)
+
+    def residuals(self, model: str, version: str) -> list[bytes]:
+        return self.inner.residuals(model, version)
 
     def delete(self, model: str, stream: str) -> bool:
         return self._timed(self._histogram.labels("delete"), self.inner.delete, model, stream)

@@ -184,6 +184,36 @@ class BatchResponse(BaseModel):
     items: list[ForecastResponse | BatchItemError]
 
 
+class StreamAccuracy(BaseModel):
+    """A stream's own scores: values scored, and per horizon step the exponentially
+    weighted mean absolute error of its recent forecasts (span 50; null before the
+    step's first score)."""
+
+    scored: int
+    rolling_mae: list[float | None]
+
+
+class StepAccuracy(BaseModel):
+    step: int
+    count: int
+    mae: float | None
+    smape: float | None = Field(description="Mean of |y - f| / (|y| + |f|) (0 when both "
+                                "are 0), as Nixtla's smape: between 0 and 1")
+    coverage: dict[str, float] = Field(description="Per level, the share of observations "
+                                       "inside the interval served with the forecast")
+
+
+class ModelAccuracy(BaseModel):
+    """How a model version's committed forecasts scored, per horizon step, since ``since``
+    (Unix seconds of its first score; null: none yet)."""
+
+    model: str
+    version: str
+    since: float | None
+    scored: int
+    steps: list[StepAccuracy]
+
+
 class StreamInfo(BaseModel):
     stream: str
     model: str
@@ -192,6 +222,7 @@ class StreamInfo(BaseModel):
     origin: int
     updated_at: float
     expired: bool
+    accuracy: StreamAccuracy | None = None
 
 
 class LayerState(BaseModel):

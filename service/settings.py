@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     max_streams: int | None = Field(None, ge=1, description=(
         "Live streams per model; creating one more gets 503 capacity_exceeded. Unlimited "
         "by default."))
+    scoring: bool = Field(True, description=(
+        "Keep each stream's committed forecasts and score them when their observations "
+        "arrive: accuracy per model version (GET /v1/models/{model}/accuracy, metrics) and "
+        "per stream."))
+    online_min_residuals: int = Field(50, ge=0, description=(
+        "Residuals of a horizon step scored in service after which a point model without a "
+        "calibration gives conformal intervals from them (0: never)."))
     admin_token: str | None = Field(None, description=(
         "Bearer token of the admin API; without one the admin routes answer 403."))
     access_log: bool = Field(True, description=(

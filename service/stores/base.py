@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from statecast.service.scoring import Scores, Totals
+
 
 @dataclass(frozen=True)
 class StreamRecord:
@@ -30,7 +32,8 @@ class StreamRecord:
     ``revision`` is incremented by every write (compare-and-set is on it); times are Unix
     seconds. ``expired`` marks a tombstone: the stream was idle past the TTL, calls on it
     are refused until a reset (never silently restarted from zero), state and tail are
-    empty.
+    empty. ``pending`` holds the stream's committed forecasts awaiting their observations
+    and its rolling error (:class:`service.scoring.Pending`, encoded; empty: none).
     """
 
     model: str
@@ -44,13 +47,14 @@ class StreamRecord:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     expired: bool = False
+    pending: bytes = b""
 
     def tombstone(self, now: float | None = None) -> StreamRecord:
         """This stream as an expired tombstone (next revision, state dropped)."""
         return replace(self, state=np.zeros(0, np.float32),
                        tail=np.zeros((0, self.tail.shape[1] if self.tail.ndim == 2 else 0),
                                      np.float32),
-                       revision=self.revision + 1, expired=True,
+                       revision=self.revision + 1, expired=True, pending=b"",
                        updated_at=time.time() if now is None else now)
 
     def advanced(self, *, step: int, state: np.ndarray, tail: np.ndarray,
@@ -62,9 +66,10 @@ class StreamRecord:
     def same_content(self, other: StreamRecord) -> bool:
         """True when both records hold the same data (arrays compared exactly)."""
         return (self.model, self.stream, self.version, self.origin, self.step, self.revision,
-                self.expired) == (other.model, other.stream, other.version, other.origin,
-                                  other.step, other.revision, other.expired
-                                  ) and np.array_equal(self.state, other.state) and (
+                self.expired, self.pending) == (
+            other.model, other.stream, other.version, other.origin, other.step,
+            other.revision, other.expired, other.pending) and np.array_equal(
+            self.state, other.state) and (
             self.tail.shape == other.tail.shape and np.array_equal(self.tail, other.tail))
 
     @property
@@ -87,7 +92,9 @@ def decode_array(data: bytes, rows: int | None = None) -> np.ndarray:
 
 
 class StateStore(ABC):
-    """Per-stream records keyed by ``(model, stream)``."""
+    """Per-stream records keyed by ``(model, stream)``, and per model version the accuracy
+    their committed forecasts scored (:mod:`service.scoring`): a write's scores are added
+    in the same atomic step as the write, only when it succeeds."""
 
     #: Whether the store itself expires idle streams (Redis key expiry): the service then
     #: runs no sweep of its own.
@@ -102,15 +109,28 @@ class StateStore(ABC):
         return [self.get(model, stream) for stream in streams]
 
     @abstractmethod
-    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
+                        scores: Scores | None = None) -> bool:
         """Write ``record`` if the stored one has ``expected_revision`` (None: only if the
-        stream does not exist). True when written, False when another writer won."""
+        stream does not exist), adding ``scores`` to its version's accuracy with it. True
+        when written, False when another writer won (nothing changed)."""
 
-    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
-                             ) -> list[bool]:
-        """Several independent compare-and-sets (each succeeds or fails alone), in as few
-        round trips as the store allows."""
-        return [self.compare_and_set(record, expected) for record, expected in writes]
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
+        """Several independent compare-and-sets (each succeeds or fails alone, with its
+        own ``scores``), in as few round trips as the store allows."""
+        each = scores or [None] * len(writes)
+        return [self.compare_and_set(record, expected, score)
+                for (record, expected), score in zip(writes, each, strict=True)]
+
+    @abstractmethod
+    def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
+        """When a model version's first score was added (None: never) and its totals."""
+
+    @abstractmethod
+    def residuals(self, model: str, version: str) -> list[bytes]:
+        """The residual chunks (:func:`service.scoring.residual_chunk`) of a model
+        version's newest writes, oldest first."""
 
     @abstractmethod
     def delete(self, model: str, stream: str) -> bool:

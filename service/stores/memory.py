@@ -7,12 +7,21 @@ restart, by design. A lock serialises writes; reads copy the stream's row out.
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from statecast.service.errors import StoreError
+from statecast.service.scoring import (
+    RESIDUAL_WRITES,
+    Scores,
+    Totals,
+    add_totals,
+    residual_chunk,
+)
 from statecast.service.stores.base import StateStore, StreamRecord
 
 _INITIAL_ROWS = 64
@@ -54,6 +63,14 @@ class _Entry:
     created_at: float
     updated_at: float
     expired: bool = False
+    pending: bytes = b""
+
+
+@dataclass
+class _Accuracy:
+    since: float
+    totals: Totals
+    residuals: deque[bytes]
 
 
 class MemoryStore(StateStore):
@@ -63,6 +80,7 @@ class MemoryStore(StateStore):
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._arenas: dict[tuple[str, str], Arena] = {}
+        self._accuracy: dict[tuple[str, str], _Accuracy] = {}
 
     def arena(self, model: str, version: str) -> Arena | None:
         """The arena of one model version (None before its first stream)."""
@@ -75,14 +93,15 @@ class MemoryStore(StateStore):
                             origin=entry.origin, step=entry.step, state=state,
                             tail=entry.tail.copy(), revision=entry.revision,
                             created_at=entry.created_at, updated_at=entry.updated_at,
-                            expired=entry.expired)
+                            expired=entry.expired, pending=entry.pending)
 
     def get(self, model: str, stream: str) -> StreamRecord | None:
         with self._lock:
             entry = self._entries.get((model, stream))
             return None if entry is None else self._record(model, stream, entry)
 
-    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
+                        scores: Scores | None = None) -> bool:
         key = (record.model, record.stream)
         state = np.asarray(record.state, dtype=np.float32)
         with self._lock:
@@ -109,8 +128,30 @@ class MemoryStore(StateStore):
                 version=record.version, row=row, origin=record.origin, step=record.step,
                 revision=record.revision, tail=np.array(record.tail, np.float32),
                 created_at=record.created_at, updated_at=record.updated_at,
-                expired=record.expired)
+                expired=record.expired, pending=record.pending)
+            if scores is not None:
+                self._add_scores(record.model, record.version, scores)
             return True
+
+    def _add_scores(self, model: str, version: str, scores: Scores) -> None:
+        book = self._accuracy.get((model, version))
+        if book is None:
+            book = self._accuracy[(model, version)] = _Accuracy(
+                time.time(), {}, deque(maxlen=RESIDUAL_WRITES))
+        add_totals(book.totals, scores.totals)
+        book.residuals.append(residual_chunk(scores))
+
+    def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
+        with self._lock:
+            book = self._accuracy.get((model, version))
+            if book is None:
+                return None, {}
+            return book.since, {name: row.copy() for name, row in book.totals.items()}
+
+    def residuals(self, model: str, version: str) -> list[bytes]:
+        with self._lock:
+            book = self._accuracy.get((model, version))
+            return [] if book is None else list(book.residuals)
 
     def delete(self, model: str, stream: str) -> bool:
         with self._lock:

@@ -17,40 +17,81 @@ reset), as in the other stores: by default for ever (a marker is ~100 bytes), or
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from statecast.service.errors import StoreError
+from statecast.service.scoring import RESIDUAL_WRITES, Scores, Totals, residual_chunk, sum_scores
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
 _PREFIX = "statecast:"
 _SEEN = "statecast-seen:"
-#: KEYS: the stream's hash, its "seen" marker. ARGV: expected revision ('' or '-1': the
-#: key must not exist), the key's time to live in ms ('' for none), the marker's ('' for
-#: none), the marker's value, '1' when the store expires idle streams (else the last three
-#: are unused), then the hash's fields and values.
+_ACCURACY = "statecast-accuracy:"
+_RESIDUALS = "statecast-residuals:"
+#: Compare-and-set of several streams, all or nothing: when a stream's stored revision is
+#: not the one expected, nothing is written and the failing items (1-based) are returned;
+#: else every record is written, the writes' scores added to their model version's totals
+#: (a hash: ``since``, ``<row>:<step index>``) and residual chunks (a list, trimmed), and
+#: an empty list returned. KEYS: the totals, the residuals, then per item the stream's hash
+#: and its "seen" marker. ARGV: items, '1' when the store expires idle streams, the
+#: residual chunk ('' for none), the time, the number of total fields, then those fields
+#: and values, then per item: expected revision ('' or '-1': the key must not exist), the
+#: key's time to live in ms ('' for none), the marker's ('' for none), the marker's value,
+#: the number of hash fields, those fields and values.
 _CAS = """
-local current = redis.call('HGET', KEYS[1], 'revision')
-if ARGV[1] == '' or ARGV[1] == '-1' then
-  if current then return 0 end
-elseif current ~= ARGV[1] then
-  return 0
+local items = tonumber(ARGV[1])
+local at = 6 + 2 * tonumber(ARGV[5])
+local starts, failed = {}, {}
+for i = 1, items do
+  starts[i] = at
+  local current = redis.call('HGET', KEYS[1 + 2 * i], 'revision')
+  local expected = ARGV[at]
+  if expected == '' or expected == '-1' then
+    if current then failed[#failed + 1] = i end
+  elseif current ~= expected then
+    failed[#failed + 1] = i
+  end
+  at = at + 5 + 2 * tonumber(ARGV[at + 4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-if ARGV[5] == '1' then
-  if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  else redis.call('PERSIST', KEYS[1]) end
-  if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
-  else redis.call('SET', KEYS[2], ARGV[4]) end
+if #failed > 0 then return failed end
+for i = 1, items do
+  local a = starts[i]
+  local key, seen = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  redis.call('HSET', key, unpack(ARGV, a + 5, a + 4 + 2 * tonumber(ARGV[a + 4])))
+  if ARGV[2] == '1' then
+    if ARGV[a + 1] ~= '' then redis.call('PEXPIRE', key, ARGV[a + 1])
+    else redis.call('PERSIST', key) end
+    if ARGV[a + 2] ~= '' then redis.call('SET', seen, ARGV[a + 3], 'PX', ARGV[a + 2])
+    else redis.call('SET', seen, ARGV[a + 3]) end
+  end
 end
-return 1
-"""
+if tonumber(ARGV[5]) > 0 then
+  redis.call('HSETNX', KEYS[1], 'since', ARGV[4])
+  for j = 6, 5 + 2 * tonumber(ARGV[5]), 2 do
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1])
+  end
+end
+if ARGV[3] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('LTRIM', KEYS[2], -RESIDUAL_WRITES, -1)
+end
+return {}
+""".replace("RESIDUAL_WRITES", str(RESIDUAL_WRITES))
 #: Revision of a tombstone read back from a marker (its key is gone): a reset creates the
 #: stream anew.
 MARKER_REVISION = -1
 _SEPARATOR = "\x1f"
+
+
+def _accuracy_key(model: str, version: str) -> str:
+    return f"{_ACCURACY}{{{model}/{version}}}"
+
+
+def _residuals_key(model: str, version: str) -> str:
+    return f"{_RESIDUALS}{{{model}/{version}}}"
 
 
 def _key(model: str, stream: str) -> str:
@@ -86,7 +127,7 @@ def _record(model: str, stream: str, fields: dict[bytes, bytes]) -> StreamRecord
                         revision=int(text("revision")),
                         created_at=float(text("created_at")),
                         updated_at=float(text("updated_at")),
-                        expired=text("expired") == "1")
+                        expired=text("expired") == "1", pending=fields.get(b"pending", b""))
 
 
 class RedisStore(StateStore):
@@ -144,42 +185,82 @@ class RedisStore(StateStore):
                 for i, stream in enumerate(streams)]
 
     def _arguments(self, record: StreamRecord, expected_revision: int | None) -> list[Any]:
+        """One item's part of the script's arguments."""
         tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
         expected = "" if expected_revision is None else str(expected_revision)
         # A live stream's key lives ttl; a tombstone's as long as its marker.
         ttl = self._tombstone_ms if record.expired else self._ttl_ms
         marker_ms = (str(int(self._tombstone_ms) + int(self._ttl_ms))
                      if self._tombstone_ms and self._ttl_ms else "")
-        return [expected, ttl, marker_ms, _marker(record), "1" if self.expires_idle else "",
-                "version", record.version,
-                "origin", record.origin, "step", record.step, "revision", record.revision,
-                "state", encode_array(record.state),
-                "tail", encode_array(record.tail), "tail_rows", tail_rows,
-                "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
-                "expired", int(record.expired)]
+        fields = ["version", record.version,
+                  "origin", record.origin, "step", record.step, "revision", record.revision,
+                  "state", encode_array(record.state),
+                  "tail", encode_array(record.tail), "tail_rows", tail_rows,
+                  "created_at", repr(record.created_at), "updated_at", repr(record.updated_at),
+                  "expired", int(record.expired), "pending", record.pending]
+        return [expected, ttl, marker_ms, _marker(record), len(fields) // 2, *fields]
 
-    def _write(self, record: StreamRecord, expected_revision: int | None,
-               client: Any = None) -> Any:
-        """Run the compare-and-set script (on ``client``: a pipeline; default the store's)."""
-        return self._cas([_key(record.model, record.stream), _seen(record.model, record.stream)],
-                         self._arguments(record, expected_revision), client=client)
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
+                        scores: Scores | None = None) -> bool:
+        return self.compare_and_set_many([(record, expected_revision)], [scores])[0]
 
-    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
-        return bool(self._call("compare_and_set", self._write, record, expected_revision))
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
+        """All writes of one model version in one script, all or nothing: when some fail,
+        the script runs again without them (their scores are then not added)."""
+        if len({(record.model, record.version) for record, _ in writes}) > 1:
+            return super().compare_and_set_many(writes, scores)
+        each = list(scores or [None] * len(writes))
+        results = [True] * len(writes)
+        pending = list(range(len(writes)))
+        while pending:
+            failed = self._call("compare_and_set", self._write_all,
+                                [writes[i] for i in pending], [each[i] for i in pending])
+            if not failed:
+                break
+            for position in failed:
+                results[pending[int(position) - 1]] = False
+            pending = [i for i in pending if results[i]]
+        return results
 
-    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
-                             ) -> list[bool]:
-        """The scripts of all writes in one pipelined round trip (each atomic alone)."""
-        if len(writes) < 2:
-            return super().compare_and_set_many(writes)
+    def _write_all(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                   scores: Sequence[Scores | None]) -> list[Any]:
+        """Run the script on writes of one model version; the failing items (1-based)."""
+        model, version = writes[0][0].model, writes[0][0].version
+        added = sum_scores(scores)
+        deltas: list[Any] = []
+        if added is not None:
+            for name, row in added.totals.items():
+                for step, value in enumerate(row):
+                    if value:
+                        deltas += [f"{name}:{step}", repr(float(value))]
+        keys = [_accuracy_key(model, version), _residuals_key(model, version)]
+        arguments: list[Any] = [len(writes), "1" if self.expires_idle else "",
+                                b"" if added is None else residual_chunk(added),
+                                repr(time.time()), len(deltas) // 2, *deltas]
+        for record, expected in writes:
+            keys += [_key(record.model, record.stream), _seen(record.model, record.stream)]
+            arguments += self._arguments(record, expected)
+        return list(self._cas(keys, arguments))
 
-        def run() -> list[Any]:
-            pipeline = self.client.pipeline(transaction=False)
-            for record, expected in writes:
-                self._write(record, expected, pipeline)
-            return list(pipeline.execute())
+    def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
+        fields = self._call("accuracy", self.client.hgetall, _accuracy_key(model, version))
+        since = fields.pop(b"since", None)
+        cells: dict[str, dict[int, float]] = {}
+        for field, value in fields.items():
+            name, _, step = field.decode().rpartition(":")
+            cells.setdefault(name, {})[int(step)] = float(value)
+        width = 1 + max((max(row) for row in cells.values()), default=-1)
+        totals = {}
+        for name, row in cells.items():
+            totals[name] = np.zeros(width)
+            for step, value in row.items():
+                totals[name][step] = value
+        return (None if since is None else float(since)), totals
 
-        return [bool(result) for result in self._call("compare_and_set_many", run)]
+    def residuals(self, model: str, version: str) -> list[bytes]:
+        return list(self._call("residuals", self.client.lrange,
+                               _residuals_key(model, version), 0, -1))
 
     def delete(self, model: str, stream: str) -> bool:
         removed = self._call("delete", self.client.delete, _key(model, stream),

@@ -18,12 +18,23 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from statecast.service.errors import StoreError
+from statecast.service.scoring import (
+    RESIDUAL_WRITES,
+    Scores,
+    Totals,
+    add_totals,
+    decode_totals,
+    encode_totals,
+    residual_chunk,
+    sum_scores,
+)
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
 _TABLE = """
@@ -39,27 +50,44 @@ CREATE TABLE IF NOT EXISTS {name} (
     tail_rows INTEGER NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    expired INTEGER NOT NULL DEFAULT 0
+    expired INTEGER NOT NULL DEFAULT 0,
+    pending BLOB NOT NULL DEFAULT x''
 )
 """
 _KEY = "CREATE UNIQUE INDEX IF NOT EXISTS streams_key ON streams (model, stream)"
+#: Per model version: when its first score was added, and its totals (row names, float64).
+_ACCURACY = """
+CREATE TABLE IF NOT EXISTS accuracy (
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    since REAL NOT NULL,
+    names TEXT NOT NULL,
+    totals BLOB NOT NULL,
+    PRIMARY KEY (model, version)
+)
+"""
+_RESIDUALS = ("CREATE TABLE IF NOT EXISTS residuals (model TEXT NOT NULL, "
+              "version TEXT NOT NULL, chunk BLOB NOT NULL)")
+_RESIDUALS_KEY = "CREATE INDEX IF NOT EXISTS residuals_version ON residuals (model, version)"
+#: Trim a version's residual chunks to the newest RESIDUAL_WRITES every this many writes.
+_TRIM_EVERY = 64
 _COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
-            "created_at, updated_at, expired")
-_INSERT = f"INSERT INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+            "created_at, updated_at, expired, pending")
+_INSERT = f"INSERT INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
 #: Parameters: the columns after ``model, stream`` (:func:`_values`), then model and stream.
 _UPDATE = ("UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, state = ?, "
-           "tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ? "
-           "WHERE model = ? AND stream = ?")
+           "tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ?, "
+           "pending = ? WHERE model = ? AND stream = ?")
 _BATCH = 500
 
 
 def _row_to_record(row: tuple[Any, ...]) -> StreamRecord:
     (model, stream, version, origin, step, revision, state, tail, tail_rows, created_at,
-     updated_at, expired) = row
+     updated_at, expired, pending) = row
     return StreamRecord(model=model, stream=stream, version=version, origin=origin, step=step,
                         state=decode_array(state), tail=decode_array(tail, tail_rows),
                         revision=revision, created_at=created_at, updated_at=updated_at,
-                        expired=bool(expired))
+                        expired=bool(expired), pending=pending)
 
 
 def _values(record: StreamRecord) -> tuple[Any, ...]:
@@ -67,7 +95,7 @@ def _values(record: StreamRecord) -> tuple[Any, ...]:
     tail_rows = int(record.tail.shape[0]) if record.tail.ndim == 2 else 0
     return (record.version, record.origin, record.step, record.revision,
             encode_array(record.state), encode_array(record.tail), tail_rows,
-            record.created_at, record.updated_at, int(record.expired))
+            record.created_at, record.updated_at, int(record.expired), record.pending)
 
 
 def _select_streams(execute: Callable[..., Any], columns: str, model: str,
@@ -77,6 +105,36 @@ def _select_streams(execute: Callable[..., Any], columns: str, model: str,
         chunk = list(streams[start:start + _BATCH])
         yield from execute(f"SELECT {columns} FROM streams WHERE model = ? AND stream IN "
                            f"({', '.join('?' * len(chunk))})", (model, *chunk))
+
+
+def _add_scores(connection: sqlite3.Connection,
+                writes: Sequence[tuple[StreamRecord, int | None]], results: Sequence[bool],
+                scores: Sequence[Scores | None] | None) -> None:
+    """Inside the writes' transaction: add the scores of the writes that succeeded to their
+    model versions' totals and residual chunks."""
+    if not scores:
+        return
+    by_version: dict[tuple[str, str], list[Scores | None]] = {}
+    for (record, _), ok, each in zip(writes, results, scores, strict=True):
+        if ok and each is not None:
+            by_version.setdefault((record.model, record.version), []).append(each)
+    for (model, version), members in by_version.items():
+        added = sum_scores(members)
+        assert added is not None
+        row = connection.execute("SELECT since, names, totals FROM accuracy WHERE model = ? "
+                                 "AND version = ?", (model, version)).fetchone()
+        since, totals = (time.time(), {}) if row is None else (row[0],
+                                                              decode_totals(row[1], row[2]))
+        names, blob = encode_totals(add_totals(totals, added.totals))
+        connection.execute("INSERT OR REPLACE INTO accuracy (model, version, since, names, "
+                           "totals) VALUES (?, ?, ?, ?, ?)", (model, version, since, names, blob))
+        cursor = connection.execute("INSERT INTO residuals (model, version, chunk) VALUES "
+                                    "(?, ?, ?)", (model, version, residual_chunk(added)))
+        if (cursor.lastrowid or 0) % _TRIM_EVERY == 0:
+            connection.execute(
+                "DELETE FROM residuals WHERE model = ? AND version = ? AND rowid <= (SELECT "
+                "rowid FROM residuals WHERE model = ? AND version = ? ORDER BY rowid DESC "
+                "LIMIT 1 OFFSET ?)", (model, version, model, version, RESIDUAL_WRITES))
 
 
 @contextmanager
@@ -113,6 +171,13 @@ class SqliteStore(StateStore):
         row = connection.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'streams'"
         ).fetchone()
+        with _transaction(connection):
+            connection.execute(_ACCURACY)
+            connection.execute(_RESIDUALS)
+            connection.execute(_RESIDUALS_KEY)
+            if row is not None and "pending" not in row[0]:  # a file from before scoring
+                connection.execute(
+                    "ALTER TABLE streams ADD COLUMN pending BLOB NOT NULL DEFAULT x''")
         if row is not None and "WITHOUT ROWID" not in row[0].upper():
             connection.execute(_KEY)
             return
@@ -173,18 +238,20 @@ class SqliteStore(StateStore):
                  for row in _select_streams(self._execute, _COLUMNS, model, streams)}
         return [found.get(stream) for stream in streams]
 
-    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]]
-                             ) -> list[bool]:
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
         """All writes in one transaction under the writers' lock: the current revisions
         read in one query, then every write whose check passes in one ``executemany`` per
         kind (inside the transaction nobody else writes, so check-then-write is atomic);
         each write still succeeds or fails alone."""
         if len(writes) < 2:
-            return super().compare_and_set_many(writes)
+            return super().compare_and_set_many(writes, scores)
         connection = self._connection()
         try:
             with self._writing(), _transaction(connection):
-                return self._write_many(connection, writes)
+                results = self._write_many(connection, writes)
+                _add_scores(connection, writes, results, scores)
+                return results
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
 
@@ -216,11 +283,18 @@ class SqliteStore(StateStore):
             connection.executemany(_UPDATE, updates)
         return results
 
-    def compare_and_set(self, record: StreamRecord, expected_revision: int | None) -> bool:
+    def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
+                        scores: Scores | None = None) -> bool:
         try:
             connection = self._connection()
             with self._writing():
-                return self._write(connection, record, expected_revision)
+                if scores is None:
+                    return self._write(connection, record, expected_revision)
+                with _transaction(connection):
+                    written = self._write(connection, record, expected_revision)
+                    _add_scores(connection, [(record, expected_revision)], [written],
+                                [scores])
+                    return written
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
 
@@ -236,6 +310,17 @@ class SqliteStore(StateStore):
                                         (*values, record.model, record.stream,
                                          expected_revision))
         return cursor.rowcount == 1
+
+    def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
+        row = self._execute("SELECT since, names, totals FROM accuracy WHERE model = ? AND "
+                            "version = ?", (model, version)).fetchone()
+        return (None, {}) if row is None else (row[0], decode_totals(row[1], row[2]))
+
+    def residuals(self, model: str, version: str) -> list[bytes]:
+        rows = self._execute(
+            "SELECT chunk FROM residuals WHERE model = ? AND version = ? ORDER BY rowid DESC "
+            "LIMIT ?", (model, version, RESIDUAL_WRITES)).fetchall()
+        return [row[0] for row in reversed(rows)]
 
     def count(self, model: str) -> int:
         row = self._execute("SELECT COUNT(*) FROM streams WHERE model = ? AND expired = 0",

@@ -39,11 +39,11 @@ class RacedStore(MemoryStore):
         super().__init__()
         self.raced = False
 
-    def compare_and_set(self, record, expected_revision):
+    def compare_and_set(self, record, expected_revision, scores=None):
         if not self.raced:
             self.raced = True
-            assert super().compare_and_set(record, expected_revision)
-        return super().compare_and_set(record, expected_revision)
+            assert super().compare_and_set(record, expected_revision, scores)
+        return super().compare_and_set(record, expected_revision, scores)
 
 
 @pytest.fixture()

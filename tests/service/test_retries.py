@@ -24,17 +24,19 @@ class RivalMixin:
     rival = False
     attempts = 0
 
-    def compare_and_set(self, record, expected_revision):
+    def compare_and_set(self, record, expected_revision, scores=None):
         if self.rival:
             self.attempts += 1
             current = self.get(record.model, record.stream)
             if current is not None:
                 assert super().compare_and_set(replace(current, revision=current.revision + 1),
                                                current.revision)
-        return super().compare_and_set(record, expected_revision)
+        return super().compare_and_set(record, expected_revision, scores)
 
-    def compare_and_set_many(self, writes):
-        return [self.compare_and_set(record, expected) for record, expected in writes]
+    def compare_and_set_many(self, writes, scores=None):
+        each = scores or [None] * len(writes)
+        return [self.compare_and_set(record, expected, score)
+                for (record, expected), score in zip(writes, each, strict=True)]
 
 
 class RivalMemoryStore(RivalMixin, MemoryStore):
