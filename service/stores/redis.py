@@ -232,7 +232,7 @@ class RedisStore(StateStore):
         if added is not None:
             for name, row in added.totals.items():
                 for step, value in enumerate(row):
-                    if value:
+                    if value or name == "count":  # every step's count: the width
                         deltas += [f"{name}:{step}", repr(float(value))]
         keys = [_accuracy_key(model, version), _residuals_key(model, version)]
         arguments: list[Any] = [len(writes), "1" if self.expires_idle else "",
