@@ -35,7 +35,7 @@ def series(n=400, seed=0):
 class Targets:
     """The one-target model the scoring functions read: features == targets == ("y",)."""
 
-    class spec:  # noqa: N801 - stands in for ModelSpec
+    class spec:  # stands in for ModelSpec
         features = ("y",)
         targets = ("y",)
         horizon = 4
