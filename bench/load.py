@@ -8,7 +8,12 @@ distribution), stream-steps/s for batches. The same single-stream calls through 
 (Open Inference Protocol, a ``sequence_id`` per stream, JSON tensors) at 1 and 32
 connections.
 
-Run: ``python -m bench.load [--store sqlite|memory|redis] [--seconds 10]``.
+Online scoring (each committed forecast kept and scored when its observations arrive) is on
+by default; ``--scoring both`` (the default) runs every row on a server with it and on one
+without it (``STATECAST_SCORING=false``), alternately, and prints what it costs.
+
+Run: ``python -m bench.load [--store sqlite|memory|redis] [--seconds 10]
+[--scoring both|on|off]``.
 """
 
 from __future__ import annotations
@@ -107,32 +112,54 @@ def wrk(port: int, script: str, connections: int, seconds: int, folder: Path
         raise SystemExit(f"unexpected wrk output:\n{result.stdout}\n{result.stderr}") from None
 
 
+ROWS = (("single-stream", SINGLE, 1), ("single-stream", SINGLE, 32),
+        ("v2 sequence", V2_SEQUENCE, 1), ("v2 sequence", V2_SEQUENCE, 32),
+        ("batch of 256", BATCH, 4))
+
+
+def measure(store: str, root: Path, seconds: int, scoring: bool
+            ) -> tuple[int, list[tuple[str, int, dict[str, float], float]]]:
+    """Every row of :data:`ROWS` on a fresh server; its workers and the rows."""
+    environment = {"STATECAST_SCORING": "true" if scoring else "false"}
+    with serving(store, root / "registry", root, environment=environment) as server:
+        rows = []
+        for name, script, connections in ROWS:
+            result = wrk(server.port, script, connections, seconds, root)
+            steps = result["rps"] * (256 if name.startswith("batch") else 1)
+            rows.append((name, connections, result, steps))
+    return server.workers, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", choices=("sqlite", "memory", "redis"), default="sqlite")
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--scoring", choices=("both", "on", "off"), default="both")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="statecast-load-"))
     publish_model(root / "registry")
-    with serving(args.store, root / "registry", root) as server:
-        rows = []
-        for name, script, connections in (("single-stream", SINGLE, 1),
-                                          ("single-stream", SINGLE, 32),
-                                          ("v2 sequence", V2_SEQUENCE, 1),
-                                          ("v2 sequence", V2_SEQUENCE, 32),
-                                          ("batch of 256", BATCH, 4)):
-            result = wrk(server.port, script, connections, args.seconds, root)
-            steps = result["rps"] * (256 if name.startswith("batch") else 1)
-            rows.append((name, connections, result, steps))
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.scoring]
+    results = {}
+    for scoring in modes:
+        workers, results[scoring] = measure(args.store, root, args.seconds, scoring)
     print(f"store {args.store}, `statecast serve` defaults ({os.cpu_count()} cores, "
-          f"{server.workers} worker(s)), {args.seconds} s per row")
-    print("| calls | connections | requests/s | p50 | p99 | stream-steps/s | non-2xx |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, connections, result, steps in rows:
-        print(f"| {name} | {connections} | {result['rps']:,.0f} | {result['p50']:.2f} ms "
-              f"| {result['p99']:.2f} ms | {steps:,.0f} | {result['errors']:.0f} |")
+          f"{workers} worker(s)), {args.seconds} s per row")
+    print("| calls | connections | scoring | requests/s | p50 | p99 | stream-steps/s | non-2xx |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for index in range(len(ROWS)):
+        for scoring in modes:
+            name, connections, result, steps = results[scoring][index]
+            print(f"| {name} | {connections} | {'on' if scoring else 'off'} "
+                  f"| {result['rps']:,.0f} | {result['p50']:.2f} ms "
+                  f"| {result['p99']:.2f} ms | {steps:,.0f} | {result['errors']:.0f} |")
+    if len(modes) == 2:
+        print("scoring on / off, requests/s: " + ", ".join(
+            f"{on[0]} x{on[1]} {on[2]['rps'] / off[2]['rps']:.2f}"
+            for on, off in zip(results[True], results[False], strict=True)))
     print(json.dumps({"store": args.store, "rows": [
-        {"calls": n, "connections": c, **r} for n, c, r, _ in rows]}))
+        {"calls": n, "connections": c, "scoring": scoring, **r}
+        for scoring in modes for n, c, r, _ in results[scoring]]}))
+
 
 if __name__ == "__main__":
     main()

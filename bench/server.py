@@ -30,10 +30,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(store: str, registry: Path, root: Path, workers: int | None = None
-            ) -> Iterator[Running]:
-    """Run ``statecast serve`` (its defaults but the store; one worker for ``memory``)
-    until ready; yield its port, workers and cold-start seconds."""
+def serving(store: str, registry: Path, root: Path, workers: int | None = None,
+            environment: dict[str, str] | None = None) -> Iterator[Running]:
+    """Run ``statecast serve`` (its defaults but the store, and ``environment``'s
+    variables; one worker for ``memory``) until ready; yield its port, workers and
+    cold-start seconds."""
     redis = None
     if workers is None:
         workers = 1 if store == "memory" else 2
@@ -45,12 +46,15 @@ def serving(store: str, registry: Path, root: Path, workers: int | None = None
         address = redis.url
     else:
         address = "memory" if store == "memory" else f"sqlite:{root / 'state.db'}"
+        if address != "memory" and Path(address[len("sqlite:"):]).exists():
+            Path(address[len("sqlite:"):]).unlink()  # each server starts on no streams
     port = _free_port()
     started = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "-m", "statecast.service.cli", "serve", "--port", str(port), "--store",
          address, "--registry", str(registry), "--workers", str(workers)],
-        cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=os.getcwd(), env={**os.environ, **(environment or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
         deadline = time.time() + 120
