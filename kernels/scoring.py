@@ -35,17 +35,18 @@ def _block(steps: int, age: int) -> int:
 @njit(cache=True, nogil=True)
 def score_observations(values: np.ndarray, bounds: np.ndarray, observed: np.ndarray,
                        rolling: np.ndarray, decay: float, totals: np.ndarray,
-                       errors: np.ndarray, error_steps: np.ndarray) -> int:
+                       level_rows: np.ndarray, errors: np.ndarray, error_steps: np.ndarray
+                       ) -> int:
     """Score ``observed [m, targets]`` (oldest first) against the packed forecasts, ageing
     them in place.
 
-    Adds to ``totals [3 + 2 levels, S]`` per step: values scored, absolute errors, sMAPE
-    terms (``|y - f| / (|y| + |f|)``, 0 when both are 0), then per level the values checked
-    and the values its interval covered. ``rolling [2, S]`` holds per step the numerator and
-    denominator of an exponentially weighted mean of the absolute error (mean over targets)
-    with weight ``decay`` per older score. Each scored forecast's absolute errors are
-    written to ``errors [m S, targets]`` with their 1-based step in ``error_steps``;
-    returns how many.
+    Adds to ``totals [rows, S]`` per step: values scored, absolute errors, sMAPE terms
+    (``|y - f| / (|y| + |f|)``, 0 when both are 0), and for the stream's level ``l`` the
+    values checked (row ``level_rows[l]``) and covered (the next row). ``rolling [2, S]``
+    holds per step the numerator and denominator of an exponentially weighted mean of the
+    absolute error (mean over targets) with weight ``decay`` per older score. Each scored
+    forecast's absolute errors are written to ``errors [K, targets]`` with their 1-based
+    step in ``error_steps``; returns how many.
     """
     steps = rolling.shape[1]
     targets = values.shape[1]
@@ -72,9 +73,9 @@ def score_observations(values: np.ndarray, bounds: np.ndarray, observed: np.ndar
                     lo = bounds[row, level, 0, t]
                     if np.isnan(lo):
                         continue
-                    totals[TOTAL_ROWS + 2 * level, age] += 1.0
+                    totals[level_rows[level], age] += 1.0
                     if lo <= observed[i, t] <= bounds[row, level, 1, t]:
-                        totals[TOTAL_ROWS + 2 * level + 1, age] += 1.0
+                        totals[level_rows[level] + 1, age] += 1.0
             error_steps[written] = age + 1
             written += 1
             rolling[0, age] = decay * rolling[0, age] + total / targets
@@ -89,3 +90,17 @@ def score_observations(values: np.ndarray, bounds: np.ndarray, observed: np.ndar
         values[:steps] = np.nan
         bounds[:steps] = np.nan
     return written
+
+
+@njit(cache=True, nogil=True)
+def commit_forecast(values: np.ndarray, bounds: np.ndarray, steps: int, forecast: np.ndarray,
+                    forecast_bounds: np.ndarray) -> None:
+    """Store a committed forecast ``[horizon, targets]`` as the newest (block 0, the first
+    ``steps`` rows), its first ``steps`` steps, with its bounds ``[horizon, levels, 2,
+    targets]`` (no rows: none)."""
+    values[:steps] = np.nan
+    bounds[:steps] = np.nan
+    rows = min(steps, forecast.shape[0])
+    values[:rows] = forecast[:rows]
+    if forecast_bounds.shape[0]:
+        bounds[:rows] = forecast_bounds[:rows]

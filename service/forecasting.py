@@ -45,12 +45,10 @@ from statecast.service.retries import ATTEMPTS, contention, until_written
 from statecast.service.scoring import (
     OnlineCalibrations,
     Pending,
-    Scores,
+    Scorer,
+    WriteScores,
     accuracy_report,
-    commit_forecast,
-    score,
     scored_steps,
-    sum_scores,
 )
 from statecast.service.stores import StateStore, StreamRecord
 from statecast.service.work import (
@@ -176,13 +174,14 @@ class ForecastService:
             with self.metrics.timing_kernel(model.name):
                 state = advance_works(model, [work])[0]
                 forecasts, bounds = group_forecasts(model, [work], [state])
-                response, new_record, scores = self._finish(work, state, forecasts[0],
-                                                            bounds[0])
+                scorer = self._scorer(model, 1)
+                response, new_record = self._finish(work, state, forecasts[0], bounds[0],
+                                                    scorer, 0)
             if new_record is None or not work.request.commit:
                 return response
+            scores = None if scorer is None else scorer.scores([0])
             if self.store.compare_and_set(new_record, work.plan.expected_revision, scores):
-                if scores is not None:
-                    self.metrics.add_scores(model.name, work.plan.version, scores)
+                self._count_scores(model.name, work.plan.version, scores, [True])
                 return response
             self.metrics.conflicts.labels(model.name).inc()
             return None
@@ -222,29 +221,30 @@ class ForecastService:
             for model_works in by_version(works):
                 group = [work for _, work in model_works]
                 model = group[0].plan.model
-                writes, written, scores = [], [], []
+                writes, written, members = [], [], []
+                scorer = self._scorer(model, len(group))
                 with self.metrics.timing_kernel(model.name):
                     states = advance_works(model, group)
                     forecasts, bounds = group_forecasts(model, group, states)
-                    finished = [self._finish(*finishing) for finishing
-                                in zip(group, states, forecasts, bounds, strict=True)]
-                for (index, work), (response, record, scored) in zip(model_works, finished,
-                                                                     strict=True):
+                    finished = [self._finish(*finishing, scorer, member) for member, finishing
+                                in enumerate(zip(group, states, forecasts, bounds,
+                                                 strict=True))]
+                for member, ((index, work), (response, record)) in enumerate(
+                        zip(model_works, finished, strict=True)):
                     results[index] = response
                     if record is not None and work.request.commit:
                         writes.append((record, work.plan.expected_revision))
                         written.append(index)
-                        scores.append(scored)
+                        members.append(member)
                 # One round trip (sqlite: one transaction) for every write of the group.
+                scores = None if scorer is None else scorer.scores(members)
                 outcomes = self.store.compare_and_set_many(writes, scores)
                 for index, ok in zip(written, outcomes, strict=True):
                     if not ok:
                         results[index] = None
                         retry.append(index)
                         self.metrics.conflicts.labels(model.name).inc()
-                added = sum_scores(s for s, ok in zip(scores, outcomes, strict=True) if ok)
-                if added is not None:
-                    self.metrics.add_scores(model.name, group[0].plan.version, added)
+                self._count_scores(model.name, group[0].plan.version, scores, outcomes)
             pending = retry
         for index in pending:
             results[index] = contention(f"stream {calls[index][0]!r}")
@@ -301,12 +301,25 @@ class ForecastService:
                     "(nothing was stored)", needed=spec.window, have=have)
         return work
 
+    def _scorer(self, model: Model, writes: int) -> Scorer | None:
+        """What scores a group's writes (None: scoring is off, or the model's observations
+        do not hold its targets)."""
+        return Scorer(model, writes) if self.scoring and scored_steps(model) else None
+
+    def _count_scores(self, model: str, version: str, scores: WriteScores | None,
+                      outcomes: list[bool]) -> None:
+        """Count in the metrics what the writes that succeeded scored."""
+        added = None if scores is None else scores.select(outcomes)
+        if added is not None:
+            self.metrics.add_scores(model, version, added)
+
     def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray,
-                head_bounds: dict[str, np.ndarray] | None = None
-                ) -> tuple[StreamForecast, StreamRecord | None, Scores | None]:
-        """The answer, the record to write (None: nothing changed) and what its new
-        observations scored, from the stream's new state, its forecast and the intervals
-        its model's head gave."""
+                head_bounds: dict[str, np.ndarray] | None = None,
+                scorer: Scorer | None = None, member: int = 0
+                ) -> tuple[StreamForecast, StreamRecord | None]:
+        """The answer and the record to write (None: nothing changed), from the stream's
+        new state, its forecast and the intervals its model's head gave; what the new
+        observations score is counted by ``scorer`` as write ``member``."""
         plan, model = work.plan, work.plan.model
         new = work.new
         new_step = work.step + len(new)
@@ -316,8 +329,12 @@ class ForecastService:
             consumed=len(new), skipped=int(work.skipped), created=plan.record is None,
             committed=work.request.commit, forecast=forecast, intervals=intervals)
         if not (len(new) or plan.fresh):
-            return response, None, None
-        pending, scores = self._scored(work, forecast, intervals)
+            return response, None
+        pending = b""
+        if scorer is not None and work.request.commit:
+            kept = plan.record.pending if plan.record is not None and not plan.fresh else b""
+            pending = scorer.advance(member, kept, new, forecast, intervals,
+                                     work.request.level)
         tail = np.concatenate([plan.tail, new])[-model.spec.retain:] if len(new) else plan.tail
         now = time.time()
         record = StreamRecord(
@@ -326,25 +343,7 @@ class ForecastService:
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
             created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
             updated_at=now, pending=pending)
-        return response, record, scores
-
-    def _scored(self, work: Work, forecast: np.ndarray,
-                intervals: dict[str, np.ndarray] | None) -> tuple[bytes, Scores | None]:
-        """A committed call's stream forecasts to keep (encoded) and what its new
-        observations scored against the ones kept before."""
-        model, record = work.plan.model, work.plan.record
-        steps = scored_steps(model) if self.scoring and work.request.commit else 0
-        if not steps:
-            return b"", None
-        targets = len(model.spec.targets)
-        pending = None
-        if record is not None and record.pending and not work.plan.fresh:
-            pending = Pending.decode(record.pending)
-            if (pending.steps, pending.values.shape[1]) != (steps, targets):
-                pending = None
-        pending, scores = score(model, pending or Pending.empty(steps, targets), work.new)
-        pending = commit_forecast(pending, forecast, intervals, work.request.level)
-        return pending.encode(), scores
+        return response, record
 
     @staticmethod
     def _check_overlap(tail: np.ndarray, step: int, start: int, resent: np.ndarray,

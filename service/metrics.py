@@ -9,6 +9,7 @@ registry of its own.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +27,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from statecast.service.scoring import Scores, Totals
+from statecast.service.scoring import Scores, Totals, WriteScores
 from statecast.service.stores import StateStore, StreamRecord
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -45,20 +46,45 @@ _ERROR_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.
                   1000.0, 3000.0, 10000.0)
 
 
-def _observe_all(histogram: Any, values: np.ndarray) -> None:
-    """``histogram.observe`` of every value, as one increment per bucket where the client
-    library's histogram child exposes its buckets (else one observation at a time)."""
-    buckets = getattr(histogram, "_buckets", None)
-    bounds = getattr(histogram, "_upper_bounds", None)
-    if len(values) < 8 or buckets is None or bounds is None:
+class _BulkHistogram:
+    """One labelled child of a histogram, observed many values at a time: each value adds
+    one to its bucket (found by bisection) and itself to the sum, as ``observe`` does, where
+    the client library's child exposes those (else through ``observe``)."""
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        bounds = getattr(child, "_upper_bounds", None)
+        buckets = getattr(child, "_buckets", None)
+        total = getattr(child, "_sum", None)
+        self.direct = None if bounds is None or buckets is None or total is None else (
+            list(bounds), buckets, total)
+
+    def observe_few(self, values: list[float]) -> None:
+        if self.direct is None:
+            for value in values:
+                self.child.observe(value)
+            return
+        bounds, buckets, total = self.direct
         for value in values:
-            histogram.observe(float(value))
-        return
-    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"),
-                         minlength=len(bounds))
-    histogram._sum.inc(float(values.sum()))
-    for index in np.flatnonzero(counts):
-        buckets[index].inc(int(counts[index]))
+            buckets[bisect.bisect_left(bounds, value)].inc(1)
+        total.inc(sum(values))
+
+    def observe(self, values: np.ndarray) -> None:
+        if self.direct is None:
+            for value in values.tolist():
+                self.child.observe(value)
+            return
+        bounds, buckets, total = self.direct
+        if len(values) < 16:
+            for value in values.tolist():
+                buckets[bisect.bisect_left(bounds, value)].inc(1)
+            total.inc(float(values.sum()))
+            return
+        counts = np.bincount(np.searchsorted(bounds, values, side="left"),
+                             minlength=len(bounds))
+        for index in np.flatnonzero(counts).tolist():
+            buckets[index].inc(int(counts[index]))
+        total.inc(float(values.sum()))
 
 
 def multiprocess_mode() -> bool:
@@ -110,7 +136,7 @@ class Metrics:
             "statecast_interval_covered_total",
             "Observations inside the interval of a committed forecast, by level",
             ["model", "version", "level"], registry=registry)
-        self._error_children: dict[tuple[str, str, int], Any] = {}
+        self._error_children: dict[tuple[str, str, int], _BulkHistogram] = {}
         self.models_loaded = Gauge(
             "statecast_models_loaded", "Model versions loaded in a worker's memory",
             multiprocess_mode="livemax", registry=registry)
@@ -125,19 +151,28 @@ class Metrics:
 
     def add_scores(self, model: str, version: str, scores: Scores) -> None:
         """Count the scores of a write that succeeded."""
-        for step in np.unique(scores.steps):
-            key = (model, version, int(step))
-            child = self._error_children.get(key)
-            if child is None:
-                child = self._error_children[key] = self.abs_error.labels(
-                    model, version, str(int(step)))
-            _observe_all(child, scores.errors[scores.steps == step].ravel())
+        steps = scores.steps.tolist()
+        # Usually each step once (one new observation): no grouping needed then.
+        if len(steps) == len(set(steps)):
+            for step, row in zip(steps, scores.errors.tolist(), strict=True):
+                self._error_child(model, version, step).observe_few(row)
+        else:
+            for step in set(steps):
+                self._error_child(model, version, step).observe(
+                    scores.errors[scores.steps == step].ravel())
         for name, row in scores.totals.items():
             kind, _, level = name.partition(":")
             counter = {"checks": self.interval_checks, "covered": self.interval_covered
                        }.get(kind)
             if counter is not None:
                 counter.labels(model, version, level).inc(float(row.sum()))
+
+    def _error_child(self, model: str, version: str, step: int) -> _BulkHistogram:
+        child = self._error_children.get((model, version, step))
+        if child is None:
+            child = self._error_children[(model, version, step)] = _BulkHistogram(
+                self.abs_error.labels(model, version, str(step)))
+        return child
 
     def exposition(self, active: Callable[[], Iterable[tuple[str, int]]]) -> bytes:
         """The text exposition; ``active`` yields ``(model, live streams)`` now."""
@@ -177,12 +212,12 @@ class TimedStore(StateStore):
         return self._timed(self._get_many, self.inner.get_many, model, streams)
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
-                        scores: Scores | None = None) -> bool:
+                        scores: WriteScores | None = None) -> bool:
         return self._timed(self._cas, self.inner.compare_and_set, record, expected_revision,
                            scores)
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
-                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
+                             scores: WriteScores | None = None) -> list[bool]:
         return self._timed(self._cas_many, self.inner.compare_and_set_many, writes, scores)
 
     def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,11 +25,12 @@ from statecast.kernels.scoring import (
     COUNT,
     SMAPE,
     TOTAL_ROWS,
+    commit_forecast,
     packed_rows,
     score_observations,
 )
 from statecast.models import Model
-from statecast.models.conformal import Calibration, level_name
+from statecast.models.conformal import MAX_LEVELS, Calibration, level_name
 
 #: Horizon steps scored at most (a stream keeps ``S (S + 1) / 2`` forecast rows).
 MAX_SCORED_STEPS = 48
@@ -129,9 +130,9 @@ class Pending:
 
 @dataclass(frozen=True)
 class Scores:
-    """What one write adds to its model version's accuracy: per step sums (rows named as
-    :data:`Totals`), and the absolute errors it scored (``errors [n, targets]``, their
-    1-based ``steps``)."""
+    """What some writes of one model version added to its accuracy: per step sums (rows
+    named as :data:`Totals`), and the absolute errors they scored (``errors [n, targets]``,
+    their 1-based ``steps``)."""
 
     totals: Totals
     errors: np.ndarray
@@ -142,55 +143,153 @@ class Scores:
         return int(self.totals["count"].sum()) if "count" in self.totals else 0
 
 
-def score(model: Model, pending: Pending, observed: np.ndarray
-          ) -> tuple[Pending, Scores | None]:
-    """Score a stream's new observations (raw rows) against its pending forecasts: the
-    pending forecasts after them, and the scores (None: nothing scored)."""
-    steps = pending.steps
-    if not len(observed) or np.isnan(pending.values[:, 0]).all():
-        return pending, None  # nothing pending: ageing changes nothing
-    targets = np.ascontiguousarray(observed[:, target_columns(model)], dtype=np.float32)
-    values, bounds = pending.values.copy(), pending.bounds.copy()
-    rolling = pending.rolling.copy()
-    sums = np.zeros((TOTAL_ROWS + 2 * len(pending.levels), steps))
-    # Each pending row is scored at most once.
-    errors = np.empty((len(values), targets.shape[1]), np.float32)
-    error_steps = np.empty(len(values), np.int32)
-    written = score_observations(values, bounds, targets, rolling, _DECAY, sums, errors,
-                                 error_steps)
-    count = int(sums[COUNT].sum())
-    after = Pending(pending.levels, pending.scored + count, rolling, values, bounds)
-    if not count:
-        return after, None
-    names = {"count": COUNT, "abs_error": ABS_ERROR, "smape": SMAPE}
-    totals = {name: sums[row] for name, row in names.items()}
-    for slot, level in enumerate(pending.levels):
-        checks = sums[TOTAL_ROWS + 2 * slot]
-        if checks.any():
-            totals[f"checks:{level_name(level)}"] = checks
-            totals[f"covered:{level_name(level)}"] = sums[TOTAL_ROWS + 2 * slot + 1]
-    return after, Scores(totals, errors[:written], error_steps[:written])
+@dataclass(frozen=True)
+class WriteScores:
+    """What each of several writes scored, to add up for those that succeed: per write
+    ``sums [writes, rows, S]`` (rows: count, absolute error, sMAPE, then checks and covered
+    of each of ``levels``), and the absolute errors scored with the write (``owners``)
+    that scored each."""
+
+    levels: tuple[str, ...]
+    sums: np.ndarray
+    errors: np.ndarray
+    steps: np.ndarray
+    owners: np.ndarray
+
+    def only(self, index: int) -> WriteScores:
+        """The scores of write ``index`` alone."""
+        kept = self.owners == index
+        return WriteScores(self.levels, self.sums[index:index + 1], self.errors[kept],
+                           self.steps[kept], np.zeros(int(kept.sum()), np.int64))
+
+    def select(self, written: Sequence[bool]) -> Scores | None:
+        """The scores of the writes that succeeded, added up (None: they scored nothing)."""
+        mask = np.asarray(written, bool)
+        if not mask.any():
+            return None
+        sums = self.sums[mask].sum(axis=0) if not mask.all() else self.sums.sum(axis=0)
+        if not sums[COUNT].any():
+            return None
+        totals = {"count": sums[COUNT], "abs_error": sums[ABS_ERROR], "smape": sums[SMAPE]}
+        for slot, name in enumerate(self.levels):
+            checks = sums[TOTAL_ROWS + 2 * slot]
+            if checks.any():
+                totals[f"checks:{name}"] = checks
+                totals[f"covered:{name}"] = sums[TOTAL_ROWS + 2 * slot + 1]
+        kept = mask[self.owners] if not mask.all() else slice(None)
+        return Scores(totals, self.errors[kept], self.steps[kept])
 
 
-def commit_forecast(pending: Pending, forecast: np.ndarray,
-                    intervals: dict[str, np.ndarray] | None, levels: tuple[float, ...]
-                    ) -> Pending:
-    """``pending`` with a call's committed forecast ``[horizon, targets]`` (and its bounds
-    per level, when it has intervals) stored as the newest, to be scored later."""
-    if intervals is not None and levels:
-        pending = pending.with_levels(levels)
-    steps = min(pending.steps, len(forecast))
-    values, bounds = pending.values.copy(), pending.bounds.copy()
-    values[:pending.steps] = np.nan
-    values[:steps] = forecast[:steps]
-    bounds[:pending.steps] = np.nan
-    if intervals is not None:
-        for slot, level in enumerate(pending.levels):
+_HEADER = 4  # steps, targets, levels, values scored
+_NO_BOUNDS = np.zeros((0, 0, 2, 1), np.float32)
+
+
+class Scorer:
+    """Scores the writes of one call on a model version's streams: each stream's encoded
+    pending forecasts are scored against its new observations and given its new forecast
+    in one pass over their bytes (:mod:`kernels.scoring`), the sums gathered per write."""
+
+    def __init__(self, model: Model, writes: int) -> None:
+        self.steps = scored_steps(model)
+        self.targets = len(model.spec.targets)
+        self.columns = target_columns(model)
+        self.rows = packed_rows(self.steps)
+        self.levels: list[str] = []
+        self.sums = np.zeros((writes, TOTAL_ROWS + 4, self.steps))
+        self.errors = np.empty((writes * self.rows, self.targets), np.float32)
+        self.error_steps = np.empty(writes * self.rows, np.int32)
+        self.owners = np.empty(writes * self.rows, np.int64)
+        self.scored = 0
+        self._empty = Pending.empty(self.steps, self.targets).encode()
+
+    def _level_rows(self, levels: Sequence[float]) -> np.ndarray:
+        """Rows of :attr:`sums` where each of a stream's levels is counted."""
+        rows = []
+        for level in levels:
+            name = level_name(level)
+            if name not in self.levels:
+                self.levels.append(name)
+            rows.append(TOTAL_ROWS + 2 * self.levels.index(name))
+        need = TOTAL_ROWS + 2 * len(self.levels)
+        if need > self.sums.shape[1]:
+            grown = np.zeros((self.sums.shape[0], need + 4, self.steps))
+            grown[:, :self.sums.shape[1]] = self.sums
+            self.sums = grown
+        return np.asarray(rows, np.int64)
+
+    def advance(self, index: int, data: bytes, observed: np.ndarray, forecast: np.ndarray,
+                intervals: dict[str, np.ndarray] | None, levels: Sequence[float]) -> bytes:
+        """A stream's pending forecasts (``data``; empty: none) after its new observations
+        (raw rows) are scored and its committed ``forecast`` (with the ``intervals`` of
+        ``levels``, if any) is added; what they scored is counted as write ``index``."""
+        if not data or tuple(np.frombuffer(data, "<f8", 2)) != (self.steps, self.targets):
+            data = self._empty
+        stored = int(np.frombuffer(data, "<f8", 1, offset=16)[0])
+        stored_levels = tuple(np.frombuffer(data, "<f8", stored, offset=8 * _HEADER).tolist())
+        asked = tuple(levels) if intervals is not None else ()
+        if stored_levels or asked:
+            data, stored_levels = self._relevel(data, stored_levels, asked)
+        buffer = bytearray(data)
+        header = np.frombuffer(buffer, "<f8", _HEADER + len(stored_levels) + 2 * self.steps)
+        rolling = header[_HEADER + len(stored_levels):].reshape(2, self.steps)
+        payload = np.frombuffer(buffer, "<f4", offset=header.nbytes)
+        values = payload[:self.rows * self.targets].reshape(self.rows, self.targets)
+        bounds = payload[self.rows * self.targets:].reshape(
+            self.rows, len(stored_levels), 2, self.targets)
+        if len(observed):
+            level_rows = self._level_rows(stored_levels)
+            targets = np.ascontiguousarray(observed[:, self.columns], dtype=np.float32)
+            written = score_observations(values, bounds, targets, rolling, _DECAY,
+                                         self.sums[index], level_rows,
+                                         self.errors[self.scored:],
+                                         self.error_steps[self.scored:])
+            self.owners[self.scored:self.scored + written] = index
+            self.scored += written
+            header[3] += written * self.targets
+        commit_forecast(values, bounds, self.steps, np.ascontiguousarray(forecast, np.float32),
+                        self._bounds(forecast, intervals, stored_levels))
+        return bytes(buffer)
+
+    @staticmethod
+    def _relevel(data: bytes, stored: tuple[float, ...], asked: tuple[float, ...]
+                 ) -> tuple[bytes, tuple[float, ...]]:
+        """Pending forecasts holding bounds for the levels a call asks for and the stored
+        levels some pending forecast still has bounds of (at most ``MAX_LEVELS``)."""
+        if set(asked) <= set(stored) and asked:
+            return data, stored  # the common case: the same levels again
+        pending = Pending.decode(data)
+        still = [level for slot, level in enumerate(pending.levels)
+                 if level not in asked and not np.isnan(pending.bounds[:, slot]).all()]
+        wanted = (asked + tuple(still))[:MAX_LEVELS]
+        if wanted == stored:
+            return data, stored
+        return pending.with_levels(wanted).encode(), wanted
+
+    def _bounds(self, forecast: np.ndarray, intervals: dict[str, np.ndarray] | None,
+                levels: tuple[float, ...]) -> np.ndarray:
+        """A forecast's bounds ``[horizon, levels, 2, targets]`` (NaN for a level it was
+        not given; no rows without intervals)."""
+        if intervals is None or not levels:
+            return _NO_BOUNDS
+        bounds = np.full((len(forecast), len(levels), 2, self.targets), np.nan, np.float32)
+        for slot, level in enumerate(levels):
             name = level_name(level)
             if f"lo-{name}" in intervals:
-                bounds[:steps, slot, 0] = intervals[f"lo-{name}"][:steps]
-                bounds[:steps, slot, 1] = intervals[f"hi-{name}"][:steps]
-    return Pending(pending.levels, pending.scored, pending.rolling, values, bounds)
+                bounds[:, slot, 0] = intervals[f"lo-{name}"]
+                bounds[:, slot, 1] = intervals[f"hi-{name}"]
+        return bounds
+
+    def scores(self, writes: Sequence[int]) -> WriteScores | None:
+        """What the writes at ``writes`` (indices given to :meth:`advance`, in the order
+        they are written) scored; None when nothing was."""
+        if not self.scored:
+            return None
+        position = np.full(self.sums.shape[0], -1, np.int64)
+        position[np.asarray(writes, np.int64)] = np.arange(len(writes))
+        owners = position[self.owners[:self.scored]]
+        assert (owners >= 0).all(), "scores of a stream that is not written"
+        return WriteScores(tuple(self.levels), self.sums[list(writes)],
+                           self.errors[:self.scored], self.error_steps[:self.scored], owners)
 
 
 def add_totals(into: Totals, totals: Totals) -> Totals:
@@ -198,20 +297,6 @@ def add_totals(into: Totals, totals: Totals) -> Totals:
     for name, row in totals.items():
         into[name] = into[name] + row if name in into else row.astype(np.float64).copy()
     return into
-
-
-def sum_scores(scores: Iterable[Scores | None]) -> Scores | None:
-    """The scores of several writes as one (None when there are none)."""
-    present = [each for each in scores if each is not None]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    totals: Totals = {}
-    for each in present:
-        add_totals(totals, each.totals)
-    return Scores(totals, np.concatenate([each.errors for each in present]),
-                  np.concatenate([each.steps for each in present]))
 
 
 def encode_totals(totals: Totals) -> tuple[str, bytes]:
@@ -231,11 +316,13 @@ def decode_totals(names: str, data: bytes) -> Totals:
 def residual_chunk(scores: Scores) -> bytes:
     """The newest :data:`RESIDUALS_PER_WRITE` absolute errors per step of one write, as
     bytes for a store: the count and width, the steps (int32), the errors (float32)."""
-    keep = np.ones(len(scores.steps), bool)
-    for step in np.unique(scores.steps):
-        where = np.flatnonzero(scores.steps == step)
-        keep[where[:-RESIDUALS_PER_WRITE]] = False
-    steps, errors = scores.steps[keep], scores.errors[keep]
+    steps, errors = scores.steps, scores.errors
+    if len(steps) > RESIDUALS_PER_WRITE and np.bincount(steps).max() > RESIDUALS_PER_WRITE:
+        keep = np.ones(len(steps), bool)
+        for step in np.unique(steps):
+            where = np.flatnonzero(steps == step)
+            keep[where[:-RESIDUALS_PER_WRITE]] = False
+        steps, errors = steps[keep], errors[keep]
     return (struct.pack("<ii", len(steps), errors.shape[1]) + steps.astype("<i4").tobytes()
             + errors.astype("<f4").tobytes())
 

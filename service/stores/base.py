@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from statecast.service.scoring import Scores, Totals
+from statecast.service.scoring import Totals, WriteScores
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,20 @@ class StateStore(ABC):
 
     @abstractmethod
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
-                        scores: Scores | None = None) -> bool:
+                        scores: WriteScores | None = None) -> bool:
         """Write ``record`` if the stored one has ``expected_revision`` (None: only if the
-        stream does not exist), adding ``scores`` to its version's accuracy with it. True
-        when written, False when another writer won (nothing changed)."""
+        stream does not exist), adding what it scored (``scores`` of one write) to its
+        version's accuracy with it. True when written, False when another writer won
+        (nothing changed)."""
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
-                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
-        """Several independent compare-and-sets (each succeeds or fails alone, with its
-        own ``scores``), in as few round trips as the store allows."""
-        each = scores or [None] * len(writes)
-        return [self.compare_and_set(record, expected, score)
-                for (record, expected), score in zip(writes, each, strict=True)]
+                             scores: WriteScores | None = None) -> list[bool]:
+        """Several independent compare-and-sets (each succeeds or fails alone, adding what
+        it scored: ``scores`` of these writes, all of one model version), in as few round
+        trips as the store allows."""
+        return [self.compare_and_set(record, expected,
+                                     None if scores is None else scores.only(index))
+                for index, (record, expected) in enumerate(writes)]
 
     @abstractmethod
     def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:

@@ -19,6 +19,7 @@ from statecast.service.scoring import (
     RESIDUAL_WRITES,
     Scores,
     Totals,
+    WriteScores,
     add_totals,
     residual_chunk,
 )
@@ -101,7 +102,7 @@ class MemoryStore(StateStore):
             return None if entry is None else self._record(model, stream, entry)
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
-                        scores: Scores | None = None) -> bool:
+                        scores: WriteScores | None = None) -> bool:
         key = (record.model, record.stream)
         state = np.asarray(record.state, dtype=np.float32)
         with self._lock:
@@ -129,8 +130,9 @@ class MemoryStore(StateStore):
                 revision=record.revision, tail=np.array(record.tail, np.float32),
                 created_at=record.created_at, updated_at=record.updated_at,
                 expired=record.expired, pending=record.pending)
-            if scores is not None:
-                self._add_scores(record.model, record.version, scores)
+            added = None if scores is None else scores.select([True])
+            if added is not None:
+                self._add_scores(record.model, record.version, added)
             return True
 
     def _add_scores(self, model: str, version: str, scores: Scores) -> None:

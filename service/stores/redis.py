@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from statecast.service.errors import StoreError
-from statecast.service.scoring import RESIDUAL_WRITES, Scores, Totals, residual_chunk, sum_scores
+from statecast.service.scoring import (
+    RESIDUAL_WRITES,
+    Scores,
+    Totals,
+    WriteScores,
+    residual_chunk,
+)
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
 _PREFIX = "statecast:"
@@ -201,21 +207,21 @@ class RedisStore(StateStore):
         return [expected, ttl, marker_ms, _marker(record), len(fields) // 2, *fields]
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
-                        scores: Scores | None = None) -> bool:
-        return self.compare_and_set_many([(record, expected_revision)], [scores])[0]
+                        scores: WriteScores | None = None) -> bool:
+        return self.compare_and_set_many([(record, expected_revision)], scores)[0]
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
-                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
+                             scores: WriteScores | None = None) -> list[bool]:
         """All writes of one model version in one script, all or nothing: when some fail,
         the script runs again without them (their scores are then not added)."""
         if len({(record.model, record.version) for record, _ in writes}) > 1:
             return super().compare_and_set_many(writes, scores)
-        each = list(scores or [None] * len(writes))
         results = [True] * len(writes)
         pending = list(range(len(writes)))
         while pending:
+            added = None if scores is None else scores.select(results)
             failed = self._call("compare_and_set", self._write_all,
-                                [writes[i] for i in pending], [each[i] for i in pending])
+                                [writes[i] for i in pending], added)
             if not failed:
                 break
             for position in failed:
@@ -224,10 +230,10 @@ class RedisStore(StateStore):
         return results
 
     def _write_all(self, writes: Sequence[tuple[StreamRecord, int | None]],
-                   scores: Sequence[Scores | None]) -> list[Any]:
-        """Run the script on writes of one model version; the failing items (1-based)."""
+                   added: Scores | None) -> list[Any]:
+        """Run the script on writes of one model version adding what they scored (all or
+        nothing); the failing items (1-based)."""
         model, version = writes[0][0].model, writes[0][0].version
-        added = sum_scores(scores)
         deltas: list[Any] = []
         if added is not None:
             for name, row in added.totals.items():

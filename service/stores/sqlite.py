@@ -27,13 +27,12 @@ from typing import Any
 from statecast.service.errors import StoreError
 from statecast.service.scoring import (
     RESIDUAL_WRITES,
-    Scores,
     Totals,
+    WriteScores,
     add_totals,
     decode_totals,
     encode_totals,
     residual_chunk,
-    sum_scores,
 )
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
@@ -55,7 +54,8 @@ CREATE TABLE IF NOT EXISTS {name} (
 )
 """
 _KEY = "CREATE UNIQUE INDEX IF NOT EXISTS streams_key ON streams (model, stream)"
-#: Per model version: when its first score was added, and its totals (row names, float64).
+#: Per model version: when its first score was added, and its totals (row names, float64)
+#: folded in from the score log.
 _ACCURACY = """
 CREATE TABLE IF NOT EXISTS accuracy (
     model TEXT NOT NULL,
@@ -66,11 +66,15 @@ CREATE TABLE IF NOT EXISTS accuracy (
     PRIMARY KEY (model, version)
 )
 """
-_RESIDUALS = ("CREATE TABLE IF NOT EXISTS residuals (model TEXT NOT NULL, "
-              "version TEXT NOT NULL, chunk BLOB NOT NULL)")
-_RESIDUALS_KEY = "CREATE INDEX IF NOT EXISTS residuals_version ON residuals (model, version)"
-#: Trim a version's residual chunks to the newest RESIDUAL_WRITES every this many writes.
-_TRIM_EVERY = 64
+#: The score log: one row per write transaction that scored, its totals (NULL once folded
+#: into ``accuracy``) and its residual chunk (kept for the newest RESIDUAL_WRITES rows).
+#: Appending a row is one INSERT; reading, merging and rewriting the totals on every
+#: write cost as much again as the stream's own write (measured).
+_SCORES = ("CREATE TABLE IF NOT EXISTS scores (model TEXT NOT NULL, version TEXT NOT NULL, "
+           "at REAL NOT NULL, names TEXT, totals BLOB, chunk BLOB NOT NULL)")
+_SCORES_KEY = "CREATE INDEX IF NOT EXISTS scores_version ON scores (model, version)"
+#: Fold a version's logged totals into ``accuracy`` and trim its log every this many rows.
+_FOLD_EVERY = 64
 _COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
             "created_at, updated_at, expired, pending")
 _INSERT = f"INSERT INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
@@ -109,32 +113,58 @@ def _select_streams(execute: Callable[..., Any], columns: str, model: str,
 
 def _add_scores(connection: sqlite3.Connection,
                 writes: Sequence[tuple[StreamRecord, int | None]], results: Sequence[bool],
-                scores: Sequence[Scores | None] | None) -> None:
-    """Inside the writes' transaction: add the scores of the writes that succeeded to their
-    model versions' totals and residual chunks."""
-    if not scores:
+                scores: WriteScores | None) -> None:
+    """Inside the writes' transaction: log what the writes that succeeded scored (one row;
+    the writes are of one model version)."""
+    added = None if scores is None else scores.select(results)
+    if added is None:
         return
-    by_version: dict[tuple[str, str], list[Scores | None]] = {}
-    for (record, _), ok, each in zip(writes, results, scores, strict=True):
-        if ok and each is not None:
-            by_version.setdefault((record.model, record.version), []).append(each)
-    for (model, version), members in by_version.items():
-        added = sum_scores(members)
-        assert added is not None
-        row = connection.execute("SELECT since, names, totals FROM accuracy WHERE model = ? "
-                                 "AND version = ?", (model, version)).fetchone()
-        since, totals = (time.time(), {}) if row is None else (row[0],
-                                                              decode_totals(row[1], row[2]))
-        names, blob = encode_totals(add_totals(totals, added.totals))
+    model, version = writes[0][0].model, writes[0][0].version
+    names, blob = encode_totals(added.totals)
+    cursor = connection.execute(
+        "INSERT INTO scores (model, version, at, names, totals, chunk) VALUES "
+        "(?, ?, ?, ?, ?, ?)", (model, version, time.time(), names, blob,
+                               residual_chunk(added)))
+    if (cursor.lastrowid or 0) % _FOLD_EVERY == 0:
+        for folded in connection.execute("SELECT DISTINCT model, version FROM scores "
+                                         "WHERE totals IS NOT NULL").fetchall():
+            _fold(connection, *folded)
+
+
+def _logged(connection: sqlite3.Connection, model: str, version: str
+            ) -> tuple[float | None, Totals, float | None, Totals, int]:
+    """A version's folded totals (since, totals) and its log's unfolded ones (earliest
+    time, totals, newest row)."""
+    row = connection.execute("SELECT since, names, totals FROM accuracy WHERE model = ? AND "
+                             "version = ?", (model, version)).fetchone()
+    since, folded = (None, {}) if row is None else (row[0], decode_totals(row[1], row[2]))
+    logged: Totals = {}
+    first, last = None, 0
+    for rowid, at, names, blob in connection.execute(
+            "SELECT rowid, at, names, totals FROM scores WHERE model = ? AND version = ? AND "
+            "totals IS NOT NULL ORDER BY rowid", (model, version)):
+        add_totals(logged, decode_totals(names, blob))
+        first = at if first is None else first
+        last = rowid
+    return since, folded, first, logged, last
+
+
+def _fold(connection: sqlite3.Connection, model: str, version: str) -> None:
+    """Move a version's logged totals into ``accuracy`` and keep only its newest
+    RESIDUAL_WRITES log rows (inside the caller's transaction)."""
+    since, totals, first, logged, last = _logged(connection, model, version)
+    if last:
+        names, blob = encode_totals(add_totals(totals, logged))
         connection.execute("INSERT OR REPLACE INTO accuracy (model, version, since, names, "
-                           "totals) VALUES (?, ?, ?, ?, ?)", (model, version, since, names, blob))
-        cursor = connection.execute("INSERT INTO residuals (model, version, chunk) VALUES "
-                                    "(?, ?, ?)", (model, version, residual_chunk(added)))
-        if (cursor.lastrowid or 0) % _TRIM_EVERY == 0:
-            connection.execute(
-                "DELETE FROM residuals WHERE model = ? AND version = ? AND rowid <= (SELECT "
-                "rowid FROM residuals WHERE model = ? AND version = ? ORDER BY rowid DESC "
-                "LIMIT 1 OFFSET ?)", (model, version, model, version, RESIDUAL_WRITES))
+                           "totals) VALUES (?, ?, ?, ?, ?)",
+                           (model, version, since if since is not None else first, names,
+                            blob))
+        connection.execute("UPDATE scores SET names = NULL, totals = NULL WHERE model = ? AND "
+                           "version = ? AND rowid <= ?", (model, version, last))
+    connection.execute(
+        "DELETE FROM scores WHERE model = ? AND version = ? AND rowid <= (SELECT rowid FROM "
+        "scores WHERE model = ? AND version = ? ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+        (model, version, model, version, RESIDUAL_WRITES))
 
 
 @contextmanager
@@ -173,8 +203,8 @@ class SqliteStore(StateStore):
         ).fetchone()
         with _transaction(connection):
             connection.execute(_ACCURACY)
-            connection.execute(_RESIDUALS)
-            connection.execute(_RESIDUALS_KEY)
+            connection.execute(_SCORES)
+            connection.execute(_SCORES_KEY)
             if row is not None and "pending" not in row[0]:  # a file from before scoring
                 connection.execute(
                     "ALTER TABLE streams ADD COLUMN pending BLOB NOT NULL DEFAULT x''")
@@ -239,7 +269,7 @@ class SqliteStore(StateStore):
         return [found.get(stream) for stream in streams]
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
-                             scores: Sequence[Scores | None] | None = None) -> list[bool]:
+                             scores: WriteScores | None = None) -> list[bool]:
         """All writes in one transaction under the writers' lock: the current revisions
         read in one query, then every write whose check passes in one ``executemany`` per
         kind (inside the transaction nobody else writes, so check-then-write is atomic);
@@ -284,7 +314,7 @@ class SqliteStore(StateStore):
         return results
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
-                        scores: Scores | None = None) -> bool:
+                        scores: WriteScores | None = None) -> bool:
         try:
             connection = self._connection()
             with self._writing():
@@ -292,8 +322,7 @@ class SqliteStore(StateStore):
                     return self._write(connection, record, expected_revision)
                 with _transaction(connection):
                     written = self._write(connection, record, expected_revision)
-                    _add_scores(connection, [(record, expected_revision)], [written],
-                                [scores])
+                    _add_scores(connection, [(record, expected_revision)], [written], scores)
                     return written
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
@@ -312,13 +341,20 @@ class SqliteStore(StateStore):
         return cursor.rowcount == 1
 
     def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
-        row = self._execute("SELECT since, names, totals FROM accuracy WHERE model = ? AND "
-                            "version = ?", (model, version)).fetchone()
-        return (None, {}) if row is None else (row[0], decode_totals(row[1], row[2]))
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN")  # one snapshot of the folded and logged totals
+            try:
+                since, totals, first, logged, _ = _logged(connection, model, version)
+            finally:
+                connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StoreError(f"sqlite store {self.path}: {error}") from None
+        return (since if since is not None else first), add_totals(totals, logged)
 
     def residuals(self, model: str, version: str) -> list[bytes]:
         rows = self._execute(
-            "SELECT chunk FROM residuals WHERE model = ? AND version = ? ORDER BY rowid DESC "
+            "SELECT chunk FROM scores WHERE model = ? AND version = ? ORDER BY rowid DESC "
             "LIMIT ?", (model, version, RESIDUAL_WRITES)).fetchall()
         return [row[0] for row in reversed(rows)]
 

@@ -34,9 +34,9 @@ class RivalMixin:
         return super().compare_and_set(record, expected_revision, scores)
 
     def compare_and_set_many(self, writes, scores=None):
-        each = scores or [None] * len(writes)
-        return [self.compare_and_set(record, expected, score)
-                for (record, expected), score in zip(writes, each, strict=True)]
+        return [self.compare_and_set(record, expected,
+                                     None if scores is None else scores.only(index))
+                for index, (record, expected) in enumerate(writes)]
 
 
 class RivalMemoryStore(RivalMixin, MemoryStore):

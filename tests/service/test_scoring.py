@@ -2,6 +2,7 @@
 arrive for it, per model version and horizon step, in the stream's compare-and-set."""
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,12 +14,12 @@ from statecast.service.scoring import (
     RESIDUALS_PER_WRITE,
     ROLLING_SPAN,
     Pending,
+    Scorer,
     Scores,
-    commit_forecast,
+    WriteScores,
     decode_residual_chunk,
     online_calibration,
     residual_chunk,
-    score,
 )
 from statecast.service.settings import Settings
 from statecast.service.startup import serving_app
@@ -32,13 +33,18 @@ def series(n=400, seed=0):
     return (60 + 45 * np.sin(np.arange(n) / 9.0) + rng.normal(0, 6, n)).round(2)
 
 
-class Targets:
-    """The one-target model the scoring functions read: features == targets == ("y",)."""
+def one_target(steps):
+    """What a scorer reads of a model: one feature that is its target, ``steps`` steps."""
+    spec = SimpleNamespace(features=("y",), targets=("y",), horizon=steps)
+    return SimpleNamespace(spec=spec)
 
-    class spec:  # stands in for ModelSpec
-        features = ("y",)
-        targets = ("y",)
-        horizon = 4
+
+def advance(data, observed, forecast, bounds=None, levels=(), steps=4):
+    """A stream's pending forecasts after one committed call, and what it scored."""
+    scorer = Scorer(one_target(steps), 1)
+    data = scorer.advance(0, data, observed, forecast, bounds, levels)
+    scores = scorer.scores([0])
+    return data, None if scores is None else scores.select([True])
 
 
 def reference_scores(calls, steps):
@@ -72,7 +78,7 @@ def reference_scores(calls, steps):
 def test_the_kernel_scores_like_a_plain_reference():
     rng = np.random.default_rng(3)
     steps = 4
-    pending = Pending.empty(steps, 1)
+    pending = b""
     calls, totals = [], {}
     for _ in range(60):
         observations = rng.normal(size=(int(rng.integers(1, 4)), 1)).astype(np.float32)
@@ -81,8 +87,7 @@ def test_the_kernel_scores_like_a_plain_reference():
         levels = (80.0,) if rng.random() < 0.5 else ()
         spread = np.abs(rng.normal(size=(horizon, 1))).astype(np.float32)
         bounds = {"lo-80": forecast - spread, "hi-80": forecast + spread} if levels else None
-        pending, scores = score(Targets, pending, observations)
-        pending = commit_forecast(pending, forecast, bounds, levels)
+        pending, scores = advance(pending, observations, forecast, bounds, levels)
         if scores is not None:
             for name, row in scores.totals.items():
                 totals[name] = totals.get(name, 0) + row
@@ -93,7 +98,7 @@ def test_the_kernel_scores_like_a_plain_reference():
     np.testing.assert_allclose(totals["smape"], smape, rtol=1e-6)
     np.testing.assert_array_equal(totals["checks:80"], checks["80"])
     np.testing.assert_array_equal(totals["covered:80"], covered["80"])
-    assert pending.scored == count.sum()
+    assert Pending.decode(pending).scored == count.sum()
 
 
 def test_pending_forecasts_round_trip_through_bytes():
@@ -110,16 +115,16 @@ def test_pending_forecasts_round_trip_through_bytes():
 
 def test_a_streams_rolling_error_is_pandas_ewm_of_its_errors():
     rng = np.random.default_rng(5)
-    pending, errors = Pending.empty(1, 1), []
+    pending, errors, before = b"", [], None
     for _ in range(120):
         y = rng.normal(size=(1, 1)).astype(np.float32)
-        before = pending.values[0, 0]
-        pending, _ = score(Targets, pending, y)
-        if not np.isnan(before):
+        forecast = rng.normal(size=(1, 1)).astype(np.float32)
+        pending, _ = advance(pending, y, forecast, steps=1)
+        if before is not None:
             errors.append(abs(float(y[0, 0]) - float(before)))
-        pending = commit_forecast(pending, rng.normal(size=(1, 1)).astype(np.float32), None, ())
+        before = forecast[0, 0]
     expected = pd.Series(errors).ewm(span=ROLLING_SPAN).mean().iloc[-1]
-    assert pending.rolling_mae()[0] == pytest.approx(expected, rel=1e-9)
+    assert Pending.decode(pending).rolling_mae()[0] == pytest.approx(expected, rel=1e-9)
 
 
 def test_smape_is_nixtlas():
@@ -128,12 +133,18 @@ def test_smape_is_nixtlas():
     rng = np.random.default_rng(2)
     y = np.concatenate([[0.0], rng.normal(size=30)]).astype(np.float32)
     f = np.concatenate([[0.0], rng.normal(size=30)]).astype(np.float32)
-    pending, total, count = Pending.empty(1, 1), 0.0, 0
+    pending, total, count = b"", 0.0, 0
+    previous = np.zeros((0, 1), np.float32)
     for value, forecast in zip(y, f, strict=True):
-        pending = commit_forecast(pending, np.array([[forecast]], np.float32), None, ())
-        pending, scores = score(Targets, pending, np.array([[value]], np.float32))
-        total += scores.totals["smape"][0]
-        count += scores.totals["count"][0]
+        pending, scores = advance(pending, previous, np.array([[forecast]], np.float32),
+                                  steps=1)
+        if scores is not None:
+            total += scores.totals["smape"][0]
+            count += scores.totals["count"][0]
+        previous = np.array([[value]], np.float32)
+    _, scores = advance(pending, previous, np.zeros((1, 1), np.float32), steps=1)
+    total += scores.totals["smape"][0]
+    count += scores.totals["count"][0]
     frame = pd.DataFrame({"unique_id": "a", "ds": range(len(y)), "y": y.astype(float),
                           "m": f.astype(float)})
     assert total / count == pytest.approx(float(smape(frame, ["m"])["m"].iloc[0]), rel=1e-5)
@@ -389,21 +400,28 @@ def record(stream, revision=0):
                         revision=revision, pending=b"kept")
 
 
-def one_score(error):
-    totals = {"count": np.array([1.0, 0.0]), "abs_error": np.array([error, 0.0]),
-              "smape": np.array([0.5, 0.0])}
-    return Scores(totals, np.array([[error]], np.float32), np.array([1], np.int32))
+def write_scores(*errors):
+    """What writes scored: each one absolute error at step 1 (None: nothing)."""
+    sums = np.zeros((len(errors), 3, 2))
+    owners, values = [], []
+    for index, error in enumerate(errors):
+        if error is not None:
+            sums[index, :, 0] = [1.0, error, 0.5]
+            owners.append(index)
+            values.append([error])
+    return WriteScores((), sums, np.array(values, np.float32).reshape(-1, 1),
+                       np.ones(len(values), np.int32), np.array(owners, np.int64))
 
 
 def test_a_failed_write_adds_no_scores(store):
     assert store.compare_and_set_many([(record("a"), None), (record("b"), None)],
-                                      [one_score(1.0), one_score(2.0)]) == [True, True]
+                                      write_scores(1.0, 2.0)) == [True, True]
     # b's expected revision is stale: only a's write and score land.
     results = store.compare_and_set_many(
         [(record("a", 1), 0), (record("b", 1), 7), (record("c"), None)],
-        [one_score(4.0), one_score(100.0), None])
+        write_scores(4.0, 100.0, None))
     assert results == [True, False, True]
-    assert not store.compare_and_set(record("a", 2), 0, one_score(1000.0))
+    assert not store.compare_and_set(record("a", 2), 0, write_scores(1000.0))
     since, totals = store.accuracy("m", "1")
     assert since is not None
     np.testing.assert_array_equal(totals["count"], [3.0, 0.0])
@@ -416,5 +434,9 @@ def test_a_failed_write_adds_no_scores(store):
 
 def test_at_most_the_scored_steps_are_kept():
     assert MAX_SCORED_STEPS == 48
-    pending = commit_forecast(Pending.empty(2, 1), np.ones((5, 1), np.float32), None, ())
-    assert pending.values.shape == (3, 1)
+    pending, _ = advance(b"", np.zeros((0, 1), np.float32), np.ones((5, 1), np.float32),
+                         steps=2)
+    decoded = Pending.decode(pending)
+    assert decoded.values.shape == (3, 1)
+    np.testing.assert_array_equal(decoded.values[:2, 0], [1.0, 1.0])
+    assert np.isnan(decoded.values[2, 0])
