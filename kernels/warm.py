@@ -13,7 +13,7 @@ import numpy as np
 
 from statecast.kernels.engine import PATHS, Engine
 from statecast.kernels.network import DenseLayer, RecurrentLayer, pack_network
-from statecast.kernels.scoring import packed_rows, score_observations
+from statecast.kernels.scoring import commit_forecast, packed_rows, score_observations
 
 
 def warm() -> float:
@@ -41,10 +41,19 @@ def warm() -> float:
         engine.forward_on(path, x[:1], arena, slots[:1], y[:1], head[:1])
     engine.forward_on("panels", x, arena, slots, y, head)
     engine.head(y[:, -1].copy())
-    rows = packed_rows(2)
-    score_observations(np.zeros((rows, 1), np.float32), np.zeros((rows, 1, 2, 1), np.float32),
-                       np.zeros((1, 1), np.float32), np.zeros((2, 2)), 0.5, np.zeros((5, 2)),
-                       np.zeros((rows, 1), np.float32), np.zeros(rows, np.int32))
+    # The scoring kernels on arrays typed as a stream's pending bytes give them (views of a
+    # bytearray), so that no call compiles another specialisation.
+    rows, buffer = packed_rows(2), bytearray(8 * 8 + 4 * 3 * 3)
+    header = np.frombuffer(buffer, "<f8", 8)
+    payload = np.frombuffer(buffer, "<f4", offset=header.nbytes)
+    values, bounds = payload[:rows].reshape(rows, 1), payload[rows:].reshape(rows, 1, 2, 1)
+    score_observations(values, bounds, np.zeros((1, 1), np.float32),
+                       header[4:].reshape(2, 2), 0.5, np.zeros((3, 5, 2))[0],
+                       np.array([3], np.int64), np.zeros((rows, 1), np.float32),
+                       np.zeros(rows, np.int32))
+    for forecast_bounds in (np.zeros((1, 1, 2, 1), np.float32),
+                            np.zeros((0, 0, 2, 1), np.float32)):
+        commit_forecast(values, bounds, 2, np.zeros((1, 1), np.float32), forecast_bounds)
     return time.perf_counter() - started
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ _FAST_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1
                  3.0)
 
 
+#: Seconds scores may wait before a worker counts them in its metrics.
+SCORES_FLUSH_SECONDS = 1.0
 #: Absolute error buckets, in the target's own units (which the server does not know).
 _ERROR_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0,
                   1000.0, 3000.0, 10000.0)
@@ -58,16 +61,6 @@ class _BulkHistogram:
         total = getattr(child, "_sum", None)
         self.direct = None if bounds is None or buckets is None or total is None else (
             list(bounds), buckets, total)
-
-    def observe_few(self, values: list[float]) -> None:
-        if self.direct is None:
-            for value in values:
-                self.child.observe(value)
-            return
-        bounds, buckets, total = self.direct
-        for value in values:
-            buckets[bisect.bisect_left(bounds, value)].inc(1)
-        total.inc(sum(values))
 
     def observe(self, values: np.ndarray) -> None:
         if self.direct is None:
@@ -137,6 +130,10 @@ class Metrics:
             "Observations inside the interval of a committed forecast, by level",
             ["model", "version", "level"], registry=registry)
         self._error_children: dict[tuple[str, str, int], _BulkHistogram] = {}
+        self._scores_lock = threading.Lock()
+        self._pending_scores: list[tuple[str, str, Scores]] = []
+        self._pending_values = 0
+        self._flushed = time.monotonic()
         self.models_loaded = Gauge(
             "statecast_models_loaded", "Model versions loaded in a worker's memory",
             multiprocess_mode="livemax", registry=registry)
@@ -150,22 +147,41 @@ class Metrics:
             self.kernel.labels(model).observe(time.perf_counter() - started)
 
     def add_scores(self, model: str, version: str, scores: Scores) -> None:
-        """Count the scores of a write that succeeded."""
-        steps = scores.steps.tolist()
-        # Usually each step once (one new observation): no grouping needed then.
-        if len(steps) == len(set(steps)):
-            for step, row in zip(steps, scores.errors.tolist(), strict=True):
-                self._error_child(model, version, step).observe_few(row)
-        else:
-            for step in set(steps):
-                self._error_child(model, version, step).observe(
-                    scores.errors[scores.steps == step].ravel())
-        for name, row in scores.totals.items():
-            kind, _, level = name.partition(":")
-            counter = {"checks": self.interval_checks, "covered": self.interval_covered
-                       }.get(kind)
-            if counter is not None:
-                counter.labels(model, version, level).inc(float(row.sum()))
+        """Count the scores of writes that succeeded. They are gathered and counted at most
+        every :data:`SCORES_FLUSH_SECONDS` (and before every exposition): each increment
+        of a multi-worker server's metric is a write to a shared file, and a call scores
+        one value per horizon step."""
+        with self._scores_lock:
+            self._pending_scores.append((model, version, scores))
+            self._pending_values += len(scores.steps)
+            due = (time.monotonic() - self._flushed > SCORES_FLUSH_SECONDS
+                   or self._pending_values > 100_000)
+        if due:
+            self.flush_scores()
+
+    def flush_scores(self) -> None:
+        """Count the scores gathered since the last flush."""
+        with self._scores_lock:
+            gathered, self._pending_scores = self._pending_scores, []
+            self._pending_values, self._flushed = 0, time.monotonic()
+            by_version: dict[tuple[str, str], list[Scores]] = {}
+            for model, version, scores in gathered:
+                by_version.setdefault((model, version), []).append(scores)
+            counters = {"checks": self.interval_checks, "covered": self.interval_covered}
+            for (model, version), members in by_version.items():
+                steps = np.concatenate([each.steps for each in members])
+                errors = np.concatenate([each.errors for each in members])
+                for step in np.unique(steps).tolist():
+                    self._error_child(model, version, step).observe(
+                        errors[steps == step].ravel())
+                checks: dict[str, float] = {}
+                for each in members:
+                    for name, row in each.totals.items():
+                        if name.startswith(("checks:", "covered:")):
+                            checks[name] = checks.get(name, 0.0) + float(row.sum())
+                for name, amount in checks.items():
+                    kind, _, level = name.partition(":")
+                    counters[kind].labels(model, version, level).inc(amount)
 
     def _error_child(self, model: str, version: str, step: int) -> _BulkHistogram:
         child = self._error_children.get((model, version, step))
@@ -176,6 +192,7 @@ class Metrics:
 
     def exposition(self, active: Callable[[], Iterable[tuple[str, int]]]) -> bytes:
         """The text exposition; ``active`` yields ``(model, live streams)`` now."""
+        self.flush_scores()
         for model, count in active():
             self.active_streams.labels(model).set(count)
         if multiprocess_mode():

@@ -12,10 +12,11 @@ calibration get conformal intervals once enough are seen.
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -155,6 +156,8 @@ class WriteScores:
     errors: np.ndarray
     steps: np.ndarray
     owners: np.ndarray
+    _selected: tuple[tuple[bool, ...], Scores | None] | None = field(
+        default=None, compare=False, repr=False)
 
     def only(self, index: int) -> WriteScores:
         """The scores of write ``index`` alone."""
@@ -163,11 +166,22 @@ class WriteScores:
                            self.steps[kept], np.zeros(int(kept.sum()), np.int64))
 
     def select(self, written: Sequence[bool]) -> Scores | None:
-        """The scores of the writes that succeeded, added up (None: they scored nothing)."""
-        mask = np.asarray(written, bool)
+        """The scores of the writes that succeeded, added up (None: they scored nothing).
+        The last answer is kept: the store and the metrics ask the same."""
+        key = tuple(written)
+        if self._selected is not None and self._selected[0] == key:
+            return self._selected[1]
+        selected = self._select(np.asarray(key, bool))
+        object.__setattr__(self, "_selected", (key, selected))
+        return selected
+
+    def _select(self, mask: np.ndarray) -> Scores | None:
         if not mask.any():
             return None
-        sums = self.sums[mask].sum(axis=0) if not mask.all() else self.sums.sum(axis=0)
+        if len(mask) == 1:
+            sums = self.sums[0]
+        else:
+            sums = self.sums[mask].sum(axis=0) if not mask.all() else self.sums.sum(axis=0)
         if not sums[COUNT].any():
             return None
         totals = {"count": sums[COUNT], "abs_error": sums[ABS_ERROR], "smape": sums[SMAPE]}
@@ -181,6 +195,11 @@ class WriteScores:
 
 
 _HEADER = 4  # steps, targets, levels, values scored
+
+
+@functools.cache
+def _empty_pending(steps: int, targets: int) -> bytes:
+    return Pending.empty(steps, targets).encode()
 _NO_BOUNDS = np.zeros((0, 0, 2, 1), np.float32)
 
 
@@ -200,10 +219,16 @@ class Scorer:
         self.error_steps = np.empty(writes * self.rows, np.int32)
         self.owners = np.empty(writes * self.rows, np.int64)
         self.scored = 0
-        self._empty = Pending.empty(self.steps, self.targets).encode()
+        self._empty = _empty_pending(self.steps, self.targets)
+        self._rows: dict[tuple[float, ...], np.ndarray] = {}
+        #: The targets are the observations' only column: no copy of them to score.
+        self._whole = self.columns == [0] and len(model.spec.features) == 1
 
-    def _level_rows(self, levels: Sequence[float]) -> np.ndarray:
+    def _level_rows(self, levels: tuple[float, ...]) -> np.ndarray:
         """Rows of :attr:`sums` where each of a stream's levels is counted."""
+        known = self._rows.get(levels)
+        if known is not None:
+            return known
         rows = []
         for level in levels:
             name = level_name(level)
@@ -215,17 +240,18 @@ class Scorer:
             grown = np.zeros((self.sums.shape[0], need + 4, self.steps))
             grown[:, :self.sums.shape[1]] = self.sums
             self.sums = grown
-        return np.asarray(rows, np.int64)
+        found = self._rows[levels] = np.asarray(rows, np.int64)
+        return found
 
     def advance(self, index: int, data: bytes, observed: np.ndarray, forecast: np.ndarray,
                 intervals: dict[str, np.ndarray] | None, levels: Sequence[float]) -> bytes:
         """A stream's pending forecasts (``data``; empty: none) after its new observations
         (raw rows) are scored and its committed ``forecast`` (with the ``intervals`` of
         ``levels``, if any) is added; what they scored is counted as write ``index``."""
-        if not data or tuple(np.frombuffer(data, "<f8", 2)) != (self.steps, self.targets):
+        if not data or struct.unpack_from("<dd", data) != (self.steps, self.targets):
             data = self._empty
-        stored = int(np.frombuffer(data, "<f8", 1, offset=16)[0])
-        stored_levels = tuple(np.frombuffer(data, "<f8", stored, offset=8 * _HEADER).tolist())
+        stored = int(struct.unpack_from("<d", data, 16)[0])
+        stored_levels = struct.unpack_from(f"<{stored}d", data, 8 * _HEADER) if stored else ()
         asked = tuple(levels) if intervals is not None else ()
         if stored_levels or asked:
             data, stored_levels = self._relevel(data, stored_levels, asked)
@@ -238,7 +264,8 @@ class Scorer:
             self.rows, len(stored_levels), 2, self.targets)
         if len(observed):
             level_rows = self._level_rows(stored_levels)
-            targets = np.ascontiguousarray(observed[:, self.columns], dtype=np.float32)
+            targets = np.ascontiguousarray(observed if self._whole else
+                                           observed[:, self.columns], dtype=np.float32)
             written = score_observations(values, bounds, targets, rolling, _DECAY,
                                          self.sums[index], level_rows,
                                          self.errors[self.scored:],
@@ -284,6 +311,10 @@ class Scorer:
         they are written) scored; None when nothing was."""
         if not self.scored:
             return None
+        if len(writes) == len(self.sums) == 1:
+            return WriteScores(tuple(self.levels), self.sums, self.errors[:self.scored],
+                               self.error_steps[:self.scored],
+                               np.zeros(self.scored, np.int64))
         position = np.full(self.sums.shape[0], -1, np.int64)
         position[np.asarray(writes, np.int64)] = np.arange(len(writes))
         owners = position[self.owners[:self.scored]]

@@ -18,6 +18,7 @@ from statecast.service.app import create_app
 from statecast.service.bundled import seed_registry
 from statecast.service.errors import ModelNotSupported
 from statecast.service.forecasting import check_servable
+from statecast.service.metrics import SCORES_FLUSH_SECONDS
 from statecast.service.runtime import runtime
 from statecast.service.settings import Settings
 from statecast.service.stores import StateStore
@@ -45,8 +46,15 @@ def prepare(app: Flask, warm: bool = True) -> None:
 def start(app: Flask) -> None:
     """Start background work and mark the app ready. Idle streams are turned into
     tombstones by a daemon thread (calls also check) when a TTL is set and the store does
-    not expire them itself; the thread stops with :meth:`Runtime.close`."""
+    not expire them itself; another counts the scores a worker gathered in its metrics
+    when no call has for a while. The threads stop with :meth:`Runtime.close`."""
     state = runtime(app)
+
+    def count_scores() -> None:
+        while not state.stopping.wait(SCORES_FLUSH_SECONDS):
+            state.metrics.flush_scores()
+
+    threading.Thread(target=count_scores, name="statecast-scores", daemon=True).start()
     ttl = state.settings.stream_ttl
     if ttl is not None and not state.store.expires_idle:
 

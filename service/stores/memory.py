@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,37 +103,47 @@ class MemoryStore(StateStore):
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
                         scores: WriteScores | None = None) -> bool:
+        return self.compare_and_set_many([(record, expected_revision)], scores)[0]
+
+    def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                             scores: WriteScores | None = None) -> list[bool]:
+        """Every write under the lock at once, then what those that succeeded scored."""
+        with self._lock:
+            results = [self._write(record, expected) for record, expected in writes]
+            added = None if scores is None else scores.select(results)
+            if added is not None:
+                self._add_scores(writes[0][0].model, writes[0][0].version, added)
+        return results
+
+    def _write(self, record: StreamRecord, expected_revision: int | None) -> bool:
+        """One compare-and-set, under the lock."""
         key = (record.model, record.stream)
         state = np.asarray(record.state, dtype=np.float32)
-        with self._lock:
-            entry = self._entries.get(key)
-            if (entry is None) != (expected_revision is None):
-                return False
-            if entry is not None and entry.revision != expected_revision:
-                return False
-            if entry is not None and entry.row >= 0 and (
-                    entry.version != record.version or record.expired):
-                self._arenas[(record.model, entry.version)].release(entry.row)
-                entry.row = -1
-            row = -1
-            if not record.expired:
-                arena = self._arenas.get((record.model, record.version))
-                if arena is None:
-                    arena = self._arenas[(record.model, record.version)] = Arena(state.size)
-                if arena.width != state.size:
-                    raise StoreError(f"stream {record.stream!r}: state of {state.size} values "
-                                     f"for a version whose streams hold {arena.width}")
-                row = entry.row if entry is not None and entry.row >= 0 else arena.allocate()
-                arena.rows[row] = state
-            self._entries[key] = _Entry(
-                version=record.version, row=row, origin=record.origin, step=record.step,
-                revision=record.revision, tail=np.array(record.tail, np.float32),
-                created_at=record.created_at, updated_at=record.updated_at,
-                expired=record.expired, pending=record.pending)
-            added = None if scores is None else scores.select([True])
-            if added is not None:
-                self._add_scores(record.model, record.version, added)
-            return True
+        entry = self._entries.get(key)
+        if (entry is None) != (expected_revision is None):
+            return False
+        if entry is not None and entry.revision != expected_revision:
+            return False
+        if entry is not None and entry.row >= 0 and (
+                entry.version != record.version or record.expired):
+            self._arenas[(record.model, entry.version)].release(entry.row)
+            entry.row = -1
+        row = -1
+        if not record.expired:
+            arena = self._arenas.get((record.model, record.version))
+            if arena is None:
+                arena = self._arenas[(record.model, record.version)] = Arena(state.size)
+            if arena.width != state.size:
+                raise StoreError(f"stream {record.stream!r}: state of {state.size} values "
+                                 f"for a version whose streams hold {arena.width}")
+            row = entry.row if entry is not None and entry.row >= 0 else arena.allocate()
+            arena.rows[row] = state
+        self._entries[key] = _Entry(
+            version=record.version, row=row, origin=record.origin, step=record.step,
+            revision=record.revision, tail=np.array(record.tail, np.float32),
+            created_at=record.created_at, updated_at=record.updated_at,
+            expired=record.expired, pending=record.pending)
+        return True
 
     def _add_scores(self, model: str, version: str, scores: Scores) -> None:
         book = self._accuracy.get((model, version))

@@ -69,10 +69,11 @@ CREATE TABLE IF NOT EXISTS accuracy (
 #: The score log: one row per write transaction that scored, its totals (NULL once folded
 #: into ``accuracy``) and its residual chunk (kept for the newest RESIDUAL_WRITES rows).
 #: Appending a row is one INSERT; reading, merging and rewriting the totals on every
-#: write cost as much again as the stream's own write (measured).
+#: write cost as much again as the stream's own write (measured). No index: the log is
+#: trimmed to a few hundred rows per version, and an index would add a page to every
+#: write's commit.
 _SCORES = ("CREATE TABLE IF NOT EXISTS scores (model TEXT NOT NULL, version TEXT NOT NULL, "
            "at REAL NOT NULL, names TEXT, totals BLOB, chunk BLOB NOT NULL)")
-_SCORES_KEY = "CREATE INDEX IF NOT EXISTS scores_version ON scores (model, version)"
 #: Fold a version's logged totals into ``accuracy`` and trim its log every this many rows.
 _FOLD_EVERY = 64
 _COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
@@ -204,7 +205,6 @@ class SqliteStore(StateStore):
         with _transaction(connection):
             connection.execute(_ACCURACY)
             connection.execute(_SCORES)
-            connection.execute(_SCORES_KEY)
             if row is not None and "pending" not in row[0]:  # a file from before scoring
                 connection.execute(
                     "ALTER TABLE streams ADD COLUMN pending BLOB NOT NULL DEFAULT x''")
