@@ -103,10 +103,14 @@ class MemoryStore(StateStore):
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
                         scores: WriteScores | None = None) -> bool:
-        return self.compare_and_set_many([(record, expected_revision)], scores)[0]
+        return self._write_all([(record, expected_revision)], scores)[0]
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
                              scores: WriteScores | None = None) -> list[bool]:
+        return self._write_all(writes, scores)
+
+    def _write_all(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                   scores: WriteScores | None) -> list[bool]:
         """Every write under the lock at once, then what those that succeeded scored."""
         with self._lock:
             results = [self._write(record, expected) for record, expected in writes]
