@@ -13,7 +13,7 @@ import numpy as np
 
 from statecast.kernels.engine import PATHS, Engine
 from statecast.kernels.network import DenseLayer, RecurrentLayer, pack_network
-from statecast.kernels.scoring import commit_forecast, packed_rows, score_observations
+from statecast.kernels.scoring import packed_rows, record_bytes, score_streams
 
 
 def warm() -> float:
@@ -41,19 +41,18 @@ def warm() -> float:
         engine.forward_on(path, x[:1], arena, slots[:1], y[:1], head[:1])
     engine.forward_on("panels", x, arena, slots, y, head)
     engine.head(y[:, -1].copy())
-    # The scoring kernels on arrays typed as a stream's pending bytes give them (views of a
-    # bytearray), so that no call compiles another specialisation.
-    rows, buffer = packed_rows(2), bytearray(8 * 8 + 4 * 3 * 3)
-    header = np.frombuffer(buffer, "<f8", 8)
-    payload = np.frombuffer(buffer, "<f4", offset=header.nbytes)
-    values, bounds = payload[:rows].reshape(rows, 1), payload[rows:].reshape(rows, 1, 2, 1)
-    score_observations(values, bounds, np.zeros((1, 1), np.float32),
-                       header[4:].reshape(2, 2), 0.5, np.zeros((3, 5, 2))[0],
-                       np.array([3], np.int64), np.zeros((rows, 1), np.float32),
-                       np.zeros(rows, np.int32))
-    for forecast_bounds in (np.zeros((1, 1, 2, 1), np.float32),
-                            np.zeros((0, 0, 2, 1), np.float32)):
-        commit_forecast(values, bounds, 2, np.zeros((1, 1), np.float32), forecast_bounds)
+    # The scoring kernel on arrays typed as the service gives them (views of a bytearray
+    # of stream records), so that no call compiles another specialisation.
+    steps, size = 2, record_bytes(2, 1, 1)
+    record = bytearray(size)
+    np.frombuffer(record, "<f8", 3)[:] = (steps, 1, 1)
+    score_streams(np.frombuffer(record, "<f8"), np.frombuffer(record, "<f4"),
+                  np.zeros(1, np.int64), np.zeros((1, 1), np.float32),
+                  np.array([0, 1], np.int64), 0.5, np.zeros((1, steps, 1), np.float32),
+                  np.zeros(2 * steps, np.float32), np.zeros(1, np.int64),
+                  np.full((1, 1), 3, np.int64), np.zeros((1, 5, steps)),
+                  np.zeros((packed_rows(steps), 1), np.float32),
+                  np.zeros(packed_rows(steps), np.int32), np.zeros(packed_rows(steps), np.int64))
     return time.perf_counter() - started
 
 

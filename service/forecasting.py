@@ -12,6 +12,7 @@ states and forecasts of a group of streams :mod:`service.work`'s.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -174,9 +175,9 @@ class ForecastService:
             with self.metrics.timing_kernel(model.name):
                 state = advance_works(model, [work])[0]
                 forecasts, bounds = group_forecasts(model, [work], [state])
-                scorer = self._scorer(model, 1)
-                response, new_record = self._finish(work, state, forecasts[0], bounds[0],
-                                                    scorer, 0)
+                finished, scorer = self._finish_group(model, [work], [state], forecasts,
+                                                      bounds)
+                response, new_record = finished[0]
             if new_record is None or not work.request.commit:
                 return response
             scores = None if scorer is None else scorer.scores([0])
@@ -222,13 +223,11 @@ class ForecastService:
                 group = [work for _, work in model_works]
                 model = group[0].plan.model
                 writes, written, members = [], [], []
-                scorer = self._scorer(model, len(group))
                 with self.metrics.timing_kernel(model.name):
                     states = advance_works(model, group)
                     forecasts, bounds = group_forecasts(model, group, states)
-                    finished = [self._finish(*finishing, scorer, member) for member, finishing
-                                in enumerate(zip(group, states, forecasts, bounds,
-                                                 strict=True))]
+                    finished, scorer = self._finish_group(model, group, states, forecasts,
+                                                          bounds)
                 for member, ((index, work), (response, record)) in enumerate(
                         zip(model_works, finished, strict=True)):
                     results[index] = response
@@ -301,10 +300,24 @@ class ForecastService:
                     "(nothing was stored)", needed=spec.window, have=have)
         return work
 
-    def _scorer(self, model: Model, writes: int) -> Scorer | None:
-        """What scores a group's writes (None: scoring is off, or the model's observations
-        do not hold its targets)."""
-        return Scorer(model, writes) if self.scoring and scored_steps(model) else None
+    def _finish_group(self, model: Model, works: list[Work], states: list[np.ndarray],
+                      forecasts: list[np.ndarray],
+                      bounds: list[dict[str, np.ndarray] | None]
+                      ) -> tuple[list[tuple[StreamForecast, StreamRecord | None]],
+                                 Scorer | None]:
+        """Each work's answer and record to write (:meth:`_finish`), the records holding
+        their streams' pending forecasts after this call, and what scored them (None:
+        scoring is off, or the model's observations do not hold its targets)."""
+        scorer = (Scorer(model, len(works)) if self.scoring and scored_steps(model)
+                  else None)
+        finished = [self._finish(*each, scorer, member) for member, each
+                    in enumerate(zip(works, states, forecasts, bounds, strict=True))]
+        if scorer is None:
+            return finished, None
+        pending = scorer.run()
+        return [(response, record if record is None or member not in pending
+                 else replace(record, pending=pending[member]))
+                for member, (response, record) in enumerate(finished)], scorer
 
     def _count_scores(self, model: str, version: str, scores: WriteScores | None,
                       outcomes: list[bool]) -> None:
@@ -318,8 +331,9 @@ class ForecastService:
                 scorer: Scorer | None = None, member: int = 0
                 ) -> tuple[StreamForecast, StreamRecord | None]:
         """The answer and the record to write (None: nothing changed), from the stream's
-        new state, its forecast and the intervals its model's head gave; what the new
-        observations score is counted by ``scorer`` as write ``member``."""
+        new state, its forecast and the intervals its model's head gave; a record to
+        commit is handed to ``scorer`` as write ``member`` (its pending forecasts are
+        filled in once the group is scored)."""
         plan, model = work.plan, work.plan.model
         new = work.new
         new_step = work.step + len(new)
@@ -330,11 +344,9 @@ class ForecastService:
             committed=work.request.commit, forecast=forecast, intervals=intervals)
         if not (len(new) or plan.fresh):
             return response, None
-        pending = b""
         if scorer is not None and work.request.commit:
             kept = plan.record.pending if plan.record is not None and not plan.fresh else b""
-            pending = scorer.advance(member, kept, new, forecast, intervals,
-                                     work.request.level)
+            scorer.add(member, kept, new, forecast, intervals, work.request.level)
         tail = np.concatenate([plan.tail, new])[-model.spec.retain:] if len(new) else plan.tail
         now = time.time()
         record = StreamRecord(
@@ -342,7 +354,7 @@ class ForecastService:
             step=new_step, state=state, tail=np.ascontiguousarray(tail, dtype=np.float32),
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
             created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
-            updated_at=now, pending=pending)
+            updated_at=now)
         return response, record
 
     @staticmethod

@@ -24,11 +24,11 @@ import numpy as np
 from statecast.kernels.scoring import (
     ABS_ERROR,
     COUNT,
+    HEADER,
     SMAPE,
     TOTAL_ROWS,
-    commit_forecast,
     packed_rows,
-    score_observations,
+    score_streams,
 )
 from statecast.models import Model
 from statecast.models.conformal import MAX_LEVELS, Calibration, level_name
@@ -99,15 +99,17 @@ class Pending:
         the rolling sums) then the float32 forecasts and bounds."""
         header = np.concatenate([[self.steps, self.values.shape[1], len(self.levels),
                                   self.scored], self.levels, self.rolling.ravel()])
-        return (header.astype("<f8").tobytes() + self.values.astype("<f4").tobytes()
+        data = (header.astype("<f8").tobytes() + self.values.astype("<f4").tobytes()
                 + self.bounds.astype("<f4").tobytes())
+        return data + bytes(-len(data) % 8)  # records are 8-byte aligned
 
     @classmethod
     def decode(cls, data: bytes) -> Pending:
         steps, targets, levels, scored = (int(v) for v in np.frombuffer(data, "<f8", 4))
         header = np.frombuffer(data, "<f8", 4 + levels + 2 * steps)
         rows = packed_rows(steps)
-        payload = np.frombuffer(data, "<f4", offset=header.nbytes).astype(np.float32)
+        payload = np.frombuffer(data, "<f4", rows * targets * (1 + 2 * levels),
+                                offset=header.nbytes).astype(np.float32)
         values = payload[:rows * targets].reshape(rows, targets)
         bounds = payload[rows * targets:].reshape(rows, levels, 2, targets)
         return cls(tuple(float(v) for v in header[4:4 + levels]), scored,
@@ -194,133 +196,153 @@ class WriteScores:
         return Scores(totals, self.errors[kept], self.steps[kept])
 
 
-_HEADER = 4  # steps, targets, levels, values scored
-
-
 @functools.cache
 def _empty_pending(steps: int, targets: int) -> bytes:
     return Pending.empty(steps, targets).encode()
-_NO_BOUNDS = np.zeros((0, 0, 2, 1), np.float32)
 
 
 class Scorer:
-    """Scores the writes of one call on a model version's streams: each stream's encoded
-    pending forecasts are scored against its new observations and given its new forecast
-    in one pass over their bytes (:mod:`kernels.scoring`), the sums gathered per write."""
+    """Scores the writes of one call on a model version's streams: each stream's pending
+    forecasts (its record's bytes) are scored against its new observations and given the
+    call's forecast, every stream of the call in one kernel pass over their bytes
+    (:mod:`kernels.scoring`), the sums kept per write."""
 
     def __init__(self, model: Model, writes: int) -> None:
         self.steps = scored_steps(model)
         self.targets = len(model.spec.targets)
         self.columns = target_columns(model)
-        self.rows = packed_rows(self.steps)
-        self.levels: list[str] = []
-        self.sums = np.zeros((writes, TOTAL_ROWS + 4, self.steps))
-        self.errors = np.empty((writes * self.rows, self.targets), np.float32)
-        self.error_steps = np.empty(writes * self.rows, np.int32)
-        self.owners = np.empty(writes * self.rows, np.int64)
-        self.scored = 0
-        self._empty = _empty_pending(self.steps, self.targets)
-        self._rows: dict[tuple[float, ...], np.ndarray] = {}
         #: The targets are the observations' only column: no copy of them to score.
         self._whole = self.columns == [0] and len(model.spec.features) == 1
+        self.rows = packed_rows(self.steps)
+        self.levels: list[str] = []
+        self._empty = _empty_pending(self.steps, self.targets)
+        self._level_rows: dict[tuple[float, ...], list[int]] = {}
+        self._members: list[int] = []
+        self._records: list[bytes] = []
+        self._levels_of: list[list[int]] = []
+        self._observed: list[np.ndarray] = []
+        self._forecasts: list[np.ndarray] = []
+        self._bounds: list[np.ndarray | None] = []
+        self.sums = np.zeros((0, TOTAL_ROWS, self.steps))
+        self.errors = np.zeros((0, self.targets), np.float32)
+        self.error_steps = np.zeros(0, np.int32)
+        self.owners = np.zeros(0, np.int64)
 
-    def _level_rows(self, levels: tuple[float, ...]) -> np.ndarray:
-        """Rows of :attr:`sums` where each of a stream's levels is counted."""
-        known = self._rows.get(levels)
-        if known is not None:
-            return known
-        rows = []
-        for level in levels:
-            name = level_name(level)
-            if name not in self.levels:
-                self.levels.append(name)
-            rows.append(TOTAL_ROWS + 2 * self.levels.index(name))
-        need = TOTAL_ROWS + 2 * len(self.levels)
-        if need > self.sums.shape[1]:
-            grown = np.zeros((self.sums.shape[0], need + 4, self.steps))
-            grown[:, :self.sums.shape[1]] = self.sums
-            self.sums = grown
-        found = self._rows[levels] = np.asarray(rows, np.int64)
-        return found
-
-    def advance(self, index: int, data: bytes, observed: np.ndarray, forecast: np.ndarray,
-                intervals: dict[str, np.ndarray] | None, levels: Sequence[float]) -> bytes:
-        """A stream's pending forecasts (``data``; empty: none) after its new observations
-        (raw rows) are scored and its committed ``forecast`` (with the ``intervals`` of
-        ``levels``, if any) is added; what they scored is counted as write ``index``."""
+    def add(self, member: int, data: bytes, observed: np.ndarray, forecast: np.ndarray,
+            intervals: dict[str, np.ndarray] | None, levels: Sequence[float]) -> None:
+        """A stream's pending forecasts (``data``; empty: none), its new observations (raw
+        rows) and the forecast its call commits (with the ``intervals`` of ``levels``, if
+        any), as write ``member`` of the call."""
         if not data or struct.unpack_from("<dd", data) != (self.steps, self.targets):
             data = self._empty
         stored = int(struct.unpack_from("<d", data, 16)[0])
-        stored_levels = struct.unpack_from(f"<{stored}d", data, 8 * _HEADER) if stored else ()
+        stored_levels = struct.unpack_from(f"<{stored}d", data, 8 * HEADER) if stored else ()
         asked = tuple(levels) if intervals is not None else ()
         if stored_levels or asked:
-            data, stored_levels = self._relevel(data, stored_levels, asked)
-        buffer = bytearray(data)
-        header = np.frombuffer(buffer, "<f8", _HEADER + len(stored_levels) + 2 * self.steps)
-        rolling = header[_HEADER + len(stored_levels):].reshape(2, self.steps)
-        payload = np.frombuffer(buffer, "<f4", offset=header.nbytes)
-        values = payload[:self.rows * self.targets].reshape(self.rows, self.targets)
-        bounds = payload[self.rows * self.targets:].reshape(
-            self.rows, len(stored_levels), 2, self.targets)
-        if len(observed):
-            level_rows = self._level_rows(stored_levels)
-            targets = np.ascontiguousarray(observed if self._whole else
-                                           observed[:, self.columns], dtype=np.float32)
-            written = score_observations(values, bounds, targets, rolling, _DECAY,
-                                         self.sums[index], level_rows,
-                                         self.errors[self.scored:],
-                                         self.error_steps[self.scored:])
-            self.owners[self.scored:self.scored + written] = index
-            self.scored += written
-            header[3] += written * self.targets
-        commit_forecast(values, bounds, self.steps, np.ascontiguousarray(forecast, np.float32),
-                        self._bounds(forecast, intervals, stored_levels))
-        return bytes(buffer)
+            data, stored_levels = _relevel(data, stored_levels, asked)
+        self._members.append(member)
+        self._records.append(data)
+        self._levels_of.append(self._rows_of(stored_levels))
+        self._observed.append(observed if self._whole else observed[:, self.columns])
+        self._forecasts.append(forecast)
+        self._bounds.append(None if intervals is None or not stored_levels else
+                            self._bounds_of(forecast, intervals, stored_levels))
 
-    @staticmethod
-    def _relevel(data: bytes, stored: tuple[float, ...], asked: tuple[float, ...]
-                 ) -> tuple[bytes, tuple[float, ...]]:
-        """Pending forecasts holding bounds for the levels a call asks for and the stored
-        levels some pending forecast still has bounds of (at most ``MAX_LEVELS``)."""
-        if set(asked) <= set(stored) and asked:
-            return data, stored  # the common case: the same levels again
-        pending = Pending.decode(data)
-        still = [level for slot, level in enumerate(pending.levels)
-                 if level not in asked and not np.isnan(pending.bounds[:, slot]).all()]
-        wanted = (asked + tuple(still))[:MAX_LEVELS]
-        if wanted == stored:
-            return data, stored
-        return pending.with_levels(wanted).encode(), wanted
+    def _rows_of(self, levels: tuple[float, ...]) -> list[int]:
+        """Rows of the sums where each of a stream's levels is counted."""
+        known = self._level_rows.get(levels)
+        if known is None:
+            for name in map(level_name, levels):
+                if name not in self.levels:
+                    self.levels.append(name)
+            known = self._level_rows[levels] = [
+                TOTAL_ROWS + 2 * self.levels.index(level_name(level)) for level in levels]
+        return known
 
-    def _bounds(self, forecast: np.ndarray, intervals: dict[str, np.ndarray] | None,
-                levels: tuple[float, ...]) -> np.ndarray:
-        """A forecast's bounds ``[horizon, levels, 2, targets]`` (NaN for a level it was
-        not given; no rows without intervals)."""
-        if intervals is None or not levels:
-            return _NO_BOUNDS
-        bounds = np.full((len(forecast), len(levels), 2, self.targets), np.nan, np.float32)
-        for slot, level in enumerate(levels):
-            name = level_name(level)
+    def _bounds_of(self, forecast: np.ndarray, intervals: dict[str, np.ndarray],
+                   levels: tuple[float, ...]) -> np.ndarray:
+        """A forecast's bounds ``[S, levels, 2, targets]``, flat (NaN for a level it was
+        not given, and past its horizon)."""
+        bounds = np.full((self.steps, len(levels), 2, self.targets), np.nan, np.float32)
+        rows = min(self.steps, len(forecast))
+        for slot, name in enumerate(map(level_name, levels)):
             if f"lo-{name}" in intervals:
-                bounds[:, slot, 0] = intervals[f"lo-{name}"]
-                bounds[:, slot, 1] = intervals[f"hi-{name}"]
-        return bounds
+                bounds[:rows, slot, 0] = intervals[f"lo-{name}"][:rows]
+                bounds[:rows, slot, 1] = intervals[f"hi-{name}"][:rows]
+        return bounds.ravel()
 
-    def scores(self, writes: Sequence[int]) -> WriteScores | None:
-        """What the writes at ``writes`` (indices given to :meth:`advance`, in the order
-        they are written) scored; None when nothing was."""
-        if not self.scored:
+    def run(self) -> dict[int, bytes]:
+        """Score every stream added; each member's new record."""
+        count = len(self._records)
+        if not count:
+            return {}
+        sizes = np.fromiter(map(len, self._records), np.int64, count)
+        starts = np.zeros(count + 1, np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        buffer = bytearray(b"".join(self._records))
+        f8 = np.frombuffer(buffer, "<f8")
+        f4 = np.frombuffer(buffer, "<f4")
+        observed_starts = np.zeros(count + 1, np.int64)
+        np.cumsum([len(rows) for rows in self._observed], out=observed_starts[1:])
+        observed = (np.concatenate(self._observed).astype(np.float32, copy=False)
+                    if observed_starts[-1] else np.zeros((0, self.targets), np.float32))
+        forecasts = np.full((count, self.steps, self.targets), np.nan, np.float32)
+        for n, forecast in enumerate(self._forecasts):
+            forecasts[n, :len(forecast)] = forecast[:self.steps]
+        bounds_starts = np.full(count, -1, np.int64)
+        given = [bounds for bounds in self._bounds if bounds is not None]
+        flat_bounds = np.concatenate(given) if given else np.zeros(0, np.float32)
+        at = 0
+        for n, bounds in enumerate(self._bounds):
+            if bounds is not None:
+                bounds_starts[n], at = at, at + len(bounds)
+        widest = max(map(len, self._levels_of))
+        level_rows = np.zeros((count, max(widest, 1)), np.int64)
+        for n, rows in enumerate(self._levels_of):
+            level_rows[n, :len(rows)] = rows
+        self.sums = np.zeros((count, TOTAL_ROWS + 2 * len(self.levels), self.steps))
+        capacity = count * self.rows
+        self.errors = np.empty((capacity, self.targets), np.float32)
+        self.error_steps = np.empty(capacity, np.int32)
+        self.owners = np.empty(capacity, np.int64)
+        scored = score_streams(f8, f4, starts[:-1], np.ascontiguousarray(observed),
+                               observed_starts, _DECAY, forecasts, flat_bounds, bounds_starts,
+                               level_rows, self.sums, self.errors, self.error_steps,
+                               self.owners)
+        self.errors, self.error_steps = self.errors[:scored], self.error_steps[:scored]
+        self.owners = self.owners[:scored]
+        view = memoryview(buffer)
+        return {member: bytes(view[starts[n]:starts[n + 1]])
+                for n, member in enumerate(self._members)}
+
+    def scores(self, members: Sequence[int]) -> WriteScores | None:
+        """What the writes of ``members`` (given to :meth:`add`, in the order they are
+        written) scored, once :meth:`run`; None when nothing was."""
+        if not len(self.owners):
             return None
-        if len(writes) == len(self.sums) == 1:
-            return WriteScores(tuple(self.levels), self.sums, self.errors[:self.scored],
-                               self.error_steps[:self.scored],
-                               np.zeros(self.scored, np.int64))
-        position = np.full(self.sums.shape[0], -1, np.int64)
-        position[np.asarray(writes, np.int64)] = np.arange(len(writes))
-        owners = position[self.owners[:self.scored]]
+        entry = {member: n for n, member in enumerate(self._members)}
+        order = np.asarray([entry[member] for member in members], np.int64)
+        position = np.full(len(self._members), -1, np.int64)
+        position[order] = np.arange(len(order))
+        owners = position[self.owners]
         assert (owners >= 0).all(), "scores of a stream that is not written"
-        return WriteScores(tuple(self.levels), self.sums[list(writes)],
-                           self.errors[:self.scored], self.error_steps[:self.scored], owners)
+        return WriteScores(tuple(self.levels), self.sums[order], self.errors,
+                           self.error_steps, owners)
+
+
+def _relevel(data: bytes, stored: tuple[float, ...], asked: tuple[float, ...]
+             ) -> tuple[bytes, tuple[float, ...]]:
+    """A stream's record holding bounds for the levels a call asks for and the stored levels
+    some pending forecast still has bounds of (at most ``MAX_LEVELS``)."""
+    if set(asked) <= set(stored) and asked:
+        return data, stored  # the common case: the same levels again
+    pending = Pending.decode(data)
+    still = [level for slot, level in enumerate(pending.levels)
+             if level not in asked and not np.isnan(pending.bounds[:, slot]).all()]
+    wanted = (asked + tuple(still))[:MAX_LEVELS]
+    if wanted == stored:
+        return data, stored
+    return pending.with_levels(wanted).encode(), wanted
 
 
 def add_totals(into: Totals, totals: Totals) -> Totals:

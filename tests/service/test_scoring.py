@@ -42,7 +42,8 @@ def one_target(steps):
 def advance(data, observed, forecast, bounds=None, levels=(), steps=4):
     """A stream's pending forecasts after one committed call, and what it scored."""
     scorer = Scorer(one_target(steps), 1)
-    data = scorer.advance(0, data, observed, forecast, bounds, levels)
+    scorer.add(0, data, observed, forecast, bounds, levels)
+    data = scorer.run()[0]
     scores = scorer.scores([0])
     return data, None if scores is None else scores.select([True])
 
