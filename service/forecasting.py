@@ -12,7 +12,6 @@ states and forecasts of a group of streams :mod:`service.work`'s.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -305,19 +304,28 @@ class ForecastService:
                       bounds: list[dict[str, np.ndarray] | None]
                       ) -> tuple[list[tuple[StreamForecast, StreamRecord | None]],
                                  Scorer | None]:
-        """Each work's answer and record to write (:meth:`_finish`), the records holding
-        their streams' pending forecasts after this call, and what scored them (None:
-        scoring is off, or the model's observations do not hold its targets)."""
+        """Each work's answer and the record to write (None: nothing changed), from its
+        stream's new state, its forecast and the intervals its model's head gave; the
+        records hold their streams' pending forecasts after this call, scored by the
+        scorer returned (None: scoring is off, or the model's observations do not hold
+        its targets)."""
+        answers = [self._answer(*each) for each in zip(works, forecasts, bounds, strict=True)]
+        writes = [bool(len(work.new) or work.plan.fresh) for work in works]
+        pending: dict[int, bytes] = {}
         scorer = (Scorer(model, len(works)) if self.scoring and scored_steps(model)
                   else None)
-        finished = [self._finish(*each, scorer, member) for member, each
-                    in enumerate(zip(works, states, forecasts, bounds, strict=True))]
-        if scorer is None:
-            return finished, None
-        pending = scorer.run()
-        return [(response, record if record is None or member not in pending
-                 else replace(record, pending=pending[member]))
-                for member, (response, record) in enumerate(finished)], scorer
+        if scorer is not None:
+            for member, (work, write, answer) in enumerate(zip(works, writes, answers,
+                                                               strict=True)):
+                if write and work.request.commit:
+                    plan = work.plan
+                    kept = plan.record.pending if plan.record and not plan.fresh else b""
+                    scorer.add(member, kept, work.new, answer.forecast, answer.intervals,
+                               work.request.level)
+            pending = scorer.run()
+        return [(answer, self._record(work, state, pending.get(member, b"")) if write
+                 else None) for member, (work, state, answer, write)
+                in enumerate(zip(works, states, answers, writes, strict=True))], scorer
 
     def _count_scores(self, model: str, version: str, scores: WriteScores | None,
                       outcomes: list[bool]) -> None:
@@ -326,36 +334,31 @@ class ForecastService:
         if added is not None:
             self.metrics.add_scores(model, version, added)
 
-    def _finish(self, work: Work, state: np.ndarray, forecast: np.ndarray,
-                head_bounds: dict[str, np.ndarray] | None = None,
-                scorer: Scorer | None = None, member: int = 0
-                ) -> tuple[StreamForecast, StreamRecord | None]:
-        """The answer and the record to write (None: nothing changed), from the stream's
-        new state, its forecast and the intervals its model's head gave; a record to
-        commit is handed to ``scorer`` as write ``member`` (its pending forecasts are
-        filled in once the group is scored)."""
-        plan, model = work.plan, work.plan.model
-        new = work.new
-        new_step = work.step + len(new)
-        intervals = self._intervals(work, forecast, head_bounds)
-        response = StreamForecast(
-            model=model.name, version=plan.version, stream=work.stream, step=new_step,
-            consumed=len(new), skipped=int(work.skipped), created=plan.record is None,
-            committed=work.request.commit, forecast=forecast, intervals=intervals)
-        if not (len(new) or plan.fresh):
-            return response, None
-        if scorer is not None and work.request.commit:
-            kept = plan.record.pending if plan.record is not None and not plan.fresh else b""
-            scorer.add(member, kept, new, forecast, intervals, work.request.level)
-        tail = np.concatenate([plan.tail, new])[-model.spec.retain:] if len(new) else plan.tail
+    def _answer(self, work: Work, forecast: np.ndarray,
+                head_bounds: dict[str, np.ndarray] | None) -> StreamForecast:
+        """A call's answer: its forecast and the intervals it asked for."""
+        plan = work.plan
+        return StreamForecast(
+            model=plan.model.name, version=plan.version, stream=work.stream,
+            step=work.step + len(work.new), consumed=len(work.new), skipped=int(work.skipped),
+            created=plan.record is None, committed=work.request.commit, forecast=forecast,
+            intervals=self._intervals(work, forecast, head_bounds))
+
+    @staticmethod
+    def _record(work: Work, state: np.ndarray, pending: bytes) -> StreamRecord:
+        """The stream's record after a call: its new state, step, tail, pending
+        forecasts, next revision."""
+        plan, new = work.plan, work.new
+        tail = (np.concatenate([plan.tail, new])[-plan.model.spec.retain:] if len(new)
+                else plan.tail)
         now = time.time()
-        record = StreamRecord(
-            model=model.name, stream=work.stream, version=plan.version, origin=work.origin,
-            step=new_step, state=state, tail=np.ascontiguousarray(tail, dtype=np.float32),
+        return StreamRecord(
+            model=plan.model.name, stream=work.stream, version=plan.version,
+            origin=work.origin, step=work.step + len(new), state=state,
+            tail=np.ascontiguousarray(tail, dtype=np.float32),
             revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
             created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
-            updated_at=now)
-        return response, record
+            updated_at=now, pending=pending)
 
     @staticmethod
     def _check_overlap(tail: np.ndarray, step: int, start: int, resent: np.ndarray,

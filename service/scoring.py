@@ -233,10 +233,13 @@ class Scorer:
         """A stream's pending forecasts (``data``; empty: none), its new observations (raw
         rows) and the forecast its call commits (with the ``intervals`` of ``levels``, if
         any), as write ``member`` of the call."""
-        if not data or struct.unpack_from("<dd", data) != (self.steps, self.targets):
-            data = self._empty
-        stored = int(struct.unpack_from("<d", data, 16)[0])
-        stored_levels = struct.unpack_from(f"<{stored}d", data, 8 * HEADER) if stored else ()
+        stored_levels: tuple[float, ...] = ()
+        if len(data) != len(self._empty) or data[:24] != self._empty[:24]:
+            # Not the usual record of this model without levels: check it.
+            if not data or struct.unpack_from("<dd", data) != (self.steps, self.targets):
+                data = self._empty
+            stored = int(struct.unpack_from("<d", data, 16)[0])
+            stored_levels = struct.unpack_from(f"<{stored}d", data, 8 * HEADER)
         asked = tuple(levels) if intervals is not None else ()
         if stored_levels or asked:
             data, stored_levels = _relevel(data, stored_levels, asked)
@@ -286,19 +289,23 @@ class Scorer:
         np.cumsum([len(rows) for rows in self._observed], out=observed_starts[1:])
         observed = (np.concatenate(self._observed).astype(np.float32, copy=False)
                     if observed_starts[-1] else np.zeros((0, self.targets), np.float32))
-        forecasts = np.full((count, self.steps, self.targets), np.nan, np.float32)
-        for n, forecast in enumerate(self._forecasts):
-            forecasts[n, :len(forecast)] = forecast[:self.steps]
+        if all(len(forecast) >= self.steps for forecast in self._forecasts):
+            forecasts = np.stack([f[:self.steps] for f in self._forecasts]).astype(
+                np.float32, copy=False)
+        else:
+            forecasts = np.full((count, self.steps, self.targets), np.nan, np.float32)
+            for n, forecast in enumerate(self._forecasts):
+                forecasts[n, :len(forecast)] = forecast[:self.steps]
         bounds_starts = np.full(count, -1, np.int64)
         given = [bounds for bounds in self._bounds if bounds is not None]
         flat_bounds = np.concatenate(given) if given else np.zeros(0, np.float32)
         at = 0
-        for n, bounds in enumerate(self._bounds):
+        for n, bounds in enumerate(self._bounds if given else ()):
             if bounds is not None:
                 bounds_starts[n], at = at, at + len(bounds)
         widest = max(map(len, self._levels_of))
         level_rows = np.zeros((count, max(widest, 1)), np.int64)
-        for n, rows in enumerate(self._levels_of):
+        for n, rows in enumerate(self._levels_of if widest else ()):
             level_rows[n, :len(rows)] = rows
         self.sums = np.zeros((count, TOTAL_ROWS + 2 * len(self.levels), self.steps))
         capacity = count * self.rows
@@ -311,8 +318,8 @@ class Scorer:
                                self.owners)
         self.errors, self.error_steps = self.errors[:scored], self.error_steps[:scored]
         self.owners = self.owners[:scored]
-        view = memoryview(buffer)
-        return {member: bytes(view[starts[n]:starts[n + 1]])
+        view, bounds = memoryview(buffer), starts.tolist()
+        return {member: bytes(view[bounds[n]:bounds[n + 1]])
                 for n, member in enumerate(self._members)}
 
     def scores(self, members: Sequence[int]) -> WriteScores | None:
@@ -326,7 +333,9 @@ class Scorer:
         position[order] = np.arange(len(order))
         owners = position[self.owners]
         assert (owners >= 0).all(), "scores of a stream that is not written"
-        return WriteScores(tuple(self.levels), self.sums[order], self.errors,
+        sums = self.sums if len(order) == len(self.sums) and (
+            order == np.arange(len(order))).all() else self.sums[order]
+        return WriteScores(tuple(self.levels), sums, self.errors,
                            self.error_steps, owners)
 
 
