@@ -19,7 +19,7 @@ import numpy as np
 from statecast.models import Model, ModelError, StatecastError
 from statecast.models.conformal import Calibration, require_calibration
 from statecast.models.distribution import check_head_levels, gives_levels
-from statecast.models.names import split_reference
+from statecast.models.names import check_name, split_reference
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
     BatchTooLarge,
@@ -402,6 +402,8 @@ class ForecastService:
         """How a model version's committed forecasts scored (``version`` None: the one a
         call naming ``reference`` would start a stream on)."""
         name = split_reference(reference)[0]
+        if version is not None:
+            check_name(version, "version")
         name, version = self.models.resolve(reference if version is None
                                              else f"{name}@{version}")
         since, totals = self.store.accuracy(name, version)

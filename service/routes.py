@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from statecast.models.names import NAME_PATTERN
 from statecast.service import kserve_schemas as v2
 from statecast.service import schemas
 
@@ -63,7 +64,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/v1/models/{model}/accuracy",
               "How a model version's committed forecasts scored against what arrived later",
               schemas.ModelAccuracy,
-              query=(("version", {"type": "string"},
+              query=(("version", {"type": "string", "pattern": f"^{NAME_PATTERN.pattern}$"},
                       "A version or alias (default: the one the model name resolves to)"),)),
     Operation("get", "/v1/models/{model}/streams/{stream}/state",
               "A stream's hidden (and cell) state per layer", schemas.StreamState),
