@@ -71,13 +71,13 @@ class _BulkHistogram:
         if len(values) < 16:
             for value in values.tolist():
                 buckets[bisect.bisect_left(bounds, value)].inc(1)
-            total.inc(float(values.sum()))
+            total.inc(float(values.sum(dtype=np.float64)))
             return
         counts = np.bincount(np.searchsorted(bounds, values, side="left"),
                              minlength=len(bounds))
         for index in np.flatnonzero(counts).tolist():
             buckets[index].inc(int(counts[index]))
-        total.inc(float(values.sum()))
+        total.inc(float(values.sum(dtype=np.float64)))
 
 
 def multiprocess_mode() -> bool:

@@ -52,7 +52,10 @@ def start(app: Flask) -> None:
 
     def count_scores() -> None:
         while not state.stopping.wait(SCORES_FLUSH_SECONDS):
-            state.metrics.flush_scores()
+            try:
+                state.metrics.flush_scores()
+            except Exception:  # noqa: BLE001 - metrics must never stop the worker
+                log.exception("counting scores in the metrics failed")
 
     threading.Thread(target=count_scores, name="statecast-scores", daemon=True).start()
     ttl = state.settings.stream_ttl
