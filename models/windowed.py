@@ -233,6 +233,8 @@ def window_outputs(model: Model, windows: np.ndarray, future: np.ndarray | None,
             per_step = _dense_head(model, last)
         else:
             assert head is not None
+            if head.ndim == 3:  # a head applied at every step forecasts from the last one
+                head = head[:, -1]
             per_step = head.reshape(count, spec.horizon, -1)
         per_step = per_step[:, :horizon]
     else:

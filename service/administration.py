@@ -15,7 +15,13 @@ import numpy as np
 
 from statecast.models.artifact import read_artifact
 from statecast.models.errors import ArtifactError
-from statecast.models.importers import ForecastOptions, Imported, import_file, load_scaler
+from statecast.models.importers import (
+    ForecastOptions,
+    Imported,
+    import_file,
+    load_scaler,
+    output_from_flags,
+)
 from statecast.models.importers.files import SUFFIXES
 from statecast.models.names import check_name
 from statecast.service.errors import (
@@ -102,7 +108,9 @@ class Administration:
                                   targets=comma_names(form.get("targets")),
                                   features=comma_names(form.get("features")),
                                   state_mode=form.get("state_mode", "carry"),
-                                  scaler=scaler_data)
+                                  scaler=scaler_data,
+                                  output=output_from_flags(form.get("head_output") or None,
+                                                           form.get("quantiles") or None))
         activations = comma_names(form.get("head_activations"))
         return import_file(path, options=options, cell=form.get("cell") or None,
                            rnn_prefix=form.get("rnn_prefix") or None,

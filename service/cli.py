@@ -13,8 +13,14 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from statecast.models import Registry, StatecastError
-from statecast.models.importers import ForecastOptions, import_file, load_scaler
+from statecast.models.importers import (
+    ForecastOptions,
+    import_file,
+    load_scaler,
+    output_from_flags,
+)
 from statecast.models.importers.files import FORMATS
+from statecast.models.spec import OUTPUT_KINDS, OutputSpec
 from statecast.service.administration import bound_streams, comma_names
 from statecast.service.bundled import seed_registry
 from statecast.service.errors import StoreError, StreamNotFound, VersionInUse
@@ -35,7 +41,8 @@ def _import(args: argparse.Namespace) -> int:
     options = ForecastOptions(
         mode=args.mode, horizon=args.horizon, targets=comma_names(args.targets),
         features=comma_names(args.features), state_mode=args.state_mode,
-        scaler=load_scaler(args.scaler) if args.scaler else None)
+        scaler=load_scaler(args.scaler) if args.scaler else None,
+        output=output_from_flags(args.head_output, args.quantiles))
     imported = import_file(
         Path(args.path), file_format=args.format, options=options, cell=args.cell,
         rnn_prefix=args.rnn_prefix, head_prefix=args.head_prefix,
@@ -52,10 +59,17 @@ def _import(args: argparse.Namespace) -> int:
     print(f"published {args.name}@{version} to {registry.root}: {spec.input_size} features "
           f"-> {layers}" + (f" -> head {[d.out_features for d in spec.head]}" if spec.head
                             else "") + f"; {spec.forecast_mode}, horizon {spec.horizon}, "
-          f"{spec.state_mode}")
+          f"{spec.state_mode}" + _head_output(spec.output))
     if imported.source.get("outputs"):
         print(f"forecast: {imported.source['outputs']}")
     return 0
+
+
+def _head_output(output: OutputSpec) -> str:
+    """``; gaussian head`` or ``; quantile head [0.1, 0.5, 0.9]``, empty for a point head."""
+    if output.kind == "point":
+        return ""
+    return f"; {output.kind} head" + (f" {list(output.quantiles)}" if output.quantiles else "")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -233,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--features", help="comma-separated feature names")
     imp.add_argument("--scaler", help="scaler JSON: mean/std or min/max per feature")
     imp.add_argument("--state-mode", default="carry", help="carry (default) or window:W")
+    imp.add_argument("--head-output", choices=OUTPUT_KINDS,
+                     help="what the head emits per step and target: point (default), "
+                          "gaussian (mu, then sigma before softplus) or quantile (one value "
+                          "per --quantiles); a distribution head gives the intervals "
+                          "of \"level\" itself and needs --state-mode window:W")
+    imp.add_argument("--quantiles", help="comma-separated, increasing quantiles of a quantile "
+                                         "head, in its order, holding 0.5: 0.1,0.5,0.9")
     imp.set_defaults(handler=_import)
 
     run = commands.add_parser("run", help="run a model version on arrays from an .npz file")

@@ -318,8 +318,8 @@ class Scorer:
                                self.owners)
         self.errors, self.error_steps = self.errors[:scored], self.error_steps[:scored]
         self.owners = self.owners[:scored]
-        view, bounds = memoryview(buffer), starts.tolist()
-        return {member: bytes(view[bounds[n]:bounds[n + 1]])
+        view, offsets = memoryview(buffer), starts.tolist()
+        return {member: bytes(view[offsets[n]:offsets[n + 1]])
                 for n, member in enumerate(self._members)}
 
     def scores(self, members: Sequence[int]) -> WriteScores | None:

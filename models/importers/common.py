@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import numpy as np
 
 from statecast.models.errors import ImportFailed, InvalidSpec
 from statecast.models.layer_spec import ActivationSpec, DenseLayerSpec, RecurrentLayerSpec
-from statecast.models.spec import ModelSpec, ScalingSpec
+from statecast.models.spec import OUTPUT_KINDS, POINT, ModelSpec, OutputSpec, ScalingSpec
 
 #: ``torch.nn`` activation class names -> (statecast's name, alpha), for libraries' heads.
 TORCH_ACTIVATIONS = {"ReLU": ("relu", None), "Sigmoid": ("sigmoid", None),
@@ -56,6 +57,40 @@ class ForecastOptions:
     features: tuple[str, ...] | None = None
     state_mode: str = "carry"
     scaler: dict[str, Any] | None = None
+    output: OutputSpec = POINT
+
+
+def output_from_flags(head_output: str | None, quantiles: str | None) -> OutputSpec:
+    """What the head emits per step and target, from the import's ``head_output``
+    (``point``, ``gaussian`` or ``quantile``) and comma-separated ``quantiles``.
+
+    ``gaussian``: mu, then sigma before softplus (Darts' ``GaussianLikelihood``); the
+    forecast is mu. ``quantile``: one value per quantile, in the order given; the forecast
+    is the 0.5 quantile, so the quantiles must hold it. Quantiles alone mean a quantile head.
+    """
+    kind = head_output or ("quantile" if quantiles else "point")
+    if kind not in OUTPUT_KINDS:
+        raise ImportFailed(f"head output must be one of {list(OUTPUT_KINDS)}, got {kind!r}")
+    if kind != "quantile":
+        if quantiles:
+            raise ImportFailed(f"quantiles are for a quantile head, not a {kind} one")
+        return POINT if kind == "point" else OutputSpec("gaussian", 2, 0)
+    if not quantiles:
+        raise ImportFailed("a quantile head needs its quantiles, in the head's order, "
+                           "e.g. 0.1,0.5,0.9")
+    try:
+        values = tuple(float(part) for part in quantiles.split(","))
+    except ValueError:
+        raise ImportFailed(f"quantiles must be comma-separated numbers, got "
+                           f"{quantiles!r}") from None
+    if not all(0.0 < q < 1.0 for q in values):
+        raise ImportFailed(f"quantiles must lie strictly between 0 and 1, got {list(values)}")
+    if any(later <= earlier for earlier, later in itertools.pairwise(values)):
+        raise ImportFailed(f"quantiles must be strictly increasing, got {list(values)}")
+    if 0.5 not in values:
+        raise ImportFailed(f"quantiles {list(values)} must hold 0.5: the median is the "
+                           "point forecast")
+    return OutputSpec("quantile", len(values), values.index(0.5), values)
 
 
 @dataclass(frozen=True)
@@ -165,13 +200,22 @@ def build_spec(layers: list[RecurrentLayerSpec], head: list[DenseLayerSpec],
         raise ImportFailed(f"{len(features)} feature names given; the model takes "
                            f"{input_size} features")
     targets = options.targets or (features[0],)
+    output = options.output
+    if output.kind != "point" and options.state_mode == "carry":
+        raise ImportFailed(f"a {output.kind} head needs a window model: give --state-mode "
+                           "window:W (W the length of the windows it was trained on); each "
+                           "forecast re-runs the last W observations through it")
     horizon = options.horizon
     if horizon is None:
         if options.mode == "direct":
-            if output_size % len(targets):
+            per_step = len(targets) * output.params
+            if output_size % per_step:
+                params = (f" x {output.params} {output.kind} parameters"
+                          if output.params > 1 else "")
                 raise ImportFailed(f"the model emits {output_size} values, not a multiple of "
-                                   f"{len(targets)} target(s): give --targets")
-            horizon = output_size // len(targets)
+                                   f"{len(targets)} target(s){params}: give --targets"
+                                   + (" or check the head output" if params else ""))
+            horizon = output_size // per_step
         else:
             horizon = 1
     scaling = (scaling_from_json(options.scaler, features, targets)
@@ -181,6 +225,6 @@ def build_spec(layers: list[RecurrentLayerSpec], head: list[DenseLayerSpec],
                          head_every_step=head_every_step, features=tuple(features),
                          targets=tuple(targets), forecast_mode=options.mode, horizon=horizon,
                          state_mode=options.state_mode, scaling=scaling,
-                         initial_state=initial_state)
+                         initial_state=initial_state, output=output)
     except InvalidSpec as error:
         raise ImportFailed(str(error)) from None
