@@ -54,7 +54,7 @@ def start(app: Flask) -> None:
         while not state.stopping.wait(SCORES_FLUSH_SECONDS):
             try:
                 state.metrics.flush_scores()
-            except Exception:  # noqa: BLE001 - metrics must never stop the worker
+            except Exception:  # metrics must never stop the worker
                 log.exception("counting scores in the metrics failed")
 
     threading.Thread(target=count_scores, name="statecast-scores", daemon=True).start()
