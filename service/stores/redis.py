@@ -3,8 +3,12 @@ replicas, on an existing, trusted server.
 
 One hash per stream under a key hash-tagged by stream (``statecast:{model/stream}``), so a
 Redis Cluster keeps every stream's fields in one slot. Compare-and-set is a Lua script:
-atomic in Redis, a write happens whole or not at all. States are little-endian float32
-bytes. Batch reads are pipelined (one round trip). Connection errors and timeouts become
+atomic in Redis, a write happens whole or not at all. The writes of one call (one model
+version) run in one script, all or nothing, with the scores they add to their version's
+totals (``statecast-accuracy:{model/version}``) and residuals: a score is counted exactly
+when its write lands. A Redis Cluster runs a script on one slot only, so there the writes
+would have to be grouped by slot and the totals kept per slot. States are little-endian
+float32 bytes. Batch reads are pipelined (one round trip). Connection errors and timeouts become
 :class:`StoreError` (503). Durability is the server's: run it with AOF on.
 
 Idle streams (``ttl``) are expired by Redis itself: every write of a live stream sets the
