@@ -48,7 +48,6 @@ from statecast.service.scoring import (
     Scorer,
     WriteScores,
     accuracy_report,
-    scored_steps,
 )
 from statecast.service.stores import StateStore, StreamRecord
 from statecast.service.work import (
@@ -312,8 +311,9 @@ class ForecastService:
         answers = [self._answer(*each) for each in zip(works, forecasts, bounds, strict=True)]
         writes = [bool(len(work.new) or work.plan.fresh) for work in works]
         pending: dict[int, bytes] = {}
-        scorer = (Scorer(model, len(works)) if self.scoring and scored_steps(model)
-                  else None)
+        scorer = Scorer(model, len(works)) if self.scoring else None
+        if scorer is not None and not scorer.steps:
+            scorer = None
         if scorer is not None:
             for member, (work, write, answer) in enumerate(zip(works, writes, answers,
                                                                strict=True)):

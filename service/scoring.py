@@ -13,6 +13,7 @@ calibration get conformal intervals once enough are seen.
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 import time
 from collections.abc import Sequence
@@ -210,7 +211,7 @@ class Scorer:
     def __init__(self, model: Model, writes: int) -> None:
         self.steps = scored_steps(model)
         self.targets = len(model.spec.targets)
-        self.columns = target_columns(model)
+        self.columns = target_columns(model) if self.steps else []
         #: The targets are the observations' only column: no copy of them to score.
         self._whole = self.columns == [0] and len(model.spec.features) == 1
         self.rows = packed_rows(self.steps)
@@ -279,16 +280,15 @@ class Scorer:
         count = len(self._records)
         if not count:
             return {}
-        sizes = np.fromiter(map(len, self._records), np.int64, count)
-        starts = np.zeros(count + 1, np.int64)
-        np.cumsum(sizes, out=starts[1:])
+        offsets = list(itertools.accumulate(map(len, self._records), initial=0))
+        starts = np.array(offsets, np.int64)
         buffer = bytearray(b"".join(self._records))
         f8 = np.frombuffer(buffer, "<f8")
         f4 = np.frombuffer(buffer, "<f4")
-        observed_starts = np.zeros(count + 1, np.int64)
-        np.cumsum([len(rows) for rows in self._observed], out=observed_starts[1:])
-        observed = (np.concatenate(self._observed).astype(np.float32, copy=False)
-                    if observed_starts[-1] else np.zeros((0, self.targets), np.float32))
+        observed_starts = np.array(list(itertools.accumulate(map(len, self._observed),
+                                                             initial=0)), np.int64)
+        observed = (self._observed[0] if count == 1 else np.concatenate(self._observed))
+        observed = np.ascontiguousarray(observed, np.float32)
         if all(len(forecast) >= self.steps for forecast in self._forecasts):
             forecasts = np.stack([f[:self.steps] for f in self._forecasts]).astype(
                 np.float32, copy=False)
@@ -312,13 +312,13 @@ class Scorer:
         self.errors = np.empty((capacity, self.targets), np.float32)
         self.error_steps = np.empty(capacity, np.int32)
         self.owners = np.empty(capacity, np.int64)
-        scored = score_streams(f8, f4, starts[:-1], np.ascontiguousarray(observed),
+        scored = score_streams(f8, f4, starts[:-1], observed,
                                observed_starts, _DECAY, forecasts, flat_bounds, bounds_starts,
                                level_rows, self.sums, self.errors, self.error_steps,
                                self.owners)
         self.errors, self.error_steps = self.errors[:scored], self.error_steps[:scored]
         self.owners = self.owners[:scored]
-        view, offsets = memoryview(buffer), starts.tolist()
+        view = memoryview(buffer)
         return {member: bytes(view[offsets[n]:offsets[n + 1]])
                 for n, member in enumerate(self._members)}
 
@@ -327,6 +327,9 @@ class Scorer:
         written) scored, once :meth:`run`; None when nothing was."""
         if not len(self.owners):
             return None
+        if list(members) == self._members:  # every stream added is written, in order
+            return WriteScores(tuple(self.levels), self.sums, self.errors, self.error_steps,
+                               self.owners)
         entry = {member: n for n, member in enumerate(self._members)}
         order = np.asarray([entry[member] for member in members], np.int64)
         position = np.full(len(self._members), -1, np.int64)
