@@ -112,20 +112,32 @@ def _select_streams(execute: Callable[..., Any], columns: str, model: str,
                            f"({', '.join('?' * len(chunk))})", (model, *chunk))
 
 
-def _add_scores(connection: sqlite3.Connection,
-                writes: Sequence[tuple[StreamRecord, int | None]], results: Sequence[bool],
-                scores: WriteScores | None) -> None:
-    """Inside the writes' transaction: log what the writes that succeeded scored (one row;
-    the writes are of one model version)."""
+#: A score log row's values after model and version: time, totals' names and blob, chunk.
+_LogRow = tuple[float, str, bytes, bytes]
+
+
+def _log_row(scores: WriteScores | None, results: Sequence[bool]) -> _LogRow | None:
+    """What the writes that succeeded scored, as a score log row (None: nothing)."""
     added = None if scores is None else scores.select(results)
     if added is None:
+        return None
+    names, blob = encode_totals(added.totals)
+    return time.time(), names, blob, residual_chunk(added)
+
+
+def _add_scores(connection: sqlite3.Connection,
+                writes: Sequence[tuple[StreamRecord, int | None]], results: Sequence[bool],
+                scores: WriteScores | None, prepared: _LogRow | None) -> None:
+    """Inside the writes' transaction: log what the writes that succeeded scored (one row;
+    the writes are of one model version). ``prepared``: the row if every write succeeds,
+    computed before the writers' lock was taken, so that it is held for less time."""
+    row = prepared if all(results) else _log_row(scores, results)
+    if row is None:
         return
     model, version = writes[0][0].model, writes[0][0].version
-    names, blob = encode_totals(added.totals)
     cursor = connection.execute(
         "INSERT INTO scores (model, version, at, names, totals, chunk) VALUES "
-        "(?, ?, ?, ?, ?, ?)", (model, version, time.time(), names, blob,
-                               residual_chunk(added)))
+        "(?, ?, ?, ?, ?, ?)", (model, version, *row))
     if (cursor.lastrowid or 0) % _FOLD_EVERY == 0:
         for folded in connection.execute("SELECT DISTINCT model, version FROM scores "
                                          "WHERE totals IS NOT NULL").fetchall():
@@ -277,10 +289,11 @@ class SqliteStore(StateStore):
         if len(writes) < 2:
             return super().compare_and_set_many(writes, scores)
         connection = self._connection()
+        prepared = _log_row(scores, [True] * len(writes))
         try:
             with self._writing(), _transaction(connection):
                 results = self._write_many(connection, writes)
-                _add_scores(connection, writes, results, scores)
+                _add_scores(connection, writes, results, scores, prepared)
                 return results
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
@@ -317,12 +330,14 @@ class SqliteStore(StateStore):
                         scores: WriteScores | None = None) -> bool:
         try:
             connection = self._connection()
+            prepared = _log_row(scores, [True])
             with self._writing():
-                if scores is None:
+                if prepared is None:
                     return self._write(connection, record, expected_revision)
                 with _transaction(connection):
                     written = self._write(connection, record, expected_revision)
-                    _add_scores(connection, [(record, expected_revision)], [written], scores)
+                    _add_scores(connection, [(record, expected_revision)], [written], scores,
+                                prepared)
                     return written
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
