@@ -11,7 +11,6 @@ states and forecasts of a group of streams :mod:`service.work`'s.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from statecast.models import Model, ModelError, StatecastError
 from statecast.models.conformal import Calibration, require_calibration
 from statecast.models.distribution import check_head_levels, gives_levels
 from statecast.models.names import check_name, split_reference
+from statecast.service.accuracy import OnlineCalibrations, accuracy_report
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
     BatchTooLarge,
@@ -42,21 +42,18 @@ from statecast.service.requests import (
     validate_call,
 )
 from statecast.service.retries import ATTEMPTS, contention, until_written
-from statecast.service.scoring import (
-    OnlineCalibrations,
-    Pending,
-    Scorer,
-    WriteScores,
-    accuracy_report,
-)
+from statecast.service.scoring import Pending, Scorer, WriteScores
 from statecast.service.stores import StateStore, StreamRecord
 from statecast.service.work import (
     Plan,
     Work,
     advance_works,
+    answer,
     by_version,
+    call_intervals,
     fresh_plan,
     group_forecasts,
+    new_record,
 )
 
 
@@ -142,15 +139,6 @@ class ForecastService:
         elif request.level:
             return self._calibration(model, version, request.horizon)
         return None
-
-    @staticmethod
-    def _intervals(work: Work, forecast: np.ndarray,
-                   head_bounds: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
-        """The intervals a call asked for: its model head's, else conformal from the
-        calibration checked with the call (no second read: nothing can fail here)."""
-        if work.calibration is None:
-            return head_bounds
-        return work.calibration.intervals(forecast, work.request.level)
 
     def _calibration(self, model: Model, version: str, horizon: int) -> Calibration:
         """The calibration that gives a call's intervals (the version's own, else the
@@ -269,7 +257,7 @@ class ForecastService:
                                        calibration))
         with self.metrics.timing_kernel(name):
             forecasts, bounds = group_forecasts(model, works, advance_works(model, works))
-        intervals = [self._intervals(*each) for each in zip(works, forecasts, bounds,
+        intervals = [call_intervals(*each) for each in zip(works, forecasts, bounds,
                                                              strict=True)]
         return name, version, forecasts, intervals
 
@@ -308,23 +296,23 @@ class ForecastService:
         records hold their streams' pending forecasts after this call, scored by the
         scorer returned (None: scoring is off, or the model's observations do not hold
         its targets)."""
-        answers = [self._answer(*each) for each in zip(works, forecasts, bounds, strict=True)]
+        answers = [answer(*each) for each in zip(works, forecasts, bounds, strict=True)]
         writes = [bool(len(work.new) or work.plan.fresh) for work in works]
         pending: dict[int, bytes] = {}
         scorer = Scorer(model, len(works)) if self.scoring else None
         if scorer is not None and not scorer.steps:
             scorer = None
         if scorer is not None:
-            for member, (work, write, answer) in enumerate(zip(works, writes, answers,
-                                                               strict=True)):
+            for member, (work, write, reply) in enumerate(zip(works, writes, answers,
+                                                              strict=True)):
                 if write and work.request.commit:
                     plan = work.plan
                     kept = plan.record.pending if plan.record and not plan.fresh else b""
-                    scorer.add(member, kept, work.new, answer.forecast, answer.intervals,
+                    scorer.add(member, kept, work.new, reply.forecast, reply.intervals,
                                work.request.level)
             pending = scorer.run()
-        return [(answer, self._record(work, state, pending.get(member, b"")) if write
-                 else None) for member, (work, state, answer, write)
+        return [(reply, new_record(work, state, pending.get(member, b"")) if write
+                 else None) for member, (work, state, reply, write)
                 in enumerate(zip(works, states, answers, writes, strict=True))], scorer
 
     def _count_scores(self, model: str, version: str, scores: WriteScores | None,
@@ -333,32 +321,6 @@ class ForecastService:
         added = None if scores is None else scores.select(outcomes)
         if added is not None:
             self.metrics.add_scores(model, version, added)
-
-    def _answer(self, work: Work, forecast: np.ndarray,
-                head_bounds: dict[str, np.ndarray] | None) -> StreamForecast:
-        """A call's answer: its forecast and the intervals it asked for."""
-        plan = work.plan
-        return StreamForecast(
-            model=plan.model.name, version=plan.version, stream=work.stream,
-            step=work.step + len(work.new), consumed=len(work.new), skipped=int(work.skipped),
-            created=plan.record is None, committed=work.request.commit, forecast=forecast,
-            intervals=self._intervals(work, forecast, head_bounds))
-
-    @staticmethod
-    def _record(work: Work, state: np.ndarray, pending: bytes) -> StreamRecord:
-        """The stream's record after a call: its new state, step, tail, pending
-        forecasts, next revision."""
-        plan, new = work.plan, work.new
-        tail = (np.concatenate([plan.tail, new])[-plan.model.spec.retain:] if len(new)
-                else plan.tail)
-        now = time.time()
-        return StreamRecord(
-            model=plan.model.name, stream=work.stream, version=plan.version,
-            origin=work.origin, step=work.step + len(new), state=state,
-            tail=np.ascontiguousarray(tail, dtype=np.float32),
-            revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
-            created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
-            updated_at=now, pending=pending)
 
     @staticmethod
     def _check_overlap(tail: np.ndarray, step: int, start: int, resent: np.ndarray,

@@ -28,7 +28,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from statecast.service.scoring import Scores, Totals, WriteScores
+from statecast.service.accuracy import Scores, Totals
+from statecast.service.scoring import WriteScores
 from statecast.service.stores import StateStore, StreamRecord
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"

@@ -3,11 +3,9 @@ for it later, per model version and horizon step.
 
 A stream keeps its committed forecasts that are not fully observed yet (:class:`Pending`,
 bounded: at most ``S (S + 1) / 2`` rows for ``S`` scored steps) and its own rolling error;
-what a call's new observations score (:class:`Scores`) is written with the stream's record
-in the same compare-and-set, so a score is never lost or counted twice. Stores add the
-scores of a model version up (:data:`Totals`: counts, absolute errors, sMAPE, interval
-checks per step) and keep its recent absolute errors, from which point models without a
-calibration get conformal intervals once enough are seen.
+what a call's new observations score (:class:`WriteScores`) is written with the stream's
+record in the same compare-and-set, so a score is never lost or counted twice; stores add
+it to the model version's accuracy (:mod:`service.accuracy`).
 """
 
 from __future__ import annotations
@@ -15,10 +13,8 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -32,7 +28,8 @@ from statecast.kernels.scoring import (
     score_streams,
 )
 from statecast.models import Model
-from statecast.models.conformal import MAX_LEVELS, Calibration, level_name
+from statecast.models.conformal import MAX_LEVELS, level_name
+from statecast.service.accuracy import Scores
 
 #: Horizon steps scored at most (a stream keeps ``S (S + 1) / 2`` forecast rows).
 MAX_SCORED_STEPS = 48
@@ -40,24 +37,6 @@ MAX_SCORED_STEPS = 48
 #: (span + 1)``, as ``pandas``' ``ewm(span=50)``.
 ROLLING_SPAN = 50
 _DECAY = 1.0 - 2.0 / (ROLLING_SPAN + 1)
-#: Absolute errors one write keeps per step for online intervals, and writes a model
-#: version keeps (the newest).
-RESIDUALS_PER_WRITE = 64
-RESIDUAL_WRITES = 512
-#: Residuals per step online intervals are computed from, at most (the newest).
-MAX_ONLINE_RESIDUALS = 2000
-
-#: Per model version, per named row (``count``, ``abs_error``, ``smape``,
-#: ``checks:<level>``, ``covered:<level>``), a ``float64 [S]`` sum per step.
-Totals = dict[str, np.ndarray]
-
-
-class ResidualSource(Protocol):
-    """What :class:`OnlineCalibrations` reads: a store's residual chunks."""
-
-    def residuals(self, model: str, version: str) -> list[bytes]: ...
-
-
 def scored_steps(model: Model) -> int:
     """Steps of a model's forecasts that are scored: its own horizon, at most
     :data:`MAX_SCORED_STEPS`; 0 when its observations do not carry its targets."""
@@ -130,21 +109,6 @@ class Pending:
     def rolling_mae(self) -> list[float | None]:
         """The stream's rolling mean absolute error per step (None: not scored yet)."""
         return [float(num / den) if den > 0 else None for num, den in self.rolling.T]
-
-
-@dataclass(frozen=True)
-class Scores:
-    """What some writes of one model version added to its accuracy: per step sums (rows
-    named as :data:`Totals`), and the absolute errors they scored (``errors [n, targets]``,
-    their 1-based ``steps``)."""
-
-    totals: Totals
-    errors: np.ndarray
-    steps: np.ndarray
-
-    @property
-    def scored(self) -> int:
-        return int(self.totals["count"].sum()) if "count" in self.totals else 0
 
 
 @dataclass(frozen=True)
@@ -357,113 +321,3 @@ def _relevel(data: bytes, stored: tuple[float, ...], asked: tuple[float, ...]
     return pending.with_levels(wanted).encode(), wanted
 
 
-def add_totals(into: Totals, totals: Totals) -> Totals:
-    """``into`` plus ``totals`` row by row (rows missing on one side count as zeros)."""
-    for name, row in totals.items():
-        into[name] = into[name] + row if name in into else row.astype(np.float64).copy()
-    return into
-
-
-def encode_totals(totals: Totals) -> tuple[str, bytes]:
-    """Row names (joined by ``,``) and the float64 rows, for a store."""
-    names = sorted(totals)
-    return ",".join(names), np.stack([totals[name] for name in names]).astype("<f8").tobytes()
-
-
-def decode_totals(names: str, data: bytes) -> Totals:
-    rows = [name for name in names.split(",") if name]
-    if not rows:
-        return {}
-    matrix = np.frombuffer(data, "<f8").reshape(len(rows), -1)
-    return {name: matrix[i].copy() for i, name in enumerate(rows)}
-
-
-def residual_chunk(scores: Scores) -> bytes:
-    """The newest :data:`RESIDUALS_PER_WRITE` absolute errors per step of one write, as
-    bytes for a store: the count and width, the steps (int32), the errors (float32)."""
-    steps, errors = scores.steps, scores.errors
-    if len(steps) > RESIDUALS_PER_WRITE and np.bincount(steps).max() > RESIDUALS_PER_WRITE:
-        keep = np.ones(len(steps), bool)
-        for step in np.unique(steps):
-            where = np.flatnonzero(steps == step)
-            keep[where[:-RESIDUALS_PER_WRITE]] = False
-        steps, errors = steps[keep], errors[keep]
-    return (struct.pack("<ii", len(steps), errors.shape[1]) + steps.astype("<i4").tobytes()
-            + errors.astype("<f4").tobytes())
-
-
-def decode_residual_chunk(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    count, width = struct.unpack_from("<ii", data)
-    steps = np.frombuffer(data, "<i4", count, offset=8)
-    errors = np.frombuffer(data, "<f4", count * width, offset=8 + 4 * count)
-    return steps, errors.reshape(count, width)
-
-
-def online_calibration(chunks: Sequence[bytes], min_residuals: int) -> Calibration | None:
-    """Conformal scores from the absolute errors a model version's forecasts made in
-    service (``chunks`` oldest first): the newest ``n`` per step for as many steps from the
-    first as have at least ``min_residuals`` (``n`` their smallest count, at most
-    :data:`MAX_ONLINE_RESIDUALS`); None when step 1 has fewer."""
-    if min_residuals <= 0 or not chunks:
-        return None
-    decoded = [decode_residual_chunk(chunk) for chunk in chunks]
-    steps = np.concatenate([s for s, _ in decoded])
-    errors = np.concatenate([e for _, e in decoded])
-    columns = []
-    for step in range(1, int(steps.max(initial=0)) + 1):
-        mine = errors[steps == step]
-        if len(mine) < min_residuals:
-            break
-        columns.append(mine[-MAX_ONLINE_RESIDUALS:])
-    if not columns:
-        return None
-    n = min(len(column) for column in columns)
-    scores = np.stack([column[-n:] for column in columns], axis=1)
-    return Calibration(np.ascontiguousarray(scores, np.float32),
-                       {"source": "online", "residuals": n})
-
-
-class OnlineCalibrations:
-    """Per model version, the calibration its scored residuals give
-    (:func:`online_calibration`), read from the store at most every ``refresh`` seconds."""
-
-    def __init__(self, store: ResidualSource, min_residuals: int, refresh: float = 5.0
-                 ) -> None:
-        self.store = store
-        self.min_residuals = min_residuals
-        self.refresh = refresh
-        self._cache: dict[tuple[str, str], tuple[float, Calibration | None]] = {}
-
-    def get(self, model: str, version: str) -> Calibration | None:
-        if self.min_residuals <= 0:
-            return None
-        now = time.monotonic()
-        cached = self._cache.get((model, version))
-        if cached is not None and now - cached[0] < self.refresh:
-            return cached[1]
-        calibration = online_calibration(self.store.residuals(model, version),
-                                         self.min_residuals)
-        self._cache[(model, version)] = (now, calibration)
-        return calibration
-
-
-def accuracy_report(model: str, version: str, since: float | None, totals: Totals
-                    ) -> dict[str, object]:
-    """The body of ``GET /v1/models/{model}/accuracy``: per step the values scored, their
-    mean absolute error, sMAPE and each level's empirical coverage."""
-    count = totals.get("count", np.zeros(0))
-    levels = sorted({name.split(":", 1)[1] for name in totals if name.startswith("checks:")},
-                    key=float)
-    steps = []
-    for index, n in enumerate(count):
-        coverage = {}
-        for level in levels:
-            checks = totals[f"checks:{level}"][index]
-            if checks > 0:
-                coverage[level] = float(totals[f"covered:{level}"][index] / checks)
-        steps.append({"step": index + 1, "count": int(n),
-                      "mae": float(totals["abs_error"][index] / n) if n else None,
-                      "smape": float(totals["smape"][index] / n) if n else None,
-                      "coverage": coverage})
-    return {"model": model, "version": version, "since": since,
-            "scored": int(count.sum()), "steps": steps}

@@ -2,10 +2,11 @@
 the records it read, the streams' states after their new observations and their forecasts,
 a group of streams of one model version at a time (:meth:`Model.advance` and
 :meth:`Model.predict`, or :func:`models.windowed.forecast_windows` for models that forecast
-from their window)."""
+from their window), and the answer and new record each stream's call leaves."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from statecast.models import Model
 from statecast.models.conformal import Calibration
 from statecast.models.distribution import gives_levels, head_intervals
 from statecast.models.windowed import point_forecasts, window_outputs
+from statecast.service.calls import StreamForecast
 from statecast.service.requests import ForecastRequest
 from statecast.service.stores import StreamRecord
 
@@ -130,3 +132,39 @@ def by_version(works: list[tuple[int, Work]]) -> list[list[tuple[int, Work]]]:
     for index, work in works:
         groups.setdefault(work.plan.version, []).append((index, work))
     return list(groups.values())
+
+
+def call_intervals(work: Work, forecast: np.ndarray,
+                   head_bounds: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+    """The intervals a call asked for: its model head's, else conformal from the
+    calibration checked with the call (no second read: nothing can fail here)."""
+    if work.calibration is None:
+        return head_bounds
+    return work.calibration.intervals(forecast, work.request.level)
+
+
+def answer(work: Work, forecast: np.ndarray,
+           head_bounds: dict[str, np.ndarray] | None) -> StreamForecast:
+    """A call's answer: its forecast and the intervals it asked for."""
+    plan = work.plan
+    return StreamForecast(
+        model=plan.model.name, version=plan.version, stream=work.stream,
+        step=work.step + len(work.new), consumed=len(work.new), skipped=int(work.skipped),
+        created=plan.record is None, committed=work.request.commit, forecast=forecast,
+        intervals=call_intervals(work, forecast, head_bounds))
+
+
+def new_record(work: Work, state: np.ndarray, pending: bytes) -> StreamRecord:
+    """The stream's record after a call: its new state, step, tail, pending
+    forecasts, next revision."""
+    plan, new = work.plan, work.new
+    tail = (np.concatenate([plan.tail, new])[-plan.model.spec.retain:] if len(new)
+            else plan.tail)
+    now = time.time()
+    return StreamRecord(
+        model=plan.model.name, stream=work.stream, version=plan.version,
+        origin=work.origin, step=work.step + len(new), state=state,
+        tail=np.ascontiguousarray(tail, dtype=np.float32),
+        revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
+        created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
+        updated_at=now, pending=pending)

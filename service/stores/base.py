@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from statecast.service.scoring import Totals, WriteScores
+from statecast.service.accuracy import Totals
+from statecast.service.scoring import WriteScores
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from statecast.service.accuracy import RESIDUAL_WRITES, Scores, Totals, add_totals, residual_chunk
 from statecast.service.errors import StoreError
-from statecast.service.scoring import (
-    RESIDUAL_WRITES,
-    Scores,
-    Totals,
-    WriteScores,
-    add_totals,
-    residual_chunk,
-)
+from statecast.service.scoring import WriteScores
 from statecast.service.stores.base import StateStore, StreamRecord
 
 _INITIAL_ROWS = 64

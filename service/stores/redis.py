@@ -27,14 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from statecast.service.accuracy import RESIDUAL_WRITES, Scores, Totals, residual_chunk
 from statecast.service.errors import StoreError
-from statecast.service.scoring import (
-    RESIDUAL_WRITES,
-    Scores,
-    Totals,
-    WriteScores,
-    residual_chunk,
-)
+from statecast.service.scoring import WriteScores
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
 
 _PREFIX = "statecast:"

@@ -18,23 +18,26 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from statecast.service.errors import StoreError
-from statecast.service.scoring import (
+from statecast.service.accuracy import (
     RESIDUAL_WRITES,
     Totals,
-    WriteScores,
     add_totals,
-    decode_totals,
-    encode_totals,
-    residual_chunk,
 )
+from statecast.service.errors import StoreError
+from statecast.service.scoring import WriteScores
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
+from statecast.service.stores.sqlite_scores import (
+    ACCURACY,
+    SCORES,
+    add_scores,
+    log_row,
+    read_totals,
+)
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -54,28 +57,6 @@ CREATE TABLE IF NOT EXISTS {name} (
 )
 """
 _KEY = "CREATE UNIQUE INDEX IF NOT EXISTS streams_key ON streams (model, stream)"
-#: Per model version: when its first score was added, and its totals (row names, float64)
-#: folded in from the score log.
-_ACCURACY = """
-CREATE TABLE IF NOT EXISTS accuracy (
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    since REAL NOT NULL,
-    names TEXT NOT NULL,
-    totals BLOB NOT NULL,
-    PRIMARY KEY (model, version)
-)
-"""
-#: The score log: one row per write transaction that scored, its totals (NULL once folded
-#: into ``accuracy``) and its residual chunk (kept for the newest RESIDUAL_WRITES rows).
-#: Appending a row is one INSERT; reading, merging and rewriting the totals on every
-#: write cost as much again as the stream's own write (measured). No index: the log is
-#: trimmed to a few hundred rows per version, and an index would add a page to every
-#: write's commit.
-_SCORES = ("CREATE TABLE IF NOT EXISTS scores (model TEXT NOT NULL, version TEXT NOT NULL, "
-           "at REAL NOT NULL, names TEXT, totals BLOB, chunk BLOB NOT NULL)")
-#: Fold a version's logged totals into ``accuracy`` and trim its log every this many rows.
-_FOLD_EVERY = 64
 _COLUMNS = ("model, stream, version, origin, step, revision, state, tail, tail_rows, "
             "created_at, updated_at, expired, pending")
 _INSERT = f"INSERT INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"
@@ -110,74 +91,6 @@ def _select_streams(execute: Callable[..., Any], columns: str, model: str,
         chunk = list(streams[start:start + _BATCH])
         yield from execute(f"SELECT {columns} FROM streams WHERE model = ? AND stream IN "
                            f"({', '.join('?' * len(chunk))})", (model, *chunk))
-
-
-#: A score log row's values after model and version: time, totals' names and blob, chunk.
-_LogRow = tuple[float, str, bytes, bytes]
-
-
-def _log_row(scores: WriteScores | None, results: Sequence[bool]) -> _LogRow | None:
-    """What the writes that succeeded scored, as a score log row (None: nothing)."""
-    added = None if scores is None else scores.select(results)
-    if added is None:
-        return None
-    names, blob = encode_totals(added.totals)
-    return time.time(), names, blob, residual_chunk(added)
-
-
-def _add_scores(connection: sqlite3.Connection,
-                writes: Sequence[tuple[StreamRecord, int | None]], results: Sequence[bool],
-                scores: WriteScores | None, prepared: _LogRow | None) -> None:
-    """Inside the writes' transaction: log what the writes that succeeded scored (one row;
-    the writes are of one model version). ``prepared``: the row if every write succeeds,
-    computed before the writers' lock was taken, so that it is held for less time."""
-    row = prepared if all(results) else _log_row(scores, results)
-    if row is None:
-        return
-    model, version = writes[0][0].model, writes[0][0].version
-    cursor = connection.execute(
-        "INSERT INTO scores (model, version, at, names, totals, chunk) VALUES "
-        "(?, ?, ?, ?, ?, ?)", (model, version, *row))
-    if (cursor.lastrowid or 0) % _FOLD_EVERY == 0:
-        for folded in connection.execute("SELECT DISTINCT model, version FROM scores "
-                                         "WHERE totals IS NOT NULL").fetchall():
-            _fold(connection, *folded)
-
-
-def _logged(connection: sqlite3.Connection, model: str, version: str
-            ) -> tuple[float | None, Totals, float | None, Totals, int]:
-    """A version's folded totals (since, totals) and its log's unfolded ones (earliest
-    time, totals, newest row)."""
-    row = connection.execute("SELECT since, names, totals FROM accuracy WHERE model = ? AND "
-                             "version = ?", (model, version)).fetchone()
-    since, folded = (None, {}) if row is None else (row[0], decode_totals(row[1], row[2]))
-    logged: Totals = {}
-    first, last = None, 0
-    for rowid, at, names, blob in connection.execute(
-            "SELECT rowid, at, names, totals FROM scores WHERE model = ? AND version = ? AND "
-            "totals IS NOT NULL ORDER BY rowid", (model, version)):
-        add_totals(logged, decode_totals(names, blob))
-        first = at if first is None else first
-        last = rowid
-    return since, folded, first, logged, last
-
-
-def _fold(connection: sqlite3.Connection, model: str, version: str) -> None:
-    """Move a version's logged totals into ``accuracy`` and keep only its newest
-    RESIDUAL_WRITES log rows (inside the caller's transaction)."""
-    since, totals, first, logged, last = _logged(connection, model, version)
-    if last:
-        names, blob = encode_totals(add_totals(totals, logged))
-        connection.execute("INSERT OR REPLACE INTO accuracy (model, version, since, names, "
-                           "totals) VALUES (?, ?, ?, ?, ?)",
-                           (model, version, since if since is not None else first, names,
-                            blob))
-        connection.execute("UPDATE scores SET names = NULL, totals = NULL WHERE model = ? AND "
-                           "version = ? AND rowid <= ?", (model, version, last))
-    connection.execute(
-        "DELETE FROM scores WHERE model = ? AND version = ? AND rowid <= (SELECT rowid FROM "
-        "scores WHERE model = ? AND version = ? ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
-        (model, version, model, version, RESIDUAL_WRITES))
 
 
 @contextmanager
@@ -215,8 +128,8 @@ class SqliteStore(StateStore):
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'streams'"
         ).fetchone()
         with _transaction(connection):
-            connection.execute(_ACCURACY)
-            connection.execute(_SCORES)
+            connection.execute(ACCURACY)
+            connection.execute(SCORES)
             if row is not None and "pending" not in row[0]:  # a file from before scoring
                 connection.execute(
                     "ALTER TABLE streams ADD COLUMN pending BLOB NOT NULL DEFAULT x''")
@@ -289,11 +202,11 @@ class SqliteStore(StateStore):
         if len(writes) < 2:
             return super().compare_and_set_many(writes, scores)
         connection = self._connection()
-        prepared = _log_row(scores, [True] * len(writes))
+        prepared = log_row(scores, [True] * len(writes))
         try:
             with self._writing(), _transaction(connection):
                 results = self._write_many(connection, writes)
-                _add_scores(connection, writes, results, scores, prepared)
+                add_scores(connection, writes, results, scores, prepared)
                 return results
         except sqlite3.Error as error:
             raise StoreError(f"sqlite store {self.path}: {error}") from None
@@ -330,13 +243,13 @@ class SqliteStore(StateStore):
                         scores: WriteScores | None = None) -> bool:
         try:
             connection = self._connection()
-            prepared = _log_row(scores, [True])
+            prepared = log_row(scores, [True])
             with self._writing():
                 if prepared is None:
                     return self._write(connection, record, expected_revision)
                 with _transaction(connection):
                     written = self._write(connection, record, expected_revision)
-                    _add_scores(connection, [(record, expected_revision)], [written], scores,
+                    add_scores(connection, [(record, expected_revision)], [written], scores,
                                 prepared)
                     return written
         except sqlite3.Error as error:
@@ -360,7 +273,7 @@ class SqliteStore(StateStore):
         try:
             connection.execute("BEGIN")  # one snapshot of the folded and logged totals
             try:
-                since, totals, first, logged, _ = _logged(connection, model, version)
+                since, totals, first, logged, _ = read_totals(connection, model, version)
             finally:
                 connection.execute("COMMIT")
         except sqlite3.Error as error:

@@ -9,18 +9,14 @@ import pandas as pd
 import pytest
 
 from statecast.models.conformal import conformal_intervals
-from statecast.service.scoring import (
-    MAX_SCORED_STEPS,
+from statecast.service.accuracy import (
     RESIDUALS_PER_WRITE,
-    ROLLING_SPAN,
-    Pending,
-    Scorer,
     Scores,
-    WriteScores,
     decode_residual_chunk,
     online_calibration,
     residual_chunk,
 )
+from statecast.service.scoring import MAX_SCORED_STEPS, ROLLING_SPAN, Pending, Scorer, WriteScores
 from statecast.service.settings import Settings
 from statecast.service.startup import serving_app
 from statecast.service.stores import MemoryStore, SqliteStore, StreamRecord, open_store
