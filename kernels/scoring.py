@@ -85,7 +85,10 @@ def score_streams(f8: np.ndarray, f4: np.ndarray, starts: np.ndarray, observed: 
             for age in range(steps):
                 row = _block(steps, age)
                 at = first + row * targets
-                if np.isnan(f4[at]):
+                finite = True  # a forecast that is not finite is not scored
+                for t in range(targets):
+                    finite = finite and np.isfinite(f4[at + t])
+                if not finite:
                     continue
                 total = 0.0
                 for t in range(targets):

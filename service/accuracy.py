@@ -72,14 +72,19 @@ def decode_totals(names: str, data: bytes) -> Totals:
 
 
 def residual_chunk(scores: Scores) -> bytes:
-    """The newest :data:`RESIDUALS_PER_WRITE` absolute errors per step of one write, as
-    bytes for a store: the count and width, the steps (int32), the errors (float32)."""
+    """At most :data:`RESIDUALS_PER_WRITE` absolute errors per step of one write, as bytes
+    for a store: the count and width, the steps (int32), the errors (float32). Where a
+    write scored more (a batch), they are spread evenly over its errors, so that every part
+    of a batch is sampled, not only its last streams."""
     steps, errors = scores.steps, scores.errors
     if len(steps) > RESIDUALS_PER_WRITE and np.bincount(steps).max() > RESIDUALS_PER_WRITE:
         keep = np.ones(len(steps), bool)
         for step in np.unique(steps):
             where = np.flatnonzero(steps == step)
-            keep[where[:-RESIDUALS_PER_WRITE]] = False
+            if len(where) > RESIDUALS_PER_WRITE:
+                kept = np.linspace(0, len(where) - 1, RESIDUALS_PER_WRITE).round().astype(int)
+                keep[where] = False
+                keep[where[kept]] = True
         steps, errors = steps[keep], errors[keep]
     return (struct.pack("<ii", len(steps), errors.shape[1]) + steps.astype("<i4").tobytes()
             + errors.astype("<f4").tobytes())
@@ -145,18 +150,24 @@ def accuracy_report(model: str, version: str, since: float | None, totals: Total
     """The body of ``GET /v1/models/{model}/accuracy``: per step the values scored, their
     mean absolute error, sMAPE and each level's empirical coverage."""
     count = totals.get("count", np.zeros(0))
+    zeros = np.zeros(len(count))
+
+    def row(name: str) -> np.ndarray:
+        """A row of the totals; one a store never had a non-zero value for is zeros."""
+        return totals.get(name, zeros)
+
     levels = sorted({name.split(":", 1)[1] for name in totals if name.startswith("checks:")},
                     key=float)
     steps = []
     for index, n in enumerate(count):
         coverage = {}
         for level in levels:
-            checks = totals[f"checks:{level}"][index]
+            checks = row(f"checks:{level}")[index]
             if checks > 0:
-                coverage[level] = float(totals[f"covered:{level}"][index] / checks)
+                coverage[level] = float(row(f"covered:{level}")[index] / checks)
         steps.append({"step": index + 1, "count": int(n),
-                      "mae": float(totals["abs_error"][index] / n) if n else None,
-                      "smape": float(totals["smape"][index] / n) if n else None,
+                      "mae": float(row("abs_error")[index] / n) if n else None,
+                      "smape": float(row("smape")[index] / n) if n else None,
                       "coverage": coverage})
     return {"model": model, "version": version, "since": since,
             "scored": int(count.sum()), "steps": steps}

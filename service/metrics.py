@@ -64,6 +64,7 @@ class _BulkHistogram:
             list(bounds), buckets, total)
 
     def observe(self, values: np.ndarray) -> None:
+        values = values[~np.isnan(values)]
         if self.direct is None:
             for value in values.tolist():
                 self.child.observe(value)

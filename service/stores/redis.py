@@ -49,16 +49,20 @@ _RESIDUALS = "statecast-residuals:"
 _CAS = """
 local items = tonumber(ARGV[1])
 local at = 6 + 2 * tonumber(ARGV[5])
-local starts, failed = {}, {}
+local starts, failed, claimed = {}, {}, {}
 for i = 1, items do
   starts[i] = at
-  local current = redis.call('HGET', KEYS[1 + 2 * i], 'revision')
+  local key = KEYS[1 + 2 * i]
+  local current = redis.call('HGET', key, 'revision')
   local expected = ARGV[at]
-  if expected == '' or expected == '-1' then
+  if claimed[key] then  -- a stream written twice: the second write finds the first's
+    failed[#failed + 1] = i
+  elseif expected == '' or expected == '-1' then
     if current then failed[#failed + 1] = i end
   elseif current ~= expected then
     failed[#failed + 1] = i
   end
+  claimed[key] = true
   at = at + 5 + 2 * tonumber(ARGV[at + 4])
 end
 if #failed > 0 then return failed end
@@ -236,9 +240,8 @@ class RedisStore(StateStore):
         deltas: list[Any] = []
         if added is not None:
             for name, row in added.totals.items():
-                for step, value in enumerate(row):
-                    if value or name == "count":  # every step's count: the width
-                        deltas += [f"{name}:{step}", repr(float(value))]
+                for step, value in enumerate(row):  # zeros too: every row a write has
+                    deltas += [f"{name}:{step}", repr(float(value))]
         keys = [_accuracy_key(model, version), _residuals_key(model, version)]
         arguments: list[Any] = [len(writes), "1" if self.expires_idle else "",
                                 b"" if added is None else residual_chunk(added),

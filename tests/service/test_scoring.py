@@ -12,6 +12,7 @@ from statecast.models.conformal import conformal_intervals
 from statecast.service.accuracy import (
     RESIDUALS_PER_WRITE,
     Scores,
+    accuracy_report,
     decode_residual_chunk,
     online_calibration,
     residual_chunk,
@@ -437,3 +438,41 @@ def test_at_most_the_scored_steps_are_kept():
     assert decoded.values.shape == (3, 1)
     np.testing.assert_array_equal(decoded.values[:2, 0], [1.0, 1.0])
     assert np.isnan(decoded.values[2, 0])
+
+
+def test_a_level_never_covered_reports_zero_coverage(store):
+    sums = np.zeros((1, 5, 2))
+    sums[0, :, 0] = [1.0, 3.0, 0.2, 1.0, 0.0]  # count, error, smape, checks:80, covered:80
+    scores = WriteScores(("80",), sums, np.array([[3.0]], np.float32),
+                         np.array([1], np.int32), np.array([0], np.int64))
+    assert store.compare_and_set(record("a"), None, scores)
+    since, totals = store.accuracy("m", "1")
+    report = accuracy_report("m", "1", since, totals)
+    assert report["steps"][0]["coverage"] == {"80": 0.0}
+    assert report["steps"][1] == {"step": 2, "count": 0, "mae": None, "smape": None,
+                                  "coverage": {}}
+
+
+def test_a_stream_written_twice_in_one_call_is_written_once(store):
+    results = store.compare_and_set_many([(record("a"), None), (record("a"), None)],
+                                         write_scores(1.0, 2.0))
+    assert results == [True, False]
+    np.testing.assert_array_equal(store.accuracy("m", "1")[1]["count"], [1.0, 0.0])
+
+
+def test_a_forecast_that_is_not_finite_is_not_scored():
+    forecast = np.array([[np.inf], [1.0]], np.float32)
+    pending, _ = advance(b"", np.zeros((0, 1), np.float32), forecast, steps=2)
+    pending, scores = advance(pending, np.ones((1, 1), np.float32),
+                              np.ones((2, 1), np.float32), steps=2)
+    assert scores is None
+    pending, scores = advance(pending, np.ones((1, 1), np.float32),
+                              np.ones((2, 1), np.float32), steps=2)
+    np.testing.assert_array_equal(scores.totals["count"], [1.0, 1.0])  # 1.0 at step 2 too
+
+
+def test_a_batch_keeps_residuals_from_all_its_streams():
+    errors = np.arange(200, dtype=np.float32).reshape(-1, 1)
+    _, kept = decode_residual_chunk(residual_chunk(
+        Scores({}, errors, np.ones(200, np.int32))))
+    assert len(kept) == RESIDUALS_PER_WRITE and kept[0, 0] == 0 and kept[-1, 0] == 199
