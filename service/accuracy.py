@@ -28,7 +28,6 @@ MAX_ONLINE_RESIDUALS = 2000
 Totals = dict[str, np.ndarray]
 
 
-
 @dataclass(frozen=True)
 class Scores:
     """What some writes of one model version added to its accuracy: per step sums (rows
@@ -38,10 +37,6 @@ class Scores:
     totals: Totals
     errors: np.ndarray
     steps: np.ndarray
-
-    @property
-    def scored(self) -> int:
-        return int(self.totals["count"].sum()) if "count" in self.totals else 0
 
 
 class ResidualSource(Protocol):

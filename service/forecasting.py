@@ -164,7 +164,7 @@ class ForecastService:
                 finished, scorer = self._finish_group(model, [work], [state], forecasts,
                                                       bounds)
                 response, new_record = finished[0]
-            if new_record is None or not work.request.commit:
+            if new_record is None:
                 return response
             scores = None if scorer is None else scorer.scores([0])
             if self.store.compare_and_set(new_record, work.plan.expected_revision, scores):
@@ -217,7 +217,7 @@ class ForecastService:
                 for member, ((index, work), (response, record)) in enumerate(
                         zip(model_works, finished, strict=True)):
                     results[index] = response
-                    if record is not None and work.request.commit:
+                    if record is not None:
                         writes.append((record, work.plan.expected_revision))
                         written.append(index)
                         members.append(member)
@@ -291,13 +291,15 @@ class ForecastService:
                       bounds: list[dict[str, np.ndarray] | None]
                       ) -> tuple[list[tuple[StreamForecast, StreamRecord | None]],
                                  Scorer | None]:
-        """Each work's answer and the record to write (None: nothing changed), from its
-        stream's new state, its forecast and the intervals its model's head gave; the
+        """Each work's answer and the record to write (None: nothing changed, or a what-if
+        call), from its stream's new state, its forecast and the intervals its model's
+        head gave; the
         records hold their streams' pending forecasts after this call, scored by the
         scorer returned (None: scoring is off, or the model's observations do not hold
         its targets)."""
         answers = [answer(*each) for each in zip(works, forecasts, bounds, strict=True)]
-        writes = [bool(len(work.new) or work.plan.fresh) for work in works]
+        writes = [bool(len(work.new) or work.plan.fresh) and work.request.commit
+                  for work in works]
         pending: dict[int, bytes] = {}
         scorer = Scorer(model, len(works)) if self.scoring else None
         if scorer is not None and not scorer.steps:
@@ -305,7 +307,7 @@ class ForecastService:
         if scorer is not None:
             for member, (work, write, reply) in enumerate(zip(works, writes, answers,
                                                               strict=True)):
-                if write and work.request.commit:
+                if write:
                     plan = work.plan
                     kept = plan.record.pending if plan.record and not plan.fresh else b""
                     scorer.add(member, kept, work.new, reply.forecast, reply.intervals,

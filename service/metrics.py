@@ -9,7 +9,6 @@ registry of its own.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 import time
@@ -52,7 +51,7 @@ _ERROR_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.
 
 class _BulkHistogram:
     """One labelled child of a histogram, observed many values at a time: each value adds
-    one to its bucket (found by bisection) and itself to the sum, as ``observe`` does, where
+    one to its bucket and itself to the sum, as ``observe`` does, where
     the client library's child exposes those (else through ``observe``)."""
 
     def __init__(self, child: Any) -> None:
@@ -70,11 +69,6 @@ class _BulkHistogram:
                 self.child.observe(value)
             return
         bounds, buckets, total = self.direct
-        if len(values) < 16:
-            for value in values.tolist():
-                buckets[bisect.bisect_left(bounds, value)].inc(1)
-            total.inc(float(values.sum(dtype=np.float64)))
-            return
         counts = np.bincount(np.searchsorted(bounds, values, side="left"),
                              minlength=len(bounds))
         for index in np.flatnonzero(counts).tolist():

@@ -37,6 +37,8 @@ MAX_SCORED_STEPS = 48
 #: (span + 1)``, as ``pandas``' ``ewm(span=50)``.
 ROLLING_SPAN = 50
 _DECAY = 1.0 - 2.0 / (ROLLING_SPAN + 1)
+
+
 def scored_steps(model: Model) -> int:
     """Steps of a model's forecasts that are scored: its own horizon, at most
     :data:`MAX_SCORED_STEPS`; 0 when its observations do not carry its targets."""
@@ -300,9 +302,7 @@ class Scorer:
         position[order] = np.arange(len(order))
         owners = position[self.owners]
         assert (owners >= 0).all(), "scores of a stream that is not written"
-        sums = self.sums if len(order) == len(self.sums) and (
-            order == np.arange(len(order))).all() else self.sums[order]
-        return WriteScores(tuple(self.levels), sums, self.errors,
+        return WriteScores(tuple(self.levels), self.sums[order], self.errors,
                            self.error_steps, owners)
 
 

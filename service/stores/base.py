@@ -94,7 +94,7 @@ def decode_array(data: bytes, rows: int | None = None) -> np.ndarray:
 
 class StateStore(ABC):
     """Per-stream records keyed by ``(model, stream)``, and per model version the accuracy
-    their committed forecasts scored (:mod:`service.scoring`): a write's scores are added
+    their committed forecasts scored (:mod:`service.accuracy`): a write's scores are added
     in the same atomic step as the write, only when it succeeds."""
 
     #: Whether the store itself expires idle streams (Redis key expiry): the service then
@@ -132,7 +132,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def residuals(self, model: str, version: str) -> list[bytes]:
-        """The residual chunks (:func:`service.scoring.residual_chunk`) of a model
+        """The residual chunks (:func:`service.accuracy.residual_chunk`) of a model
         version's newest writes, oldest first."""
 
     @abstractmethod
