@@ -17,7 +17,8 @@ with several cores to itself (a notebook, a script: ``Model`` turns it on), and 
 other work keeps the cores busy (measured: 2-3x slower while another library's thread pool
 spins) or calls run side by side (the server turns it off: its workers split the cores
 between them, and a threaded worker runs several calls at once). Set
-``model.engine.spread = False`` where the cores are shared.
+``model.engine.spread = False`` where the cores are shared: blocks of streams then run on
+several threads only for calls of :data:`PARALLEL_MIN_WORK` multiply-adds or more.
 
 Every path computes each gate as the same chain of multiply-adds, so a stream's results do
 not depend on the path, the other streams of its call or the threads.
@@ -43,6 +44,12 @@ from statecast.kernels.split import _forward_split, pack_split
 #: 24 steps 359 vs 593 us panels; hidden 128 24 steps 143 vs 132 us (a parallel region per
 #: layer costs 1-2 us, the threads' handshake per step ~0.3 us).
 SPREAD_MIN_HIDDEN = 256
+#: With ``spread`` off (the server), the fewest multiply-adds (streams x steps x weights) a
+#: call needs before its blocks of streams run on several threads: below it a parallel
+#: region saves tens of microseconds when the cores are idle, and costs milliseconds when
+#: they are not (measured on 2 shared cores: a 256-stream step of a 32-unit LSTM took 40-50
+#: us on one thread, 45 us to 8 ms on two while other processes ran).
+PARALLEL_MIN_WORK = 10_000_000
 #: Paths by name, for :meth:`Engine.forward_on` (tests and benchmarks compare them).
 PATHS = ("fused", "panels", "split")
 
@@ -149,7 +156,9 @@ class Engine:
         elif path == "panels":
             block = panel_block(x.shape[0], self._gates)
             run = _forward_panels_serial
-            if x.shape[0] > block and numba.get_num_threads() > 1:
+            if x.shape[0] > block and numba.get_num_threads() > 1 and (
+                    self._spread
+                    or x.shape[0] * x.shape[1] * self._panels.size >= PARALLEL_MIN_WORK):
                 run = _forward_panels_parallel
             run(x, self._params, self._meta, arena, slots, y, head_out, block, self._panels,
                 self._panel_at)

@@ -72,14 +72,18 @@ def residual_chunk(scores: Scores) -> bytes:
     write scored more (a batch), they are spread evenly over its errors, so that every part
     of a batch is sampled, not only its last streams."""
     steps, errors = scores.steps, scores.errors
-    if len(steps) > RESIDUALS_PER_WRITE and np.bincount(steps).max() > RESIDUALS_PER_WRITE:
+    counts = np.bincount(steps) if len(steps) > RESIDUALS_PER_WRITE else None
+    if counts is not None and counts.max() > RESIDUALS_PER_WRITE:
+        order = np.argsort(steps, kind="stable")  # each step's errors, in write order
+        firsts = np.cumsum(counts) - counts
+        big = np.flatnonzero(counts > RESIDUALS_PER_WRITE)
+        # RESIDUALS_PER_WRITE evenly spaced positions in each big step's errors.
+        spread = np.arange(RESIDUALS_PER_WRITE) * (
+            (counts[big] - 1) / (RESIDUALS_PER_WRITE - 1))[:, None]
         keep = np.ones(len(steps), bool)
-        for step in np.unique(steps):
-            where = np.flatnonzero(steps == step)
-            if len(where) > RESIDUALS_PER_WRITE:
-                kept = np.linspace(0, len(where) - 1, RESIDUALS_PER_WRITE).round().astype(int)
-                keep[where] = False
-                keep[where[kept]] = True
+        keep[order[np.concatenate([np.arange(firsts[s], firsts[s] + counts[s])
+                                   for s in big])]] = False
+        keep[order[(firsts[big][:, None] + spread.round().astype(np.int64)).ravel()]] = True
         steps, errors = steps[keep], errors[keep]
     return (struct.pack("<ii", len(steps), errors.shape[1]) + steps.astype("<i4").tobytes()
             + errors.astype("<f4").tobytes())

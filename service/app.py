@@ -21,7 +21,7 @@ from statecast.service.calls import StreamCall, StreamForecast, batch_calls
 from statecast.service.errors import BodyTooLarge, NotReady, UnsupportedMediaType, error_body
 from statecast.service.forecasting import ForecastService
 from statecast.service.http_errors import register_error_handlers
-from statecast.service.json_codec import FastJSONProvider, parse_json
+from statecast.service.json_codec import FastJSONProvider, parse_json, sorted_json_response
 from statecast.service.kserve import v2
 from statecast.service.metrics import CONTENT_TYPE, Metrics, TimedStore
 from statecast.service.model_cache import ModelCache
@@ -62,6 +62,10 @@ def forecast_many(model: str) -> Response:
     answers = service.forecast_many(model, calls)
     g.streams = len(answers)
     g.version = ",".join(sorted({a.version for a in answers if isinstance(a, StreamForecast)}))
+    if all(type(answer) is StreamForecast for answer in answers):
+        # Every item's keys are in order already: no sort to run over 256 items.
+        return sorted_json_response({"items": [answer.to_json()  # type: ignore[union-attr]
+                                               for answer in answers]})
     return jsonify({"items": [
         answer.to_json() if isinstance(answer, StreamForecast)
         else {"stream": stream, "error": error_body(answer)}

@@ -20,6 +20,7 @@ from statecast.models.conformal import Calibration, require_calibration
 from statecast.models.distribution import check_head_levels, gives_levels
 from statecast.models.names import check_name, split_reference
 from statecast.service.accuracy import OnlineCalibrations, accuracy_report
+from statecast.service.bulk import InPlaceAppends, Limits
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import (
     BatchTooLarge,
@@ -85,6 +86,8 @@ class ForecastService:
         #: Whether committed forecasts are kept and scored (:mod:`service.scoring`).
         self.scoring = scoring
         self.online = OnlineCalibrations(store, online_min_residuals)
+        self.appends = InPlaceAppends(models, self.metrics, scoring,
+                                      Limits(max_window, ttl, max_stream_id))
 
     def expire_idle(self) -> int:
         """Turn every stream idle past the TTL into a tombstone; return how many."""
@@ -187,7 +190,14 @@ class ForecastService:
         results: list[StreamForecast | StatecastError | None] = [
             call if isinstance(call, StatecastError) else None for _, call in calls]
         pending = [i for i, (_, call) in enumerate(calls) if isinstance(call, StreamCall)]
-        name = split_reference(reference)[0]
+        name, tag = split_reference(reference)
+        if self.store.runs_in_place and pending:
+            named = None if tag is None else self.models.resolve(reference)[1]
+            with self.store.in_place(name) as tables:
+                pending, after = self.appends.run(tables, name, named, calls, pending,
+                                                  results)
+            for count in after:
+                count()
         for _ in range(ATTEMPTS):
             if not pending:
                 break

@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+import numpy as np
 import orjson
 from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
 from statecast.service.errors import MalformedJson
 
-_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_UNSORTED = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+_OPTIONS = orjson.OPT_SORT_KEYS | _UNSORTED
 
 
 def parse_json(body: bytes) -> Any:
@@ -37,10 +39,25 @@ def parse_json(body: bytes) -> Any:
         raise MalformedJson(f"request body is not valid JSON: {error}") from None
 
 
+def _default(value: Any) -> Any:
+    """Arrays as lists (the standard library's path); anything else as Flask writes it."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return DefaultJSONProvider.default(value)
+
+
+def sorted_json_response(body: Any) -> Response:
+    """A JSON response of a body whose every object already has its keys in sorted order
+    (what :class:`FastJSONProvider` writes, without its sort)."""
+    return Response(orjson.dumps(body, option=_UNSORTED), mimetype="application/json")
+
+
 class FastJSONProvider(DefaultJSONProvider):
     """Flask's JSON provider with orjson's encoder for responses (sorted keys, compact, a
     final newline, as Flask writes them); what orjson cannot encode goes through Flask's
     ``default`` hook, and indented output (debug mode) through the standard library."""
+
+    default = staticmethod(_default)
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         if self.compact is False or (self.compact is None and self._app.debug):

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -204,6 +204,7 @@ class TimedStore(StateStore):
     def __init__(self, inner: StateStore, metrics: Metrics) -> None:
         self.inner = inner
         self.expires_idle = inner.expires_idle
+        self.runs_in_place = inner.runs_in_place
         self._histogram = metrics.store
         self._get = metrics.store.labels("get")
         self._get_many = metrics.store.labels("get_many")
@@ -232,6 +233,9 @@ class TimedStore(StateStore):
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
                              scores: WriteScores | None = None) -> list[bool]:
         return self._timed(self._cas_many, self.inner.compare_and_set_many, writes, scores)
+
+    def in_place(self, model: str) -> AbstractContextManager[Any]:
+        return self.inner.in_place(model)
 
     def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
         return self.inner.accuracy(model, version)

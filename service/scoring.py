@@ -190,6 +190,9 @@ class Scorer:
         self._observed: list[np.ndarray] = []
         self._forecasts: list[np.ndarray] = []
         self._bounds: list[np.ndarray | None] = []
+        #: Streams added at once by :meth:`add_block`: their joined records, observations
+        #: ``[streams * k, targets]`` and forecasts ``[streams, S, targets]``.
+        self._block: tuple[bytearray, int, np.ndarray, np.ndarray] | None = None
         self.sums = np.zeros((0, TOTAL_ROWS, self.steps))
         self.errors = np.zeros((0, self.targets), np.float32)
         self.error_steps = np.zeros(0, np.int32)
@@ -218,6 +221,57 @@ class Scorer:
         self._bounds.append(None if intervals is None or not stored_levels else
                             self._bounds_of(forecast, intervals, stored_levels))
 
+    def add_block(self, records: Sequence[bytes], observed: np.ndarray,
+                  forecasts: np.ndarray) -> bool:
+        """Every write of the call at once, as members ``0 .. n-1``: the streams' pending
+        forecasts (``records``), their new observations ``[n, k, features]`` (raw) and the
+        forecasts the call commits ``[n, >= S, targets]``, no intervals. Only for records
+        of this model's usual layout without levels (else False, nothing added: use
+        :meth:`add`), on a scorer nothing was added to."""
+        size = len(self._empty)
+        if self._records or self._block is not None or forecasts.shape[1] < self.steps or any(
+                len(data) != size for data in records):
+            return False
+        joined = bytearray(b"".join(records))
+        headers = np.frombuffer(joined, "<f8").reshape(len(records), size // 8)[:, :3]
+        if not (headers == np.frombuffer(self._empty, "<f8", 3)).all():
+            return False
+        count, steps = observed.shape[:2]
+        chosen = observed if self._whole else observed[:, :, self.columns]
+        self._block = (joined, steps,
+                       np.ascontiguousarray(chosen, np.float32).reshape(count * steps, -1),
+                       np.ascontiguousarray(forecasts[:, :self.steps], np.float32))
+        self._members = list(range(count))
+        return True
+
+    def _run_block(self) -> list[bytes]:
+        """:meth:`run` for the streams of :meth:`add_block`."""
+        assert self._block is not None
+        buffer, steps, observed, forecasts = self._block
+        count, size = len(forecasts), len(self._empty)
+        self._prepare_sums(count)
+        scored = score_streams(
+            np.frombuffer(buffer, "<f8"), np.frombuffer(buffer, "<f4"),
+            np.arange(count, dtype=np.int64) * size, observed,
+            np.arange(count + 1, dtype=np.int64) * steps, _DECAY, forecasts,
+            np.zeros(0, np.float32), np.full(count, -1, np.int64),
+            np.zeros((count, 1), np.int64), self.sums, self.errors, self.error_steps,
+            self.owners)
+        self._keep(scored)
+        view = memoryview(buffer)
+        return [bytes(view[at:at + size]) for at in range(0, count * size, size)]
+
+    def _prepare_sums(self, count: int) -> None:
+        self.sums = np.zeros((count, TOTAL_ROWS + 2 * len(self.levels), self.steps))
+        capacity = count * self.rows
+        self.errors = np.empty((capacity, self.targets), np.float32)
+        self.error_steps = np.empty(capacity, np.int32)
+        self.owners = np.empty(capacity, np.int64)
+
+    def _keep(self, scored: int) -> None:
+        self.errors, self.error_steps = self.errors[:scored], self.error_steps[:scored]
+        self.owners = self.owners[:scored]
+
     def _rows_of(self, levels: tuple[float, ...]) -> list[int]:
         """Rows of the sums where each of a stream's levels is counted."""
         known = self._level_rows.get(levels)
@@ -243,6 +297,8 @@ class Scorer:
 
     def run(self) -> dict[int, bytes]:
         """Score every stream added; each member's new record."""
+        if self._block is not None:
+            return dict(enumerate(self._run_block()))
         count = len(self._records)
         if not count:
             return {}
@@ -273,17 +329,12 @@ class Scorer:
         level_rows = np.zeros((count, max(widest, 1)), np.int64)
         for n, rows in enumerate(self._levels_of if widest else ()):
             level_rows[n, :len(rows)] = rows
-        self.sums = np.zeros((count, TOTAL_ROWS + 2 * len(self.levels), self.steps))
-        capacity = count * self.rows
-        self.errors = np.empty((capacity, self.targets), np.float32)
-        self.error_steps = np.empty(capacity, np.int32)
-        self.owners = np.empty(capacity, np.int64)
+        self._prepare_sums(count)
         scored = score_streams(f8, f4, starts[:-1], observed,
                                observed_starts, _DECAY, forecasts, flat_bounds, bounds_starts,
                                level_rows, self.sums, self.errors, self.error_steps,
                                self.owners)
-        self.errors, self.error_steps = self.errors[:scored], self.error_steps[:scored]
-        self.owners = self.owners[:scored]
+        self._keep(scored)
         view = memoryview(buffer)
         return {member: bytes(view[offsets[n]:offsets[n + 1]])
                 for n, member in enumerate(self._members)}

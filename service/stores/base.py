@@ -13,7 +13,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -100,6 +102,14 @@ class StateStore(ABC):
     #: Whether the store itself expires idle streams (Redis key expiry): the service then
     #: runs no sweep of its own.
     expires_idle: bool = False
+    #: Whether batch calls may run their kernel on the store's own tables
+    #: (:meth:`in_place`) instead of reading and compare-and-setting records.
+    runs_in_place: bool = False
+
+    def in_place(self, model: str) -> AbstractContextManager[Any]:
+        """The store's tables of ``model`` with its lock held (stores that
+        :attr:`runs_in_place`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no tables to run on")
 
     @abstractmethod
     def get(self, model: str, stream: str) -> StreamRecord | None:

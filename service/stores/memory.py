@@ -1,7 +1,8 @@
-"""The ``memory`` store: every stream of a model version in one float32 arena, in-process.
+"""The ``memory`` store: every stream of a model version in one table of arrays, in-process.
 
 Fastest, for one process (gunicorn ``gthread`` with one worker); keeps nothing across a
-restart, by design. A lock serialises writes; reads copy the stream's row out.
+restart, by design. One lock serialises every access. Records read are copies; batch calls
+run the kernel on the tables themselves (:meth:`MemoryStore.in_place`), under the lock.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,47 +20,11 @@ from statecast.service.accuracy import RESIDUAL_WRITES, Scores, Totals, add_tota
 from statecast.service.errors import StoreError
 from statecast.service.scoring import WriteScores
 from statecast.service.stores.base import StateStore, StreamRecord
+from statecast.service.stores.memory_table import StreamTable
 
-_INITIAL_ROWS = 64
-
-
-class Arena:
-    """A growable ``float32 [rows, width]`` array with a free list of rows."""
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self.rows = np.zeros((_INITIAL_ROWS, width), np.float32)
-        self._free = list(range(_INITIAL_ROWS - 1, -1, -1))
-
-    def allocate(self) -> int:
-        """A free row's index (the arena doubles when full)."""
-        if not self._free:
-            old = self.rows.shape[0]
-            self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
-            self._free = list(range(2 * old - 1, old - 1, -1))
-        return self._free.pop()
-
-    def release(self, row: int) -> None:
-        self.rows[row] = 0.0
-        self._free.append(row)
-
-    @property
-    def used(self) -> int:
-        return self.rows.shape[0] - len(self._free)
-
-
-@dataclass
-class _Entry:
-    version: str
-    row: int  # -1 for a tombstone
-    origin: int
-    step: int
-    revision: int
-    tail: np.ndarray
-    created_at: float
-    updated_at: float
-    expired: bool = False
-    pending: bytes = b""
+#: A stream's place: its table's number in the high bits, its row in the low ones.
+_ROW_BITS = 40
+_ROW_MASK = (1 << _ROW_BITS) - 1
 
 
 @dataclass
@@ -68,32 +34,97 @@ class _Accuracy:
     residuals: deque[bytes]
 
 
+class InPlace:
+    """The store's tables of one model, for a caller holding the store's lock: where each
+    stream lives, and the tables a kernel updates in place. A caller changes a row only
+    through :meth:`advanced` (the same record semantics as a compare-and-set that won)."""
+
+    def __init__(self, store: MemoryStore, model: str) -> None:
+        self._store = store
+        self.model = model
+        self._index = store._index.get(model, {})
+
+    def locate(self, streams: Sequence[str]) -> list[int]:
+        """Each live stream's place (table number and row, :meth:`table`/:meth:`row`), -1
+        for a stream that does not exist or is a tombstone."""
+        get = self._index.get
+        return [get(stream, -1) for stream in streams]
+
+    @staticmethod
+    def number(place: int) -> int:
+        """The number of a place's table."""
+        return place >> _ROW_BITS
+
+    @staticmethod
+    def row(place: int) -> int:
+        """A place's row in its table."""
+        return place & _ROW_MASK
+
+    def table(self, number: int) -> tuple[str, StreamTable]:
+        """The model version and table of a table number."""
+        _, version, table = self._store._tables[number]
+        return version, table
+
+    def add_scores(self, version: str, scores: Scores | None) -> None:
+        """Add what committed rows of ``version`` scored to its accuracy."""
+        if scores is not None:
+            self._store._add_scores(self.model, version, scores)
+
+
 class MemoryStore(StateStore):
-    """Streams held in per-``(model, version)`` arenas of this process."""
+    """Streams held in per-``(model, version)`` tables of this process."""
+
+    runs_in_place = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], _Entry] = {}
-        self._arenas: dict[tuple[str, str], Arena] = {}
+        #: model -> stream -> place (table number << _ROW_BITS | row) of live streams.
+        self._index: dict[str, dict[str, int]] = {}
+        self._tables: list[tuple[str, str, StreamTable]] = []
+        self._numbers: dict[tuple[str, str], int] = {}
+        self._tombstones: dict[tuple[str, str], StreamRecord] = {}
         self._accuracy: dict[tuple[str, str], _Accuracy] = {}
 
-    def arena(self, model: str, version: str) -> Arena | None:
-        """The arena of one model version (None before its first stream)."""
-        return self._arenas.get((model, version))
+    def arena(self, model: str, version: str) -> StreamTable | None:
+        """The table of one model version (None before its first stream)."""
+        number = self._numbers.get((model, version))
+        return None if number is None else self._tables[number][2]
 
-    def _record(self, model: str, stream: str, entry: _Entry) -> StreamRecord:
-        state = (np.zeros(0, np.float32) if entry.row < 0
-                 else self._arenas[(model, entry.version)].rows[entry.row].copy())
-        return StreamRecord(model=model, stream=stream, version=entry.version,
-                            origin=entry.origin, step=entry.step, state=state,
-                            tail=entry.tail.copy(), revision=entry.revision,
-                            created_at=entry.created_at, updated_at=entry.updated_at,
-                            expired=entry.expired, pending=entry.pending)
+    def nbytes(self) -> int:
+        """Bytes held by the tables' columns (not the index of stream ids)."""
+        with self._lock:
+            return sum(table.nbytes() for _, _, table in self._tables)
+
+    @contextmanager
+    def in_place(self, model: str) -> Iterator[InPlace]:
+        """The tables of ``model`` under the store's lock, for a batch call that runs its
+        kernel on them: every other access waits until it is done."""
+        with self._lock:
+            yield InPlace(self, model)
+
+    def _record(self, model: str, stream: str, place: int) -> StreamRecord:
+        _, version, table = self._tables[place >> _ROW_BITS]
+        row = place & _ROW_MASK
+        return StreamRecord(model=model, stream=stream, version=version,
+                            origin=int(table.origin[row]), step=int(table.step[row]),
+                            state=table.state[row].copy(), tail=table.read_tail(row),
+                            revision=int(table.revision[row]),
+                            created_at=float(table.created[row]),
+                            updated_at=float(table.updated[row]), pending=table.pending[row])
+
+    def _read(self, model: str, stream: str) -> StreamRecord | None:
+        place = self._index.get(model, {}).get(stream)
+        if place is not None:
+            return self._record(model, stream, place)
+        return self._tombstones.get((model, stream))
 
     def get(self, model: str, stream: str) -> StreamRecord | None:
         with self._lock:
-            entry = self._entries.get((model, stream))
-            return None if entry is None else self._record(model, stream, entry)
+            return self._read(model, stream)
+
+    def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
+        with self._lock:
+            return [self._read(model, stream) for stream in streams]
 
     def compare_and_set(self, record: StreamRecord, expected_revision: int | None,
                         scores: WriteScores | None = None) -> bool:
@@ -113,34 +144,51 @@ class MemoryStore(StateStore):
                 self._add_scores(writes[0][0].model, writes[0][0].version, added)
         return results
 
+    def _table(self, model: str, version: str, width: int) -> tuple[int, StreamTable]:
+        number = self._numbers.get((model, version))
+        if number is None:
+            number = self._numbers[(model, version)] = len(self._tables)
+            self._tables.append((model, version, StreamTable(width)))
+        return number, self._tables[number][2]
+
     def _write(self, record: StreamRecord, expected_revision: int | None) -> bool:
         """One compare-and-set, under the lock."""
-        key = (record.model, record.stream)
+        model, stream = record.model, record.stream
+        index = self._index.setdefault(model, {})
+        place = index.get(stream)
+        tombstone = self._tombstones.get((model, stream)) if place is None else None
+        if place is not None:
+            current: int | None = int(
+                self._tables[place >> _ROW_BITS][2].revision[place & _ROW_MASK])
+        else:
+            current = None if tombstone is None else tombstone.revision
+        if (current is None) != (expected_revision is None) or current != expected_revision:
+            return False
         state = np.asarray(record.state, dtype=np.float32)
-        entry = self._entries.get(key)
-        if (entry is None) != (expected_revision is None):
-            return False
-        if entry is not None and entry.revision != expected_revision:
-            return False
-        if entry is not None and entry.row >= 0 and (
-                entry.version != record.version or record.expired):
-            self._arenas[(record.model, entry.version)].release(entry.row)
-            entry.row = -1
-        row = -1
         if not record.expired:
-            arena = self._arenas.get((record.model, record.version))
-            if arena is None:
-                arena = self._arenas[(record.model, record.version)] = Arena(state.size)
-            if arena.width != state.size:
-                raise StoreError(f"stream {record.stream!r}: state of {state.size} values "
-                                 f"for a version whose streams hold {arena.width}")
-            row = entry.row if entry is not None and entry.row >= 0 else arena.allocate()
-            arena.rows[row] = state
-        self._entries[key] = _Entry(
-            version=record.version, row=row, origin=record.origin, step=record.step,
-            revision=record.revision, tail=np.array(record.tail, np.float32),
-            created_at=record.created_at, updated_at=record.updated_at,
-            expired=record.expired, pending=record.pending)
+            number, table = self._table(model, record.version, state.size)
+            if table.width != state.size:
+                raise StoreError(f"stream {stream!r}: state of {state.size} values "
+                                 f"for a version whose streams hold {table.width}")
+        if place is not None and (record.expired or self._tables[
+                place >> _ROW_BITS][1] != record.version):
+            self._tables[place >> _ROW_BITS][2].release(place & _ROW_MASK)
+            del index[stream]
+            place = None
+        if record.expired:
+            self._tombstones[(model, stream)] = record
+            return True
+        self._tombstones.pop((model, stream), None)
+        if place is None:
+            row = table.allocate(stream)
+            index[stream] = place = number << _ROW_BITS | row
+        row = place & _ROW_MASK
+        table.state[row] = state
+        table.write_tail(row, np.asarray(record.tail, np.float32))
+        table.step[row], table.origin[row] = record.step, record.origin
+        table.revision[row] = record.revision
+        table.created[row], table.updated[row] = record.created_at, record.updated_at
+        table.pending[row] = record.pending
         return True
 
     def _add_scores(self, model: str, version: str, scores: Scores) -> None:
@@ -165,20 +213,24 @@ class MemoryStore(StateStore):
 
     def delete(self, model: str, stream: str) -> bool:
         with self._lock:
-            entry = self._entries.pop((model, stream), None)
-            if entry is None:
+            if self._tombstones.pop((model, stream), None) is not None:
+                return True
+            place = self._index.get(model, {}).pop(stream, None)
+            if place is None:
                 return False
-            if entry.row >= 0:
-                self._arenas[(model, entry.version)].release(entry.row)
+            self._tables[place >> _ROW_BITS][2].release(place & _ROW_MASK)
             return True
 
     def count(self, model: str) -> int:
         with self._lock:
-            return sum(1 for (m, _), entry in self._entries.items()
-                       if m == model and not entry.expired)
+            return len(self._index.get(model, {}))
 
     def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
         with self._lock:
-            records = [self._record(m, s, e) for (m, s), e in self._entries.items()
-                       if model is None or m == model]
+            records = [self._record(name, stream, place)
+                       for name, index in self._index.items()
+                       if model is None or name == model
+                       for stream, place in index.items()]
+            records += [record for (name, _), record in self._tombstones.items()
+                        if model is None or name == model]
         yield from records

@@ -1,0 +1,125 @@
+"""The streams of one model version held as columns of arrays, one row per stream: the
+``memory`` store's arena.
+
+A stream costs its state row, its retained tail, a few numbers and its pending forecasts'
+bytes, with no Python object of its own apart from the pending bytes, so that a million
+streams fit in about the raw bytes they hold. The columns are what a kernel runs on in
+place (``state`` rows by index); the store's lock guards every access.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_INITIAL_ROWS = 64
+_EMPTY = b""
+
+
+class StreamTable:
+    """Growable columns of ``width``-value state rows, with a free list of rows.
+
+    ``tail`` is ``[rows, capacity, features]``: each stream's retained observations in a
+    ring (the last ``tail_rows[row]`` written before position ``tail_end[row]``), so that
+    appending writes only the new observations; the capacity grows to the longest tail
+    written (a model's ``retain``).
+    """
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.state = np.zeros((_INITIAL_ROWS, width), np.float32)
+        self.tail = np.zeros((_INITIAL_ROWS, 0, 0), np.float32)
+        self.tail_rows = np.zeros(_INITIAL_ROWS, np.int32)
+        self.tail_end = np.zeros(_INITIAL_ROWS, np.int32)
+        self.step = np.zeros(_INITIAL_ROWS, np.int64)
+        self.origin = np.zeros(_INITIAL_ROWS, np.int64)
+        self.revision = np.zeros(_INITIAL_ROWS, np.int64)
+        self.created = np.zeros(_INITIAL_ROWS, np.float64)
+        self.updated = np.zeros(_INITIAL_ROWS, np.float64)
+        self.pending: list[bytes] = [_EMPTY] * _INITIAL_ROWS
+        self.streams: list[str | None] = [None] * _INITIAL_ROWS
+        self._free = list(range(_INITIAL_ROWS - 1, -1, -1))
+
+    _COLUMNS = ("state", "tail", "tail_rows", "tail_end", "step", "origin", "revision",
+                "created", "updated")
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The state rows ``float32 [capacity, width]`` (free rows hold zeros)."""
+        return self.state
+
+    @property
+    def used(self) -> int:
+        return len(self.streams) - len(self._free)
+
+    def nbytes(self) -> int:
+        """Bytes of the columns and of the pending forecasts they point to."""
+        return (sum(getattr(self, name).nbytes for name in self._COLUMNS)
+                + 8 * len(self.pending) + sum(len(data) for data in self.pending))
+
+    def allocate(self, stream: str) -> int:
+        """A free row for ``stream`` (the columns double when full)."""
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        self.streams[row] = stream
+        return row
+
+    def release(self, row: int) -> None:
+        self.state[row] = 0.0
+        self.tail_rows[row] = self.tail_end[row] = 0
+        self.pending[row] = _EMPTY
+        self.streams[row] = None
+        self._free.append(row)
+
+    def _grow(self) -> None:
+        old = len(self.streams)
+        for name in self._COLUMNS:
+            column = getattr(self, name)
+            setattr(self, name, np.concatenate([column, np.zeros_like(column)]))
+        self.pending.extend([_EMPTY] * old)
+        self.streams.extend([None] * old)
+        self._free = list(range(2 * old - 1, old - 1, -1))
+
+    def fit_tail(self, rows: int, features: int) -> None:
+        """Make room for tails of ``rows`` observations of ``features`` values."""
+        capacity, width = self.tail.shape[1:]
+        if rows <= capacity and (features == width or rows == 0):
+            return
+        if width not in (0, features) and self.tail_rows.any():
+            raise ValueError(f"tails of {features} features in a table of {width}")
+        grown = np.zeros((len(self.streams), max(rows, capacity), features), np.float32)
+        if capacity and width == features:
+            # Unroll every ring, oldest first, at the start of the larger one.
+            order = (self.tail_end[:, None] + np.arange(capacity)) % capacity
+            grown[:, :capacity] = np.take_along_axis(self.tail, order[:, :, None], axis=1)
+            self.tail_end[:] = capacity % grown.shape[1]
+        self.tail = grown
+
+    def read_tail(self, row: int) -> np.ndarray:
+        """A copy of the row's retained observations ``[n, features]``, oldest first."""
+        count, capacity = int(self.tail_rows[row]), self.tail.shape[1]
+        if not count:
+            return np.zeros((0, self.tail.shape[2]), np.float32)
+        return self.tail[row, (self.tail_end[row] - count + np.arange(count)) % capacity]
+
+    def write_tail(self, row: int, tail: np.ndarray) -> None:
+        count = len(tail)
+        self.fit_tail(count, tail.shape[1] if tail.ndim == 2 else 0)
+        if count:
+            self.tail[row, :count] = tail
+        self.tail_rows[row] = count
+        self.tail_end[row] = count % max(self.tail.shape[1], 1)
+
+    def append_tails(self, rows: np.ndarray, new: np.ndarray, retain: int) -> None:
+        """Append ``new`` ``[len(rows), k, features]`` to the rows' tails, keeping the last
+        ``retain`` observations of each."""
+        self.fit_tail(retain, new.shape[2])
+        capacity = self.tail.shape[1]
+        if not capacity:
+            return
+        count = min(new.shape[1], capacity)
+        ends = self.tail_end[rows]
+        for k in range(count):
+            self.tail[rows, (ends + k) % capacity] = new[:, new.shape[1] - count + k]
+        self.tail_end[rows] = (ends + count) % capacity
+        self.tail_rows[rows] = np.minimum(self.tail_rows[rows] + count, capacity)
