@@ -15,7 +15,7 @@ that way, and nothing but a committed append changes a row.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from statecast.service.metrics import Metrics
 from statecast.service.model_cache import ModelCache
 from statecast.service.requests import MAX_STREAM_ID, STREAM_ID
 from statecast.service.scoring import Scorer, WriteScores
+from statecast.service.stores import StreamRecord
 
 #: Results of a batch call's items: an answer, an error, or None (not answered yet).
 Results = list[StreamForecast | StatecastError | None]
@@ -128,8 +129,128 @@ class InPlaceAppends:
         """Append ``length`` observations to each member's row (item index, row), all of
         one version; return the items it left for the one-stream path."""
         rows = np.fromiter((row for _, row in members), np.int64, len(members))
-        steps = table.step[rows]
         now = time.time()
+        keep, left = self.check(calls, members, table.step[rows], table.updated[rows], now,
+                                results)
+        if not keep.all():
+            members = [member for member, kept in zip(members, keep, strict=True) if kept]
+            rows = rows[keep]
+        if not members:
+            return left
+        steps = table.step[rows]
+        raw, horizons = self.windows(model, calls, members, length)
+        block = self.advance(model, table.state, rows, raw, horizons)
+        table.append_tails(rows, raw, model.spec.retain)
+        table.step[rows] = steps + length
+        table.revision[rows] += 1
+        table.updated[rows] = now
+        pending = table.pending
+        kept = self.score(model, [pending[row] for row in rows.tolist()], raw, block,
+                          horizons)
+        if kept is not None:
+            for row, data in zip(rows.tolist(), kept[0], strict=True):
+                pending[row] = data
+            scores = None if kept[1] is None else kept[1].select([True] * len(rows))
+            tables.add_scores(version, scores)
+            if scores is not None:
+                after.append(lambda: self.metrics.add_scores(model.name, version, scores))
+        answer(results, model, version, calls, members, steps + length, length, block,
+               horizons)
+        return left
+
+    def run_records(self, store: Any, name: str, named_version: str | None,
+                    calls: list[tuple[Any, StreamCall | StatecastError]], indices: list[int],
+                    fetched: dict[Any, StreamRecord | None], results: Results
+                    ) -> tuple[list[int], list[int]]:
+        """Answer the items of ``indices`` that append, from the records read for them
+        (``fetched``), writing each group's new records in one compare-and-set of several
+        (a store that does not run in place); return the indices left for the one-stream
+        path, and those that lost a race (to retry: nothing of theirs was written)."""
+        limit = self.limits.max_stream_id
+        groups: dict[tuple[str, int, bool], list[tuple[int, StreamRecord]]] = {}
+        left: list[int] = []
+        models: dict[str, Model | None] = {}
+        for index in indices:
+            stream, call = calls[index]
+            record = fetched.get(stream) if plain(call) and len(stream) <= limit else None
+            if record is None or record.expired or not STREAM_ID.fullmatch(stream):
+                left.append(index)
+                continue
+            version = record.version
+            if version not in models:
+                loaded = self.models.get(name, version)
+                models[version] = loaded if appendable(loaded) and named_version in (
+                    None, version) else None
+            model = models[version]
+            assert isinstance(call, StreamCall)
+            length = 0 if model is None else _window_length(call.window,
+                                                            model.spec.input_size)
+            if model is None or not 0 < length <= self.limits.max_window or (
+                    call.horizon is not None and call.horizon > model.spec.horizon) or (
+                    record.state.size != model.state_size):
+                left.append(index)
+                continue
+            groups.setdefault((version, length, type(call.window[0]) is list), []).append(
+                (index, record))
+        lost: list[int] = []
+        for (version, length, _), members in groups.items():
+            model = models[version]
+            assert model is not None
+            left_here, lost_here = self._write_records(store, model, version, length, calls,
+                                                       members, results)
+            left += left_here
+            lost += lost_here
+        return sorted(left), lost
+
+    def _write_records(self, store: Any, model: Model, version: str, length: int,
+                       calls: list[tuple[Any, StreamCall | StatecastError]],
+                       members: list[tuple[int, StreamRecord]], results: Results
+                       ) -> tuple[list[int], list[int]]:
+        """Append ``length`` observations to each member's stream (item index, record),
+        all of one version, and compare-and-set the new records at once."""
+        now = time.time()
+        keep, left = self.check(calls, members,
+                                np.fromiter((r.step for _, r in members), np.int64),
+                                np.fromiter((r.updated_at for _, r in members), np.float64),
+                                now, results)
+        if not keep.all():
+            members = [member for member, kept in zip(members, keep, strict=True) if kept]
+        if not members:
+            return left, []
+        records = [record for _, record in members]
+        arena = np.stack([record.state for record in records]).astype(np.float32, copy=False)
+        raw, horizons = self.windows(model, calls, members, length)
+        block = self.advance(model, arena, np.arange(len(members), dtype=np.int64), raw,
+                             horizons)
+        tails = _appended_tails(model, records, raw)
+        kept = self.score(model, [record.pending for record in records], raw, block,
+                          horizons)
+        pending = [record.pending for record in records] if kept is None else kept[0]
+        writes = [(StreamRecord(
+            model=record.model, stream=record.stream, version=version, origin=record.origin,
+            step=record.step + length, state=arena[member], tail=tails[member],
+            revision=record.revision + 1, created_at=record.created_at, updated_at=now,
+            pending=pending[member]), record.revision)
+            for member, record in enumerate(records)]
+        scores = None if kept is None else kept[1]
+        outcomes = store.compare_and_set_many(writes, scores)
+        added = None if scores is None else scores.select(outcomes)
+        if added is not None:
+            self.metrics.add_scores(model.name, version, added)
+        steps = np.fromiter((record.step + length for record in records), np.int64)
+        answer(results, model, version, calls, members, steps, length, block, horizons)
+        lost = [index for (index, _), ok in zip(members, outcomes, strict=True) if not ok]
+        for index in lost:
+            results[index] = None
+            self.metrics.conflicts.labels(model.name).inc()
+        return left, lost
+
+    def check(self, calls: list[tuple[Any, StreamCall | StatecastError]],
+              members: Sequence[tuple[int, Any]], steps: np.ndarray, updated: np.ndarray,
+              now: float, results: Results) -> tuple[np.ndarray, list[int]]:
+        """Which members append here (a mask): a ``start`` other than the stream's next
+        step is a gap (its error answered) or a resend (left for the one-stream path, as
+        is a stream idle past the TTL). Also returns the items left."""
         keep = np.ones(len(members), bool)
         left: list[int] = []
         starts = [calls[index][1].start for index, _ in members]  # type: ignore[union-attr]
@@ -145,64 +266,81 @@ class InPlaceAppends:
                 else:
                     left.append(index)
         if self.limits.ttl is not None:
-            idle = keep & (now - table.updated[rows] > self.limits.ttl)
-            left += [members[member][0] for member in np.flatnonzero(idle)]
+            idle = keep & (now - updated > self.limits.ttl)
+            left += [members[member][0] for member in np.flatnonzero(idle).tolist()]
             keep &= ~idle
-        if not keep.all():
-            members = [member for member, kept in zip(members, keep, strict=True) if kept]
-            rows = rows[keep]
-            steps = steps[keep]
-        if not members:
-            return left
-        spec, net = model.spec, model.network
-        count = len(members)
+        return keep, left
+
+    @staticmethod
+    def windows(model: Model, calls: list[tuple[Any, StreamCall | StatecastError]],
+                members: Sequence[tuple[int, Any]], length: int
+                ) -> tuple[np.ndarray, list[int]]:
+        """The members' windows ``float32 [members, length, features]`` (raw) and
+        horizons."""
+        spec = model.spec
         calls_of = [calls[index][1] for index, _ in members]
         raw = np.array([call.window for call in calls_of],  # type: ignore[union-attr]
-                       np.float32).reshape(count, length, spec.input_size)
+                       np.float32).reshape(len(members), length, spec.input_size)
+        horizons = [spec.horizon if call.horizon is None else call.horizon  # type: ignore[union-attr]
+                    for call in calls_of]
+        return raw, horizons
+
+    def advance(self, model: Model, arena: np.ndarray, slots: np.ndarray, raw: np.ndarray,
+                horizons: list[int]) -> np.ndarray:
+        """Run the windows on the arena's rows ``slots`` in place; the forecasts from the
+        new states ``float32 [members, max(horizons), targets]``."""
+        net = model.network
+        count, length = raw.shape[:2]
         x = np.ascontiguousarray(model.scale_inputs(raw), np.float32)
         y = np.empty((count, length, net.output_size), np.float32)
         head = np.empty((count * length if net.head_every_step else count, net.head_size),
                         np.float32)
-        horizons = [spec.horizon if call.horizon is None else call.horizon  # type: ignore[union-attr]
-                    for call in calls_of]
         with self.metrics.timing_kernel(model.name):
-            model.forward_into(x, table.state, rows, y, head, check=False)
-            block = model.predict(table.state[rows], max(horizons))
-        table.append_tails(rows, raw, spec.retain)
-        table.step[rows] = steps + length
-        table.revision[rows] += 1
-        table.updated[rows] = now
-        forecasts = [block[member, :horizon] for member, horizon in enumerate(horizons)]
-        # The answers' forecasts as float64 (the same values): one conversion for the call.
-        wide = block.astype(np.float64)
-        scores = self._score(model, table, rows, raw, block, forecasts)
-        tables.add_scores(version, scores)
-        if scores is not None:
-            after.append(lambda: self.metrics.add_scores(model.name, version, scores))
-        for member, (index, _) in enumerate(members):
-            results[index] = StreamForecast(
-                model=model.name, version=version, stream=calls[index][0],
-                step=int(steps[member]) + length, consumed=length, skipped=0, created=False,
-                committed=True, forecast=wide[member, :horizons[member]])
-        return left
+            model.forward_into(x, arena, slots, y, head, check=False)
+            return model.predict(arena[slots], max(horizons))
 
-    def _score(self, model: Model, table: Any, rows: np.ndarray, raw: np.ndarray,
-               block: np.ndarray, forecasts: list[np.ndarray]) -> Any:
-        """Score the rows' pending forecasts against their new observations and keep the
-        new forecasts (:class:`service.scoring.Scorer`); what they scored, added up."""
+    def score(self, model: Model, records: list[bytes], raw: np.ndarray, block: np.ndarray,
+              horizons: list[int]) -> tuple[list[bytes], WriteScores | None] | None:
+        """The members' pending forecasts (``records``) scored against their new
+        observations, each keeping its new forecast (:class:`service.scoring.Scorer`):
+        their new records and what each scored; None when nothing is scored."""
         if not self.scoring:
             return None
-        scorer = Scorer(model, len(rows))
+        scorer = Scorer(model, len(records))
         if not scorer.steps:
             return None
-        pending = table.pending
-        records = [pending[row] for row in rows.tolist()]
         # Forecasts shorter than the scored steps are padded one by one (Scorer.add).
-        if not (min(map(len, forecasts)) >= scorer.steps
-                and scorer.add_block(records, raw, block)):
+        if not (min(horizons) >= scorer.steps and scorer.add_block(records, raw, block)):
             for member, data in enumerate(records):
-                scorer.add(member, data, raw[member], forecasts[member], None, ())
-        for member, data in scorer.run().items():
-            pending[int(rows[member])] = data
-        written: WriteScores | None = scorer.scores(range(len(rows)))
-        return None if written is None else written.select([True] * len(rows))
+                scorer.add(member, data, raw[member], block[member, :horizons[member]], None,
+                           ())
+        kept = scorer.run()
+        return [kept[member] for member in range(len(records))], scorer.scores(
+            range(len(records)))
+
+
+def _appended_tails(model: Model, records: list[StreamRecord], raw: np.ndarray
+                    ) -> list[np.ndarray]:
+    """Each record's tail with its new observations, the last ``retain`` kept: one array
+    operation when every tail is as long (a fleet's usual case)."""
+    retain, features = model.spec.retain, model.spec.input_size
+    tails = [record.tail.reshape(-1, features) for record in records]
+    if len({len(tail) for tail in tails}) == 1:
+        joined = np.concatenate([np.stack(tails), raw], axis=1)
+        return list(np.ascontiguousarray(joined[:, max(0, joined.shape[1] - retain):]))
+    return [np.ascontiguousarray(np.concatenate([tail, new])[-retain:])
+            for tail, new in zip(tails, raw, strict=True)]
+
+
+def answer(results: Results, model: Model, version: str,
+           calls: list[tuple[Any, StreamCall | StatecastError]],
+           members: Sequence[tuple[int, Any]], steps: np.ndarray, length: int,
+           block: np.ndarray, horizons: list[int]) -> None:
+    """Each member's answer: its forecast (as float64, for the JSON: one conversion for
+    the call) and new step."""
+    wide = block.astype(np.float64)
+    for member, (index, _) in enumerate(members):
+        results[index] = StreamForecast(
+            model=model.name, version=version, stream=calls[index][0],
+            step=int(steps[member]), consumed=length, skipped=0, created=False,
+            committed=True, forecast=wide[member, :horizons[member]])

@@ -191,8 +191,8 @@ class ForecastService:
             call if isinstance(call, StatecastError) else None for _, call in calls]
         pending = [i for i, (_, call) in enumerate(calls) if isinstance(call, StreamCall)]
         name, tag = split_reference(reference)
+        named = None if tag is None else self.models.resolve(reference)[1]
         if self.store.runs_in_place and pending:
-            named = None if tag is None else self.models.resolve(reference)[1]
             with self.store.in_place(name) as tables:
                 pending, after = self.appends.run(tables, name, named, calls, pending,
                                                   results)
@@ -205,6 +205,10 @@ class ForecastService:
             # One store round trip for every pending stream's record (pipelined in Redis).
             streams = [calls[i][0] for i in pending]
             fetched = dict(zip(streams, self.store.get_many(name, streams), strict=True))
+            retry: list[int] = []
+            if not self.store.runs_in_place:
+                pending, retry = self.appends.run_records(self.store, name, named, calls,
+                                                          pending, fetched, results)
             for index in pending:
                 stream, call = calls[index]
                 assert isinstance(call, StreamCall)
@@ -214,7 +218,6 @@ class ForecastService:
                                                     (fetched[stream],))))
                 except (RequestError, ModelError) as error:
                     results[index] = error
-            retry = []
             for model_works in by_version(works):
                 group = [work for _, work in model_works]
                 model = group[0].plan.model

@@ -1,7 +1,7 @@
-"""Batch appends that run in place on the memory store's tables (:mod:`service.bulk`):
-the same answers, records and scores as the records' path, item by item, for every kind
-of item a batch may mix; concurrent calls on the same streams serialised; a what-if, a bad
-item or a gap changes nothing."""
+"""Batch appends computed as arrays (:mod:`service.bulk`), in place on the memory store's
+tables or from the records of a durable store: the same answers, records and scores as
+the one-stream path, item by item, for every kind of item a batch may mix; concurrent
+calls on the same streams serialised; a what-if, a bad item or a gap changes nothing."""
 
 import threading
 
@@ -10,7 +10,7 @@ import pytest
 
 from statecast.service.settings import Settings
 from statecast.service.startup import serving_app
-from statecast.service.stores import MemoryStore
+from statecast.service.stores import MemoryStore, SqliteStore, open_store
 
 
 class RecordsMemoryStore(MemoryStore):
@@ -27,9 +27,15 @@ def make_client(tmp_path, store, **overrides):
 
 
 @pytest.fixture()
-def pair(tmp_path):
-    """Two servers on one registry: in place, and through records."""
-    apps = [make_client(tmp_path, MemoryStore()), make_client(tmp_path, RecordsMemoryStore())]
+def servers(tmp_path, redis_url):
+    """Servers on one registry: the one-stream path for every item (the reference), then
+    appends in place (memory) and from records (sqlite, redis)."""
+    apps = [make_client(tmp_path, RecordsMemoryStore()), make_client(tmp_path, MemoryStore()),
+            make_client(tmp_path, SqliteStore(tmp_path / "state.db")),
+            make_client(tmp_path, open_store(redis_url))]
+    reference = apps[0][0].extensions["statecast"].service
+    reference.appends.run_records = lambda store, name, named, calls, indices, *_: (
+        indices, [])
     yield [client for _, client in apps], [app.extensions["statecast"].store.inner
                                            for app, _ in apps]
     for app, _ in apps:
@@ -68,8 +74,8 @@ def without_times(body):
     return {key: value for key, value in body.items() if key != "updated_at"}
 
 
-def test_in_place_answers_records_and_scores_equal_the_records_path(pair):
-    clients, stores = pair
+def test_appends_answer_write_and_score_as_the_one_stream_path(servers):
+    clients, stores = servers
     rng = np.random.default_rng(7)
     streams = [f"s{i}" for i in range(40)]
     steps = dict.fromkeys(streams, 0)
@@ -78,38 +84,44 @@ def test_in_place_answers_records_and_scores_equal_the_records_path(pair):
         items = [random_item(rng, str(stream), steps[str(stream)]) for stream in chosen]
         body = {"horizon": 12, "items": items}
         answers = [client.post("/v1/models/sunspots/forecast", json=body) for client in clients]
-        assert [a.status_code for a in answers] == [200, 200]
-        first, second = (a.get_json()["items"] for a in answers)
-        assert first == second
+        assert [a.status_code for a in answers] == [200] * len(clients)
+        first, *others = (a.get_json()["items"] for a in answers)
+        assert all(other == first for other in others)
         for item in first:
             if "step" in item:
                 steps[item["stream"]] = item["step"]
     for stream in streams:
         described = [without_times(c.get(f"/v1/models/sunspots/streams/{stream}").get_json())
                      for c in clients]
-        assert described[0] == described[1]
+        assert all(each == described[0] for each in described)
         states = [c.get(f"/v1/models/sunspots/streams/{stream}/state").get_json()
                   for c in clients]
-        assert states[0] == states[1]
-        records = [store.get("sunspots", stream) for store in stores]
-        if records[0] is not None:
-            np.testing.assert_array_equal(records[0].tail, records[1].tail)
-            assert records[0].pending == records[1].pending
-            assert records[0].revision == records[1].revision
-    accuracy = [c.get("/v1/models/sunspots/accuracy").get_json() for c in clients]
-    assert accuracy[0]["scored"] > 0
-    # The same values scored, added in another order (one sum per group of a call).
-    assert accuracy[0]["scored"] == accuracy[1]["scored"]
-    for ours, theirs in zip(accuracy[0]["steps"], accuracy[1]["steps"], strict=True):
-        coverage = ours.pop("coverage"), theirs.pop("coverage")
-        assert coverage[0] == pytest.approx(coverage[1], rel=1e-12)
-        assert ours == pytest.approx(theirs, rel=1e-12)
+        assert all(each == states[0] for each in states)
+        first, *others = [store.get("sunspots", stream) for store in stores]
+        for other in others:
+            assert (first is None) == (other is None)
+            if first is not None:
+                np.testing.assert_array_equal(first.tail, other.tail)
+                assert (first.pending, first.revision) == (other.pending, other.revision)
+    first, *others = [c.get("/v1/models/sunspots/accuracy").get_json() for c in clients]
+    assert first["scored"] > 0
+    for other in others:
+        # The same values scored, added in another order (one sum per group of a call).
+        assert other["scored"] == first["scored"]
+        for ours, theirs in zip(other["steps"], first["steps"], strict=True):
+            ours, theirs = dict(ours), dict(theirs)
+            coverage = ours.pop("coverage"), theirs.pop("coverage")
+            assert coverage[0] == pytest.approx(coverage[1], rel=1e-12)
+            assert ours == pytest.approx(theirs, rel=1e-12)
 
 
-def test_concurrent_batches_on_the_same_streams_are_serialised(tmp_path):
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_concurrent_batches_on_the_same_streams_are_serialised(tmp_path, kind):
     """Threads send overlapping windows (each position's value is fixed) to the same
-    streams: every observation is consumed once, in order, whatever the interleaving."""
-    app, _ = make_client(tmp_path, MemoryStore())
+    streams: every observation is consumed once, in order, whatever the interleaving (in
+    place under the store's lock, or from records by compare-and-set)."""
+    app, _ = make_client(tmp_path, MemoryStore() if kind == "memory"
+                         else SqliteStore(tmp_path / "state.db"))
     streams = [f"c{i}" for i in range(64)]
 
     def value(position):
