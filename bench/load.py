@@ -13,6 +13,12 @@ by default; ``--scoring both`` (the default) runs a server with it and one witho
 (``STATECAST_SCORING=false``) side by side, measures every row on each in turn (best of
 ``--rounds``), and prints what scoring costs.
 
+The store's own write ceiling is measured in the same run, after the rows, for sqlite and
+redis: the records the batch rows left, 256 a call, written back by
+``compare_and_set_many`` (the same rows, encoding, transaction or script, and the scores
+such a call adds) in a tight loop on one core while the server is idle; the batch row's
+stream-steps/s are printed as a share of it.
+
 Run: ``python -m bench.load [--store sqlite|memory|redis] [--seconds 10]
 [--scoring both|on|off] [--rounds 1]``.
 """
@@ -26,6 +32,8 @@ import os
 import re
 import subprocess
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.server import serving
@@ -119,11 +127,63 @@ ROWS = (("single-stream", SINGLE, 1), ("single-stream", SINGLE, 32),
         ("batch of 256", BATCH, 4))
 
 
+def write_ceiling(address: str, registry: Path, scoring: bool, seconds: float
+                  ) -> float:
+    """Rows/s the store writes when nothing but a tight loop writes: the ``bench`` streams
+    the batch rows left, 256 per ``compare_and_set_many`` (records made up front: each
+    stream's row written alternately with its next revision and back, so that every
+    write's check passes and every write changes the row), with the scores a batch call of
+    those streams adds when ``scoring``."""
+    from statecast.models import Registry
+    from statecast.service.scoring import Scorer
+    from statecast.service.stores import open_store
+
+    model = Registry(registry).load("bench")
+    store = open_store(address)
+    try:
+        records = [r for r in store.scan("bench") if not r.expired and r.stream[0] == "b"]
+        batches = []
+        for start in range(0, len(records) - 255, 256):
+            chunk = records[start:start + 256]
+            scores = None
+            if scoring:
+                scorer = Scorer(model, len(chunk))
+                for member, record in enumerate(chunk):
+                    scorer.add(member, record.pending, record.tail[-1:],
+                               model.predict(record.state[None], 12)[0], None, ())
+                scorer.run()
+                scores = scorer.scores(range(len(chunk)))
+            # Two writes of each stream that take turns (revision up, then back down):
+            # every write changes its row, as a call's does (SQLite skips writing a row
+            # whose bytes are unchanged).
+            later = [replace(record, revision=record.revision + 1,
+                             updated_at=record.updated_at + 1) for record in chunk]
+            batches.append((
+                [(new, record.revision) for new, record in zip(later, chunk, strict=True)],
+                [(record, new.revision) for new, record in zip(later, chunk, strict=True)],
+                scores))
+        if not batches:
+            raise SystemExit("no batch streams to measure the store's ceiling with")
+        written, calls, started = 0, 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            lap, at = divmod(calls, len(batches))
+            up, down, scores = batches[at]
+            writes = down if lap % 2 else up
+            assert all(store.compare_and_set_many(writes, scores))
+            written, calls = written + len(writes), calls + 1
+        return written / (time.perf_counter() - started)
+    finally:
+        store.close()
+
+
 def measure(store: str, root: Path, seconds: int, modes: tuple[bool, ...], rounds: int
-            ) -> tuple[int, dict[bool, list[tuple[str, int, dict[str, float], float]]]]:
+            ) -> tuple[int, dict[bool, list[tuple[str, int, dict[str, float], float]]],
+                       dict[bool, float]]:
     """Every row of :data:`ROWS` on a server per scoring mode (both running, each on its own
-    store), the modes alternating row by row; per mode and row the best of ``rounds``."""
+    store), the modes alternating row by row; per mode and row the best of ``rounds``; then
+    each mode's store write ceiling (:func:`write_ceiling`; sqlite and redis)."""
     best: dict[bool, list[tuple[str, int, dict[str, float], float]]] = {m: [] for m in modes}
+    ceilings: dict[bool, float] = {}
     with contextlib.ExitStack() as stack:
         servers = {}
         for scoring in modes:
@@ -145,7 +205,11 @@ def measure(store: str, root: Path, seconds: int, modes: tuple[bool, ...], round
                     else:
                         mine.append(row)
         workers = next(iter(servers.values())).workers
-    return workers, best
+        if store != "memory":
+            for scoring in modes:
+                ceilings[scoring] = write_ceiling(servers[scoring].store, root / "registry",
+                                                  scoring, seconds)
+    return workers, best, ceilings
 
 
 def main() -> None:
@@ -158,7 +222,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="statecast-load-"))
     publish_model(root / "registry")
     modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.scoring]
-    workers, results = measure(args.store, root, args.seconds, modes, args.rounds)
+    workers, results, ceilings = measure(args.store, root, args.seconds, modes, args.rounds)
     print(f"store {args.store}, `statecast serve` defaults ({os.cpu_count()} cores, "
           f"{workers} worker(s)), {args.seconds} s per row, best of {args.rounds}")
     print("| calls | connections | scoring | requests/s | p50 | p99 | stream-steps/s | non-2xx |")
@@ -173,7 +237,13 @@ def main() -> None:
         print("scoring on / off, requests/s: " + ", ".join(
             f"{on[0]} x{on[1]} {on[2]['rps'] / off[2]['rps']:.2f}"
             for on, off in zip(results[True], results[False], strict=True)))
-    print(json.dumps({"store": args.store, "rows": [
+    for scoring, ceiling in ceilings.items():
+        batch = next(steps for name, _, _, steps in results[scoring] if name.startswith("batch"))
+        print(f"store write ceiling, scoring {'on' if scoring else 'off'}: {ceiling:,.0f} "
+              f"rows/s (one core, 256 per call); the batch route reaches {batch:,.0f} "
+              f"stream-steps/s = {batch / ceiling:.0%} of it")
+    print(json.dumps({"store": args.store, "ceilings": {
+        "on" if k else "off": v for k, v in ceilings.items()}, "rows": [
         {"calls": n, "connections": c, "scoring": scoring, **r}
         for scoring in modes for n, c, r, _ in results[scoring]]}))
 

@@ -21,6 +21,8 @@ class Running:
     port: int
     workers: int
     ready_after: float
+    #: The server's store address (``sqlite:PATH``, ``redis://...``, ``memory``).
+    store: str = "memory"
 
 
 def _free_port() -> int:
@@ -66,7 +68,7 @@ def serving(store: str, registry: Path, root: Path, workers: int | None = None,
                 if time.time() > deadline:
                     raise RuntimeError("statecast serve did not become ready") from None
                 time.sleep(0.05)
-        yield Running(port, workers, time.perf_counter() - started)
+        yield Running(port, workers, time.perf_counter() - started, address)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

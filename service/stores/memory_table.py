@@ -16,7 +16,8 @@ _EMPTY = b""
 
 
 class StreamTable:
-    """Growable columns of ``width``-value state rows, with a free list of rows.
+    """Growable columns of ``width``-value state rows (half as many again when full), with
+    a free list of rows.
 
     ``tail`` is ``[rows, capacity, features]``: each stream's retained observations in a
     ring (the last ``tail_rows[row]`` written before position ``tail_end[row]``), so that
@@ -72,13 +73,18 @@ class StreamTable:
         self._free.append(row)
 
     def _grow(self) -> None:
+        """Half as many rows again: a full table holds at most a third more rows than
+        streams, and growing copies each column once into a larger one."""
         old = len(self.streams)
+        new = old + max(old // 2, _INITIAL_ROWS)
         for name in self._COLUMNS:
             column = getattr(self, name)
-            setattr(self, name, np.concatenate([column, np.zeros_like(column)]))
-        self.pending.extend([_EMPTY] * old)
-        self.streams.extend([None] * old)
-        self._free = list(range(2 * old - 1, old - 1, -1))
+            grown = np.zeros((new, *column.shape[1:]), column.dtype)
+            grown[:old] = column
+            setattr(self, name, grown)
+        self.pending.extend([_EMPTY] * (new - old))
+        self.streams.extend([None] * (new - old))
+        self._free = list(range(new - 1, old - 1, -1))
 
     def fit_tail(self, rows: int, features: int) -> None:
         """Make room for tails of ``rows`` observations of ``features`` values."""

@@ -65,6 +65,8 @@ _UPDATE = ("UPDATE streams SET version = ?, origin = ?, step = ?, revision = ?, 
            "tail = ?, tail_rows = ?, created_at = ?, updated_at = ?, expired = ?, "
            "pending = ? WHERE model = ? AND stream = ?")
 _BATCH = 500
+#: The most of the file a connection maps (address space, not memory).
+_MMAP_BYTES = 1 << 34
 
 
 def _row_to_record(row: tuple[Any, ...]) -> StreamRecord:
@@ -171,6 +173,10 @@ class SqliteStore(StateStore):
                                              isolation_level=None, check_same_thread=True)
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")
+                # Reads map the file (the OS page cache, shared by every connection)
+                # instead of copying pages into each connection's small cache: a million
+                # streams' file stays as fast to read as a thousand's.
+                connection.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
             except sqlite3.Error as error:
                 raise StoreError(f"cannot open sqlite store {self.path}: {error}") from None
             local.connection, local.pid = connection, os.getpid()
