@@ -27,7 +27,6 @@ from statecast.service.errors import (
     GapInStream,
     InsufficientHistory,
     ModelNotSupported,
-    OverlapMismatch,
     RequestError,
     StreamNotFound,
     VersionConflict,
@@ -52,6 +51,7 @@ from statecast.service.work import (
     answer,
     by_version,
     call_intervals,
+    check_overlap,
     fresh_plan,
     group_forecasts,
     new_record,
@@ -286,7 +286,7 @@ class ForecastService:
             raise GapInStream(f"stream {stream!r} expects its next observation at {step}; "
                               f"this window starts at {start}", expected_start=step)
         skipped = min(step - start, len(window))
-        self._check_overlap(plan.tail, step, start, window[:skipped], stream)
+        check_overlap(plan.tail, step, start, window[:skipped], stream)
         work = Work(plan, stream, request, origin, step, skipped, window[skipped:],
                     calibration)
         spec = plan.model.spec
@@ -336,20 +336,6 @@ class ForecastService:
         added = None if scores is None else scores.select(outcomes)
         if added is not None:
             self.metrics.add_scores(model, version, added)
-
-    @staticmethod
-    def _check_overlap(tail: np.ndarray, step: int, start: int, resent: np.ndarray,
-                       stream: str) -> None:
-        """Resent observations still in the retained tail must equal it."""
-        tail_start = step - len(tail)
-        for offset, observation in enumerate(resent):
-            index = start + offset
-            if index < tail_start:
-                continue
-            if not np.array_equal(observation, tail[index - tail_start]):
-                raise OverlapMismatch(
-                    f"observation {index} of stream {stream!r} differs from the one it "
-                    "consumed; reset the stream to correct history", index=index)
 
     # -- stream administration -----------------------------------------------------------
 

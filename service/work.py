@@ -16,6 +16,7 @@ from statecast.models.conformal import Calibration
 from statecast.models.distribution import gives_levels, head_intervals
 from statecast.models.windowed import point_forecasts, window_outputs
 from statecast.service.calls import StreamForecast
+from statecast.service.errors import OverlapMismatch
 from statecast.service.requests import ForecastRequest
 from statecast.service.stores import StreamRecord
 
@@ -168,3 +169,17 @@ def new_record(work: Work, state: np.ndarray, pending: bytes) -> StreamRecord:
         revision=0 if plan.expected_revision is None else plan.expected_revision + 1,
         created_at=now if plan.record is None or plan.fresh else plan.record.created_at,
         updated_at=now, pending=pending)
+
+
+def check_overlap(tail: np.ndarray, step: int, start: int, resent: np.ndarray,
+                  stream: str) -> None:
+    """Resent observations still in the retained tail must equal it."""
+    tail_start = step - len(tail)
+    for offset, observation in enumerate(resent):
+        index = start + offset
+        if index < tail_start:
+            continue
+        if not np.array_equal(observation, tail[index - tail_start]):
+            raise OverlapMismatch(
+                f"observation {index} of stream {stream!r} differs from the one it "
+                "consumed; reset the stream to correct history", index=index)
