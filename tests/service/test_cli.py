@@ -132,7 +132,7 @@ def test_a_scaler_that_does_not_fit_is_refused(saved, capsys):
 
 
 @pytest.mark.parametrize("store,expected", [
-    ("memory", ["1", "4", "gthread"]),
+    ("memory", ["1", "1", "gthread"]),
     ("sqlite:s.db", [str(os.cpu_count() or 1), "1", "sync"]),
 ])
 def test_the_gunicorn_master_never_imports_numba(tmp_path, store, expected):
