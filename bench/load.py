@@ -79,7 +79,9 @@ setup = function(thread) thread:set("id", tostring(math.random(1, 1000000))) end
 """
 
 
-def publish_model(registry: Path) -> None:
+def publish_model(registry: Path, name: str = "bench") -> None:
+    """Publish a 2-layer hidden-64 LSTM (1 feature, a 12-step head, seeded weights) as
+    ``name`` into ``registry``."""
     import torch
 
     from statecast.models import Registry
@@ -91,7 +93,7 @@ def publish_model(registry: Path) -> None:
     net.fc = torch.nn.Linear(64, 12)
     imported = import_state_dict({k: v.detach().numpy() for k, v in net.state_dict().items()},
                                  ForecastOptions(horizon=12))
-    Registry(registry).publish("bench", imported.spec, imported.tensors)
+    Registry(registry).publish(name, imported.spec, imported.tensors)
 
 
 def parse(output: str) -> dict[str, float]:
