@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from statecast.models import Model, StatecastError
+from statecast.service.accuracy import Scores
 from statecast.service.calls import StreamCall, StreamForecast
 from statecast.service.errors import GapInStream
 from statecast.service.metrics import Metrics
@@ -144,16 +145,10 @@ class InPlaceAppends:
         table.step[rows] = steps + length
         table.revision[rows] += 1
         table.updated[rows] = now
-        pending = table.pending
-        kept = self.score(model, [pending[row] for row in rows.tolist()], raw, block,
-                          horizons)
-        if kept is not None:
-            for row, data in zip(rows.tolist(), kept[0], strict=True):
-                pending[row] = data
-            scores = None if kept[1] is None else kept[1].select([True] * len(rows))
-            tables.add_scores(version, scores)
-            if scores is not None:
-                after.append(lambda: self.metrics.add_scores(model.name, version, scores))
+        scores = self._score_rows(model, table, rows, raw, block, horizons)
+        tables.add_scores(version, scores)
+        if scores is not None:
+            after.append(lambda: self.metrics.add_scores(model.name, version, scores))
         answer(results, model, version, calls, members, steps + length, length, block,
                horizons)
         return left
@@ -244,6 +239,30 @@ class InPlaceAppends:
             results[index] = None
             self.metrics.conflicts.labels(model.name).inc()
         return left, lost
+
+    def _score_rows(self, model: Model, table: Any, rows: np.ndarray, raw: np.ndarray,
+                    block: np.ndarray, horizons: list[int]) -> Scores | None:
+        """Score the table rows' pending forecasts and keep their new ones: in place in the
+        table's column when every row's record has its usual layout, else through copies
+        (:meth:`score`). What they scored, added up."""
+        if not self.scoring:
+            return None
+        scorer = Scorer(model, len(rows))
+        if not scorer.steps:
+            return None
+        if (min(horizons) >= scorer.steps and (table.pending_kind[rows] == 1).all()
+                and scorer.add_rows(table.pending, rows, raw, block)):
+            scorer.run_in_place()
+            written = scorer.scores(range(len(rows)))
+        else:
+            kept = self.score(model, [table.read_pending(row) for row in rows.tolist()],
+                              raw, block, horizons)
+            if kept is None:
+                return None
+            for row, data in zip(rows.tolist(), kept[0], strict=True):
+                table.write_pending(row, data)
+            written = kept[1]
+        return None if written is None else written.select([True] * len(rows))
 
     def check(self, calls: list[tuple[Any, StreamCall | StatecastError]],
               members: Sequence[tuple[int, Any]], steps: np.ndarray, updated: np.ndarray,

@@ -190,9 +190,10 @@ class Scorer:
         self._observed: list[np.ndarray] = []
         self._forecasts: list[np.ndarray] = []
         self._bounds: list[np.ndarray | None] = []
-        #: Streams added at once by :meth:`add_block`: their joined records, observations
-        #: ``[streams * k, targets]`` and forecasts ``[streams, S, targets]``.
-        self._block: tuple[bytearray, int, np.ndarray, np.ndarray] | None = None
+        #: Streams added at once by :meth:`add_rows`: the array of their records, their
+        #: records' byte offsets in it, observations per stream, observations ``[streams *
+        #: k, targets]`` and forecasts ``[streams, S, targets]``.
+        self._block: tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray] | None = None
         self.sums = np.zeros((0, TOTAL_ROWS, self.steps))
         self.errors = np.zeros((0, self.targets), np.float32)
         self.error_steps = np.zeros(0, np.int32)
@@ -229,37 +230,57 @@ class Scorer:
         of this model's usual layout without levels (else False, nothing added: use
         :meth:`add`), on a scorer nothing was added to."""
         size = len(self._empty)
-        if self._records or self._block is not None or forecasts.shape[1] < self.steps or any(
-                len(data) != size for data in records):
+        if any(len(data) != size for data in records):
             return False
-        joined = bytearray(b"".join(records))
-        headers = np.frombuffer(joined, "<f8").reshape(len(records), size // 8)[:, :3]
+        joined = np.frombuffer(bytearray(b"".join(records)), np.uint8)
+        return self.add_rows(joined.reshape(len(records), size),
+                             np.arange(len(records), dtype=np.int64), observed, forecasts)
+
+    @property
+    def record_size(self) -> int:
+        """Bytes of a record of this model's usual layout (no levels)."""
+        return len(self._empty)
+
+    def add_rows(self, records: np.ndarray, rows: np.ndarray, observed: np.ndarray,
+                 forecasts: np.ndarray) -> bool:
+        """:meth:`add_block` for records that are rows of an array ``uint8 [rows,
+        record_size]`` (a store's own column, scored and updated in place by :meth:`run`):
+        rows ``rows`` are the members ``0 .. n-1``."""
+        size = len(self._empty)
+        if (self._records or self._block is not None or forecasts.shape[1] < self.steps
+                or records.shape[1] != size or not records.flags.c_contiguous):
+            return False
+        headers = records[rows, :24].view("<f8")
         if not (headers == np.frombuffer(self._empty, "<f8", 3)).all():
             return False
         count, steps = observed.shape[:2]
         chosen = observed if self._whole else observed[:, :, self.columns]
-        self._block = (joined, steps,
+        self._block = (records, rows * size, steps,
                        np.ascontiguousarray(chosen, np.float32).reshape(count * steps, -1),
                        np.ascontiguousarray(forecasts[:, :self.steps], np.float32))
         self._members = list(range(count))
         return True
 
-    def _run_block(self) -> list[bytes]:
-        """:meth:`run` for the streams of :meth:`add_block`."""
+    def _run_block(self) -> np.ndarray:
+        """:meth:`run` for the streams of :meth:`add_rows`: their records updated in
+        their array; the byte offsets of the members' records returned."""
         assert self._block is not None
-        buffer, steps, observed, forecasts = self._block
-        count, size = len(forecasts), len(self._empty)
+        records, starts, steps, observed, forecasts = self._block
+        count = len(forecasts)
+        flat = records.reshape(-1)
         self._prepare_sums(count)
         scored = score_streams(
-            np.frombuffer(buffer, "<f8"), np.frombuffer(buffer, "<f4"),
-            np.arange(count, dtype=np.int64) * size, observed,
+            flat.view(np.float64), flat.view(np.float32), starts, observed,
             np.arange(count + 1, dtype=np.int64) * steps, _DECAY, forecasts,
             np.zeros(0, np.float32), np.full(count, -1, np.int64),
             np.zeros((count, 1), np.int64), self.sums, self.errors, self.error_steps,
             self.owners)
         self._keep(scored)
-        view = memoryview(buffer)
-        return [bytes(view[at:at + size]) for at in range(0, count * size, size)]
+        return starts
+
+    def run_in_place(self) -> None:
+        """Score the streams of :meth:`add_rows`, their records updated where they are."""
+        self._run_block()
 
     def _prepare_sums(self, count: int) -> None:
         self.sums = np.zeros((count, TOTAL_ROWS + 2 * len(self.levels), self.steps))
@@ -298,7 +319,11 @@ class Scorer:
     def run(self) -> dict[int, bytes]:
         """Score every stream added; each member's new record."""
         if self._block is not None:
-            return dict(enumerate(self._run_block()))
+            starts = self._run_block()
+            flat = self._block[0].reshape(-1)
+            size = len(self._empty)
+            return {member: flat[at:at + size].tobytes()
+                    for member, at in enumerate(starts.tolist())}
         count = len(self._records)
         if not count:
             return {}

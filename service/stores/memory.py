@@ -110,7 +110,8 @@ class MemoryStore(StateStore):
                             state=table.state[row].copy(), tail=table.read_tail(row),
                             revision=int(table.revision[row]),
                             created_at=float(table.created[row]),
-                            updated_at=float(table.updated[row]), pending=table.pending[row])
+                            updated_at=float(table.updated[row]),
+                            pending=table.read_pending(row))
 
     def _read(self, model: str, stream: str) -> StreamRecord | None:
         place = self._index.get(model, {}).get(stream)
@@ -188,7 +189,7 @@ class MemoryStore(StateStore):
         table.step[row], table.origin[row] = record.step, record.origin
         table.revision[row] = record.revision
         table.created[row], table.updated[row] = record.created_at, record.updated_at
-        table.pending[row] = record.pending
+        table.write_pending(row, record.pending)
         return True
 
     def _add_scores(self, model: str, version: str, scores: Scores) -> None:

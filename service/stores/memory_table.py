@@ -36,12 +36,18 @@ class StreamTable:
         self.revision = np.zeros(_INITIAL_ROWS, np.int64)
         self.created = np.zeros(_INITIAL_ROWS, np.float64)
         self.updated = np.zeros(_INITIAL_ROWS, np.float64)
-        self.pending: list[bytes] = [_EMPTY] * _INITIAL_ROWS
+        #: Pending forecasts (:mod:`service.scoring`) of the one record size the table
+        #: adopted (its first stream's): ``uint8 [rows, size]``, scored in place; a record
+        #: of another size (one with interval bounds) is kept in ``overflow`` by row.
+        self.pending = np.zeros((_INITIAL_ROWS, 0), np.uint8)
+        #: Per row: 0 no pending forecasts, 1 in ``pending``, 2 in ``overflow``.
+        self.pending_kind = np.zeros(_INITIAL_ROWS, np.int8)
+        self.overflow: dict[int, bytes] = {}
         self.streams: list[str | None] = [None] * _INITIAL_ROWS
         self._free = list(range(_INITIAL_ROWS - 1, -1, -1))
 
     _COLUMNS = ("state", "tail", "tail_rows", "tail_end", "step", "origin", "revision",
-                "created", "updated")
+                "created", "updated", "pending", "pending_kind")
 
     @property
     def rows(self) -> np.ndarray:
@@ -53,9 +59,30 @@ class StreamTable:
         return len(self.streams) - len(self._free)
 
     def nbytes(self) -> int:
-        """Bytes of the columns and of the pending forecasts they point to."""
+        """Bytes of the columns and of the pending forecasts kept apart."""
         return (sum(getattr(self, name).nbytes for name in self._COLUMNS)
-                + 8 * len(self.pending) + sum(len(data) for data in self.pending))
+                + sum(len(data) for data in self.overflow.values()))
+
+    def read_pending(self, row: int) -> bytes:
+        """The row's pending forecasts (a copy)."""
+        kind = self.pending_kind[row]
+        if kind == 1:
+            return self.pending[row].tobytes()
+        return self.overflow.get(row, _EMPTY) if kind == 2 else _EMPTY
+
+    def write_pending(self, row: int, data: bytes) -> None:
+        self.overflow.pop(row, None)
+        if not data:
+            self.pending_kind[row] = 0
+            return
+        if not self.pending.shape[1] and not self.pending_kind.any():
+            self.pending = np.zeros((len(self.streams), len(data)), np.uint8)
+        if len(data) == self.pending.shape[1]:
+            self.pending[row] = np.frombuffer(data, np.uint8)
+            self.pending_kind[row] = 1
+        else:
+            self.overflow[row] = data
+            self.pending_kind[row] = 2
 
     def allocate(self, stream: str) -> int:
         """A free row for ``stream`` (the columns double when full)."""
@@ -68,7 +95,7 @@ class StreamTable:
     def release(self, row: int) -> None:
         self.state[row] = 0.0
         self.tail_rows[row] = self.tail_end[row] = 0
-        self.pending[row] = _EMPTY
+        self.write_pending(row, _EMPTY)
         self.streams[row] = None
         self._free.append(row)
 
@@ -82,7 +109,6 @@ class StreamTable:
             grown = np.zeros((new, *column.shape[1:]), column.dtype)
             grown[:old] = column
             setattr(self, name, grown)
-        self.pending.extend([_EMPTY] * (new - old))
         self.streams.extend([None] * (new - old))
         self._free = list(range(new - 1, old - 1, -1))
 
