@@ -64,6 +64,8 @@ def _window_length(window: Any, features: int) -> int:
     if type(window) is not list or not window:
         return 0
     if type(window[0]) is list:
+        if len(window) == 1:  # the usual append: one row
+            return 1 if len(window[0]) == features else 0
         return len(window) if all(len(row) == features for row in window) else 0
     return len(window) if features == 1 and all(type(v) is not list for v in window) else 0
 
@@ -84,10 +86,9 @@ class InPlaceAppends:
         """Answer the items of ``indices`` that append (``tables``: the store's
         :class:`~service.stores.memory.InPlace` view, its lock held); return the indices
         left for the one-stream path, and what to count once the lock is released."""
-        limit = self.limits.max_stream_id
+        limit, fullmatch = self.limits.max_stream_id, STREAM_ID.fullmatch
         candidates = [index for index in indices if plain(calls[index][1])
-                      and len(calls[index][0]) <= limit
-                      and STREAM_ID.fullmatch(calls[index][0])]
+                      and len(calls[index][0]) <= limit and fullmatch(calls[index][0])]
         if not candidates:
             return indices, []
         places = tables.locate([calls[index][0] for index in candidates])
@@ -96,24 +97,28 @@ class InPlaceAppends:
         chosen = set(candidates)
         left = [index for index in indices if index not in chosen]
         models: dict[int, Model | None] = {}
+        number_of, row_of, max_window = tables.number, tables.row, self.limits.max_window
         for index, place in zip(candidates, places, strict=True):
-            number = tables.number(place)
-            if place >= 0 and number not in models:
+            if place < 0:
+                left.append(index)
+                continue
+            number = number_of(place)
+            if number not in models:
                 version, _ = tables.table(number)
                 loaded = self.models.get(name, version)
                 models[number] = loaded if appendable(loaded) and named_version in (
                     None, version) else None
-            model = models.get(number) if place >= 0 else None
+            model = models[number]
             call = calls[index][1]
-            assert isinstance(call, StreamCall)
-            length = 0 if model is None else _window_length(call.window,
-                                                            model.spec.input_size)
-            if model is None or not 0 < length <= self.limits.max_window or (
-                    call.horizon is not None and call.horizon > model.spec.horizon):
+            window = call.window  # type: ignore[union-attr]
+            length = 0 if model is None else _window_length(window, model.spec.input_size)
+            if model is None or not 0 < length <= max_window or (
+                    call.horizon is not None  # type: ignore[union-attr]
+                    and call.horizon > model.spec.horizon):  # type: ignore[union-attr]
                 left.append(index)
                 continue
-            groups.setdefault((number, length, type(call.window[0]) is list), []).append(
-                (index, tables.row(place)))
+            groups.setdefault((number, length, type(window[0]) is list), []).append(
+                (index, row_of(place)))
         after: list[Callable[[], None]] = []
         for (number, length, _), members in groups.items():
             model = models[number]
@@ -358,8 +363,8 @@ def answer(results: Results, model: Model, version: str,
     """Each member's answer: its forecast (as float64, for the JSON: one conversion for
     the call) and new step."""
     wide = block.astype(np.float64)
-    for member, (index, _) in enumerate(members):
-        results[index] = StreamForecast(
-            model=model.name, version=version, stream=calls[index][0],
-            step=int(steps[member]), consumed=length, skipped=0, created=False,
-            committed=True, forecast=wide[member, :horizons[member]])
+    name = model.name
+    for member, ((index, _), step, horizon) in enumerate(
+            zip(members, steps.tolist(), horizons, strict=True)):
+        results[index] = StreamForecast(name, version, calls[index][0], step, length, 0,
+                                        False, True, wide[member, :horizon])

@@ -98,6 +98,8 @@ def _numbers(window: Any) -> bool:
     the schema."""
     if type(window) is not list or not window:
         return False
+    if len(window) == 1 and type(window[0]) is list and len(window[0]) == 1:
+        return _number(window[0][0])  # the usual append: one row of one value
     if type(window[0]) is list:
         return all(type(row) is list and row and all(map(_number, row)) for row in window)
     return all(map(_number, window))
@@ -118,7 +120,8 @@ def batch_calls(body: Any, max_items: int) -> list[tuple[Any, StreamCall | State
     if len(items) > max_items:
         raise BatchTooLarge(f"{len(items)} items; at most {max_items} per call",
                             limit=max_items)
-    inherited = {key: body[key] for key in INHERITED if key in body}
+    # A null option is an option not set (the schema allows it at the top level).
+    inherited = {key: body[key] for key in INHERITED if body.get(key) is not None}
     # An item of a stream and a window of plain numbers needs no schema run of its own.
     options = StreamCall.from_json({**inherited, "window": [0.0]})
     seen: set[str] = set()
