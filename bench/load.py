@@ -194,6 +194,8 @@ def measure(store: str, root: Path, seconds: int, modes: tuple[bool, ...], round
             servers[scoring] = stack.enter_context(serving(
                 store, root / "registry", folder,
                 environment={"STATECAST_SCORING": "true" if scoring else "false"}))
+        for scoring in modes:  # the batch rows' streams exist before any row is measured
+            wrk(servers[scoring].port, BATCH, 4, max(2, seconds // 2), root)
         for name, script, connections in ROWS:
             for _ in range(rounds):
                 for scoring in modes:

@@ -226,18 +226,19 @@ class InPlaceAppends:
         kept = self.score(model, [record.pending for record in records], raw, block,
                           horizons)
         pending = [record.pending for record in records] if kept is None else kept[0]
-        writes = [(StreamRecord(
-            model=record.model, stream=record.stream, version=version, origin=record.origin,
-            step=record.step + length, state=arena[member], tail=tails[member],
-            revision=record.revision + 1, created_at=record.created_at, updated_at=now,
-            pending=pending[member]), record.revision)
-            for member, record in enumerate(records)]
+        # StreamRecord's fields in order: model, stream, version, origin, step, state, tail,
+        # revision, created_at, updated_at, expired, pending.
+        writes = [(StreamRecord(record.model, record.stream, version, record.origin,
+                                record.step + length, state, tail, record.revision + 1,
+                                record.created_at, now, False, data), record.revision)
+                  for record, state, tail, data in zip(records, arena, tails, pending,
+                                                       strict=True)]
         scores = None if kept is None else kept[1]
         outcomes = store.compare_and_set_many(writes, scores)
         added = None if scores is None else scores.select(outcomes)
         if added is not None:
             self.metrics.add_scores(model.name, version, added)
-        steps = np.fromiter((record.step + length for record in records), np.int64)
+        steps = np.array([record.step for record in records], np.int64) + length
         answer(results, model, version, calls, members, steps, length, block, horizons)
         lost = [index for (index, _), ok in zip(members, outcomes, strict=True) if not ok]
         for index in lost:

@@ -72,10 +72,9 @@ _MMAP_BYTES = 1 << 34
 def _row_to_record(row: tuple[Any, ...]) -> StreamRecord:
     (model, stream, version, origin, step, revision, state, tail, tail_rows, created_at,
      updated_at, expired, pending) = row
-    return StreamRecord(model=model, stream=stream, version=version, origin=origin, step=step,
-                        state=decode_array(state), tail=decode_array(tail, tail_rows),
-                        revision=revision, created_at=created_at, updated_at=updated_at,
-                        expired=bool(expired), pending=pending)
+    return StreamRecord(model, stream, version, origin, step, decode_array(state),
+                        decode_array(tail, tail_rows), revision, created_at, updated_at,
+                        bool(expired), pending)
 
 
 def _values(record: StreamRecord) -> tuple[Any, ...]:
