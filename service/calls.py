@@ -124,6 +124,8 @@ def batch_calls(body: Any, max_items: int) -> list[tuple[Any, StreamCall | State
     inherited = {key: body[key] for key in INHERITED if body.get(key) is not None}
     # An item of a stream and a window of plain numbers needs no schema run of its own.
     options = StreamCall.from_json({**inherited, "window": [0.0]})
+    horizon, commit, reset, level = (options.horizon, options.commit, options.reset,
+                                     options.level)
     seen: set[str] = set()
     calls: list[tuple[Any, StreamCall | StatecastError]] = []
     for item in items:
@@ -136,9 +138,9 @@ def batch_calls(body: Any, max_items: int) -> list[tuple[Any, StreamCall | State
             continue
         seen.add(stream)
         if len(item) == 2 and _numbers(item.get("window")):
-            calls.append((stream, StreamCall(
-                window=item["window"], horizon=options.horizon, commit=options.commit,
-                reset=options.reset, level=options.level)))
+            # Fields in order: window, start, horizon, future, commit, reset, level.
+            calls.append((stream, StreamCall(item["window"], None, horizon, None, commit,
+                                             reset, level)))
             continue
         try:
             fields = {key: value for key, value in item.items() if key != "stream"}
