@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument("--registry", help="registry directory (default ./registry)")
     serve.add_argument("--store", help="memory, sqlite:PATH (default sqlite:statecast-state.db)"
-                                       " or redis://host:port/db")
+                                       ", redis://host:port/db or redis+cluster://host:port"
+                                       " (redis: ?wait=N to wait for N replicas)")
     serve.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     serve.add_argument("--threads", type=int,
                        help="threads per worker (default 1 for sync workers, 4 for gthread)")
@@ -316,8 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="forecast from n-windows cutoffs instead (adds cutoff and y)")
     batch.add_argument("--n-windows", type=int, default=1)
     batch.add_argument("--step-size", type=int, help="steps between cutoffs (default h)")
-    batch.add_argument("--to-store", help="sqlite:PATH or redis://...: hand every series' "
-                                          "final state to the service's store")
+    batch.add_argument("--to-store", help="sqlite:PATH, redis://... or redis+cluster://...: "
+                                          "hand every series' final state to the service's "
+                                          "store")
     batch.add_argument("--dask", help="tcp://scheduler:8786, or local for a LocalCluster")
     batch.add_argument("--plot", help="PNG of history and forecast for a few series")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")

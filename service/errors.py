@@ -27,10 +27,20 @@ class StoreError(ServiceError):
 
 
 class InvalidStoreUrl(StoreError, ValueError):
-    """A store address is not ``memory``, ``sqlite:PATH`` or ``redis://host:port/db``: the
-    server cannot keep streams, so it is unavailable (raised at start-up, in practice)."""
+    """A store address is not ``memory``, ``sqlite:PATH``, ``redis://host:port/db`` or
+    ``redis+cluster://host:port`` (or its options are wrong): the server cannot keep
+    streams, so it is unavailable (raised at start-up, in practice)."""
 
     code = "invalid_store_url"
+    status = 503
+
+
+class ReplicationUnconfirmed(StoreError):
+    """A redis store asked to wait for replicas (``?wait=N``) wrote on the master, but fewer
+    than N replicas acknowledged the write in time: a failover now could lose it. The write
+    stands on the master; a retry of the call is idempotent (``start``) and waits again."""
+
+    code = "replication_unconfirmed"
     status = 503
 
 

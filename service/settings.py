@@ -21,8 +21,10 @@ class Settings(BaseSettings):
     registry: Path = Field(Path("registry"), description=(
         "Model registry directory; seeded with the bundled model on first start."))
     store: str = Field("sqlite:statecast-state.db", description=(
-        "Where stream states live: memory, sqlite:PATH (durable default) or "
-        "redis://host:port/db."))
+        "Where stream states live: memory, sqlite:PATH (durable default), "
+        "redis://host:port/db or redis+cluster://host:port (a Redis Cluster, any node); "
+        "a redis address may add ?wait=N&wait_timeout_ms=T: each write waits for N "
+        "replicas' acknowledgement (503 replication_unconfirmed when fewer answer)."))
     host: str = Field("127.0.0.1", description="Address the server listens on.")
     port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
     workers: int = Field(0, ge=0, description=(

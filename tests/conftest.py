@@ -1,8 +1,8 @@
-"""Shared fixtures: a real Redis server for the whole run."""
+"""Shared fixtures: a real Redis server and a real Redis Cluster, each for the whole run."""
 
 import pytest
 
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +22,18 @@ def redis_url(redis_server):
     client.flushdb()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    cluster = RedisCluster()
+    cluster.start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture()
+def redis_cluster_url(redis_cluster):
+    """A ``redis+cluster://`` address of a cluster whose masters are all empty."""
+    redis_cluster.flush()
+    return redis_cluster.url

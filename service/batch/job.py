@@ -186,8 +186,8 @@ def run_job(input_path: str | Path, output_path: str | Path, spec: JobSpec, *,
     each chunk (a progress bar's total and updates).
 
     Nothing is written to ``output_path`` unless every chunk succeeds. ``to_store``
-    (``sqlite:PATH``, ``redis://...``) receives every series' final state (forecasts
-    only, not backtests).
+    (``sqlite:PATH``, ``redis://...``, ``redis+cluster://...``) receives every series' final
+    state (forecasts only, not backtests).
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.exists():

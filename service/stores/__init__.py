@@ -1,5 +1,7 @@
 """State stores behind one interface, addressed by one syntax everywhere:
-``memory``, ``sqlite:PATH`` or ``redis://host:port/db``."""
+``memory``, ``sqlite:PATH``, ``redis://host:port/db`` or, for a Redis Cluster,
+``redis+cluster://host:port`` (any node); redis addresses take options
+(:mod:`.redis_address`)."""
 
 from __future__ import annotations
 
@@ -19,12 +21,16 @@ def open_store(url: str, ttl: float | None = None, tombstone_ttl: float | None =
         return MemoryStore()
     if url.startswith("sqlite:") and len(url) > len("sqlite:"):
         return SqliteStore(url[len("sqlite:"):])
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from statecast.service.stores.redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(url, ttl=ttl, tombstone_ttl=tombstone_ttl)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from statecast.service.stores.redis import RedisStore
 
         return RedisStore(url, ttl=ttl, tombstone_ttl=tombstone_ttl)
-    raise InvalidStoreUrl(f"unknown store {url!r}: use memory, sqlite:PATH or "
-                          "redis://host:port/db")
+    raise InvalidStoreUrl(f"unknown store {url!r}: use memory, sqlite:PATH, "
+                          "redis://host:port/db or redis+cluster://host:port")
 
 
 __all__ = ["MemoryStore", "SqliteStore", "StateStore", "StreamRecord", "open_store"]

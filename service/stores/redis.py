@@ -1,15 +1,15 @@
 """The ``redis`` store (``redis://host:port/db``): state shared by several machines or
-replicas, on an existing, trusted server.
+replicas, on an existing, trusted server (a Redis Cluster: :mod:`.redis_cluster`).
 
 One hash per stream under a key hash-tagged by stream (``statecast:{model/stream}``), so a
-Redis Cluster keeps every stream's fields in one slot. Compare-and-set is a Lua script:
-atomic in Redis, a write happens whole or not at all. The writes of one call (one model
-version) run in one script, all or nothing, with the scores they add to their version's
-totals (``statecast-accuracy:{model/version}``) and residuals: a score is counted exactly
-when its write lands. A Redis Cluster runs a script on one slot only, so there the writes
-would have to be grouped by slot and the totals kept per slot. States are little-endian
-float32 bytes. Batch reads are pipelined (one round trip). Connection errors and timeouts become
-:class:`StoreError` (503). Durability is the server's: run it with AOF on.
+Redis Cluster keeps every stream's fields in one slot. Compare-and-set is a Lua script
+(:mod:`.redis_script`): atomic in Redis, a write happens whole or not at all. The writes of
+one call (one model version) run in one script, all or nothing, with the scores they add to
+their version's totals (``statecast-accuracy:{model/version}``) and residuals: a score is
+counted exactly when its write lands. States are little-endian float32 bytes. Batch reads
+are pipelined (one round trip). Connection errors and timeouts become :class:`StoreError`
+(503). Durability is the server's: run it with AOF on. With ``?wait=N`` in the address each
+write is followed by ``WAIT N`` on the same connection (:mod:`.redis_address`).
 
 Idle streams (``ttl``) are expired by Redis itself: every write of a live stream sets the
 key's time to live, so Redis frees an idle stream whether or not a statecast worker runs.
@@ -22,77 +22,28 @@ reset), as in the other stores: by default for ever (a marker is ~100 bytes), or
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from statecast.service.accuracy import RESIDUAL_WRITES, Scores, Totals, residual_chunk
-from statecast.service.errors import StoreError
+from statecast.service.errors import ReplicationUnconfirmed, StoreError
 from statecast.service.scoring import WriteScores
 from statecast.service.stores.base import StateStore, StreamRecord, decode_array, encode_array
+from statecast.service.stores.redis_address import parse_redis_address
+from statecast.service.stores.redis_script import CAS, CAS_SHA
 
 _PREFIX = "statecast:"
 _SEEN = "statecast-seen:"
 _ACCURACY = "statecast-accuracy:"
 _RESIDUALS = "statecast-residuals:"
-#: Compare-and-set of several streams, all or nothing: when a stream's stored revision is
-#: not the one expected, nothing is written and the failing items (1-based) are returned;
-#: else every record is written, the writes' scores added to their model version's totals
-#: (a hash: ``since``, ``<row>:<step index>``) and residual chunks (a list, trimmed), and
-#: an empty list returned. KEYS: the totals, the residuals, then per item the stream's hash
-#: and its "seen" marker. ARGV: items, '1' when the store expires idle streams, the
-#: residual chunk ('' for none), the time, the number of total fields, then those fields
-#: and values, then per item: expected revision ('' or '-1': the key must not exist), the
-#: key's time to live in ms ('' for none), the marker's ('' for none), the marker's value,
-#: the number of hash fields, those fields and values.
-_CAS = """
-local items = tonumber(ARGV[1])
-local at = 6 + 2 * tonumber(ARGV[5])
-local starts, failed, claimed = {}, {}, {}
-for i = 1, items do
-  starts[i] = at
-  local key = KEYS[1 + 2 * i]
-  local current = redis.call('HGET', key, 'revision')
-  local expected = ARGV[at]
-  if claimed[key] then  -- a stream written twice: the second write finds the first's
-    failed[#failed + 1] = i
-  elseif expected == '' or expected == '-1' then
-    if current then failed[#failed + 1] = i end
-  elseif current ~= expected then
-    failed[#failed + 1] = i
-  end
-  claimed[key] = true
-  at = at + 5 + 2 * tonumber(ARGV[at + 4])
-end
-if #failed > 0 then return failed end
-for i = 1, items do
-  local a = starts[i]
-  local key, seen = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  redis.call('HSET', key, unpack(ARGV, a + 5, a + 4 + 2 * tonumber(ARGV[a + 4])))
-  if ARGV[2] == '1' then
-    if ARGV[a + 1] ~= '' then redis.call('PEXPIRE', key, ARGV[a + 1])
-    else redis.call('PERSIST', key) end
-    if ARGV[a + 2] ~= '' then redis.call('SET', seen, ARGV[a + 3], 'PX', ARGV[a + 2])
-    else redis.call('SET', seen, ARGV[a + 3]) end
-  end
-end
-if tonumber(ARGV[5]) > 0 then
-  redis.call('HSETNX', KEYS[1], 'since', ARGV[4])
-  for j = 6, 5 + 2 * tonumber(ARGV[5]), 2 do
-    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1])
-  end
-end
-if ARGV[3] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[3])
-  redis.call('LTRIM', KEYS[2], -RESIDUAL_WRITES, -1)
-end
-return {}
-""".replace("RESIDUAL_WRITES", str(RESIDUAL_WRITES))
 #: Revision of a tombstone read back from a marker (its key is gone): a reset creates the
 #: stream anew.
 MARKER_REVISION = -1
 _SEPARATOR = "\x1f"
+#: One run of the script: its keys and arguments.
+ScriptCall = tuple[list[str], list[Any]]
 
 
 def _accuracy_key(model: str, version: str) -> str:
@@ -103,7 +54,8 @@ def _residuals_key(model: str, version: str) -> str:
     return f"{_RESIDUALS}{{{model}/{version}}}"
 
 
-def _key(model: str, stream: str) -> str:
+def stream_key(model: str, stream: str) -> str:
+    """The key of a stream's hash."""
     return f"{_PREFIX}{{{model}/{stream}}}"
 
 
@@ -139,6 +91,40 @@ def _record(model: str, stream: str, fields: dict[bytes, bytes]) -> StreamRecord
                         expired=text("expired") == "1", pending=fields.get(b"pending", b""))
 
 
+def read_totals(hashes: Iterable[dict[bytes, bytes]]) -> tuple[float | None, Totals]:
+    """When a model version's first score was added and its totals, from its totals
+    hashes (one; on a Redis Cluster one per slot, added up)."""
+    firsts: list[float] = []
+    cells: dict[str, dict[int, float]] = {}
+    for fields in hashes:
+        for field, value in fields.items():
+            if field == b"since":
+                firsts.append(float(value))
+            elif field != b"newest":
+                name, _, index = field.decode().rpartition(":")
+                row = cells.setdefault(name, {})
+                row[int(index)] = row.get(int(index), 0.0) + float(value)
+    width = 1 + max((max(row) for row in cells.values()), default=-1)
+    totals = {}
+    for name, row in cells.items():
+        totals[name] = np.zeros(width)
+        for step, total in row.items():
+            totals[name][step] = total
+    return min(firsts, default=None), totals
+
+
+def _scored(scores: WriteScores | None, group: Sequence[int], writes: int) -> Scores | None:
+    """What the writes ``group`` of all ``writes`` scored, added up."""
+    if scores is None:
+        return None
+    if len(group) == 1 and writes > 1:  # a slot of its own on a cluster: no mask to build
+        return scores.only(group[0]).select([True])
+    written = [False] * writes
+    for index in group:
+        written[index] = True
+    return scores.select(written)
+
+
 class RedisStore(StateStore):
     """Streams in Redis hashes (``redis://host:port/db``)."""
 
@@ -148,22 +134,38 @@ class RedisStore(StateStore):
             import redis
         except ImportError:
             raise StoreError("the redis store needs: pip install 'statecast[redis]'") from None
-        self._errors = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout,
-                                           socket_connect_timeout=timeout,
-                                           health_check_interval=30)
-        self._cas = self.client.register_script(_CAS)
+        self._redis = redis
+        self._errors = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
         self.url = url
+        self.address = parse_redis_address(url)
+        self.timeout = timeout
+        self._client: Any = self._connect()
         self.expires_idle = ttl is not None
+        self._flags = "e" if self.expires_idle else ""
         self._ttl_ms = "" if ttl is None else str(max(1, round(ttl * 1000)))
         self._tombstone_ms = ("" if tombstone_ttl is None else
                               str(max(1, round(tombstone_ttl * 1000))))
+
+    def _connect(self) -> Any:
+        """The redis-py client (it connects when first used)."""
+        return self._redis.Redis.from_url(self.address.url, socket_timeout=self.timeout,
+                                          socket_connect_timeout=self.timeout,
+                                          health_check_interval=30)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client."""
+        return self._client
 
     def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
             return function(*args)
         except self._errors as error:
-            raise StoreError(f"redis store {self.url}: {what}: {error}") from None
+            raise StoreError(f"redis store {self.url}: {what}: {type(error).__name__}: "
+                             f"{error}") from None
+
+    def _pipeline(self) -> Any:
+        return self.client.pipeline(transaction=False)
 
     def _read(self, model: str, stream: str, fields: dict[bytes, bytes],
               marker: bytes | None) -> StreamRecord | None:
@@ -174,14 +176,14 @@ class RedisStore(StateStore):
     def get(self, model: str, stream: str) -> StreamRecord | None:
         if self.expires_idle:  # the marker too: one pipelined round trip
             return self.get_many(model, [stream])[0]
-        fields = self._call("get", self.client.hgetall, _key(model, stream))
+        fields = self._call("get", lambda: self.client.hgetall(stream_key(model, stream)))
         return _record(model, stream, fields) if fields else None
 
     def get_many(self, model: str, streams: Sequence[str]) -> list[StreamRecord | None]:
         def fetch() -> list[Any]:
-            pipeline = self.client.pipeline(transaction=False)
+            pipeline = self._pipeline()
             for stream in streams:
-                pipeline.hgetall(_key(model, stream))
+                pipeline.hgetall(stream_key(model, stream))
                 if self.expires_idle:
                     pipeline.get(_seen(model, stream))
             return list(pipeline.execute())
@@ -215,65 +217,132 @@ class RedisStore(StateStore):
 
     def compare_and_set_many(self, writes: Sequence[tuple[StreamRecord, int | None]],
                              scores: WriteScores | None = None) -> list[bool]:
-        """All writes of one model version in one script, all or nothing: when some fail,
-        the script runs again without them (their scores are then not added)."""
+        """The writes of one model version in one script per group (:meth:`_groups`), all
+        or nothing, the groups' scripts in one round trip: a group where some fail runs
+        again without them (their scores are then not added)."""
         if len({(record.model, record.version) for record, _ in writes}) > 1:
             return super().compare_and_set_many(writes, scores)
         results = [True] * len(writes)
-        pending = list(range(len(writes)))
-        while pending:
-            added = None if scores is None else scores.select(results)
-            failed = self._call("compare_and_set", self._write_all,
-                                [writes[i] for i in pending], added)
-            if not failed:
-                break
-            for position in failed:
-                results[pending[int(position) - 1]] = False
-            pending = [i for i in pending if results[i]]
+        groups = self._call("compare_and_set", self._groups, writes, scores)
+        while groups:
+            calls = [self._script_call([writes[i] for i in group],
+                                       _scored(scores, group, len(writes)))
+                     for group in groups]
+            replies = self._call("compare_and_set", self._run_scripts, calls)
+            retry = []
+            for group, failed in zip(groups, replies, strict=True):
+                for position in failed:
+                    results[group[int(position) - 1]] = False
+                if failed:
+                    retry.append([index for index in group if results[index]])
+            groups = [group for group in retry if group]
         return results
 
-    def _write_all(self, writes: Sequence[tuple[StreamRecord, int | None]],
-                   added: Scores | None) -> list[Any]:
-        """Run the script on writes of one model version adding what they scored (all or
-        nothing); the failing items (1-based)."""
-        model, version = writes[0][0].model, writes[0][0].version
+    def _groups(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                scores: WriteScores | None) -> list[list[int]]:
+        """The writes (their indices) that run in one script: here all of them."""
+        return [list(range(len(writes)))] if writes else []
+
+    def _score_keys(self, model: str, version: str, key: str) -> tuple[str, str, int]:
+        """The totals and residuals keys a write of the version to stream ``key`` adds its
+        scores to, and how many residual chunks that list keeps."""
+        return _accuracy_key(model, version), _residuals_key(model, version), RESIDUAL_WRITES
+
+    def _residual_entry(self, added: Scores, now: float) -> bytes:
+        """What one script pushes to the residuals list."""
+        return residual_chunk(added)
+
+    def _script_call(self, writes: Sequence[tuple[StreamRecord, int | None]],
+                     added: Scores | None) -> ScriptCall:
+        """The script's keys and arguments for writes of one model version (and one slot)
+        adding what they scored."""
+        first = writes[0][0]
         deltas: list[Any] = []
         if added is not None:
             for name, row in added.totals.items():
                 for step, value in enumerate(row):  # zeros too: every row a write has
                     deltas += [f"{name}:{step}", repr(float(value))]
-        keys = [_accuracy_key(model, version), _residuals_key(model, version)]
-        arguments: list[Any] = [len(writes), "1" if self.expires_idle else "",
-                                b"" if added is None else residual_chunk(added),
-                                repr(time.time()), len(deltas) // 2, *deltas]
+        now = time.time()
+        totals, residuals, kept = self._score_keys(first.model, first.version,
+                                                   stream_key(first.model, first.stream))
+        keys = [totals, residuals]
+        arguments: list[Any] = [len(writes), self._flags,
+                                b"" if added is None else self._residual_entry(added, now),
+                                repr(now), kept, len(deltas) // 2, *deltas]
         for record, expected in writes:
-            keys += [_key(record.model, record.stream), _seen(record.model, record.stream)]
+            keys += [stream_key(record.model, record.stream), _seen(record.model, record.stream)]
             arguments += self._arguments(record, expected)
-        return list(self._cas(keys, arguments))
+        return keys, arguments
+
+    def _run_scripts(self, calls: Sequence[ScriptCall]) -> list[list[Any]]:
+        """Run the script once per call, in one round trip; each call's failing items
+        (1-based)."""
+        replies = self._send([("EVALSHA", CAS_SHA, len(keys), *keys, *arguments)
+                              for keys, arguments in calls], [keys[2] for keys, _ in calls])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [list(reply) for reply in replies]
+
+    def _send(self, commands: Sequence[tuple[Any, ...]], keys: Sequence[str]) -> list[Any]:
+        """Replies (errors as values) of write commands, each on the key in ``keys``."""
+        return self._send_on(self.client, commands)
+
+    def _send_on(self, client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Replies of write commands sent in one pipeline through one connection of
+        ``client``, with ``WAIT`` after them. A server that lost the script (restarted)
+        gets it again."""
+        replies = self._pipelined(client, commands)
+        missing = [i for i, reply in enumerate(replies)
+                   if isinstance(reply, self._redis.exceptions.NoScriptError)]
+        if missing:
+            client.script_load(CAS)
+            for i, reply in zip(missing, self._pipelined(client, [commands[i]
+                                                                  for i in missing]),
+                                strict=True):
+                replies[i] = reply
+        return replies
+
+    def _pipelined(self, client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        pipeline = client.pipeline(transaction=False)
+        for command in commands:
+            pipeline.execute_command(*command)
+        if self.address.wait:  # same connection: WAIT counts the acks of these writes
+            pipeline.execute_command("WAIT", self.address.wait, self.address.wait_timeout_ms)
+        replies = list(pipeline.execute(raise_on_error=False))
+        if self.address.wait:
+            self._check_wait(replies.pop())
+        return replies
+
+    def _check_wait(self, reply: Any) -> None:
+        """Raise :class:`ReplicationUnconfirmed` unless ``WAIT`` counted enough replicas."""
+        if isinstance(reply, Exception):
+            raise reply
+        if int(reply) < self.address.wait:
+            raise ReplicationUnconfirmed(
+                f"the write is on the Redis master, but {reply} of {self.address.wait} "
+                f"replicas acknowledged it within {self.address.wait_timeout_ms} ms; "
+                "retrying the call is safe")
 
     def accuracy(self, model: str, version: str) -> tuple[float | None, Totals]:
-        fields = self._call("accuracy", self.client.hgetall, _accuracy_key(model, version))
-        since = fields.pop(b"since", None)
-        cells: dict[str, dict[int, float]] = {}
-        for field, value in fields.items():
-            name, _, step = field.decode().rpartition(":")
-            cells.setdefault(name, {})[int(step)] = float(value)
-        width = 1 + max((max(row) for row in cells.values()), default=-1)
-        totals = {}
-        for name, row in cells.items():
-            totals[name] = np.zeros(width)
-            for step, value in row.items():
-                totals[name][step] = value
-        return (None if since is None else float(since)), totals
+        fields = self._call("accuracy",
+                            lambda: self.client.hgetall(_accuracy_key(model, version)))
+        return read_totals([fields])
 
     def residuals(self, model: str, version: str) -> list[bytes]:
-        return list(self._call("residuals", self.client.lrange,
-                               _residuals_key(model, version), 0, -1))
+        return list(self._call("residuals", lambda: self.client.lrange(
+            _residuals_key(model, version), 0, -1)))
 
     def delete(self, model: str, stream: str) -> bool:
-        removed = self._call("delete", self.client.delete, _key(model, stream),
-                             _seen(model, stream))
-        return bool(removed)
+        key = stream_key(model, stream)
+
+        def remove() -> Any:
+            reply = self._send([("DEL", key, _seen(model, stream))], [key])[0]
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+        return bool(self._call("delete", remove))
 
     def scan(self, model: str | None = None) -> Iterator[StreamRecord]:
         pattern = f"{_PREFIX}{{{model}/*}}" if model is not None else f"{_PREFIX}{{*}}"
@@ -282,9 +351,10 @@ class RedisStore(StateStore):
         for key in keys:
             name = key.decode()[len(_PREFIX) + 1:-1]
             key_model, _, stream = name.partition("/")
-            fields = self._call("scan", self.client.hgetall, key)
+            fields = self._call("scan", lambda key=key: self.client.hgetall(key))
             if fields:
                 yield _record(key_model, stream, fields)
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()

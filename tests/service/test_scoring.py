@@ -168,13 +168,17 @@ def test_online_calibration_is_conformal_on_the_newest_residuals_per_step():
     assert online_calibration([big], 1).scores.shape == (RESIDUALS_PER_WRITE, 1, 1)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+#: The fixture that gives an empty Redis of each kind.
+REDIS = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def store_url(request, tmp_path):
     if request.param == "memory":
         return "memory"
     if request.param == "sqlite":
         return f"sqlite:{tmp_path / 'state.db'}"
-    return request.getfixturevalue("redis_url")
+    return request.getfixturevalue(REDIS[request.param])
 
 
 def make_app(tmp_path, store, **settings):
@@ -383,11 +387,11 @@ def test_scoring_can_be_turned_off(tmp_path):
     assert "accuracy" not in client.get("/v1/models/sunspots/streams/a").get_json()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def store(request, tmp_path):
     opened = {"memory": lambda: MemoryStore(),
               "sqlite": lambda: SqliteStore(tmp_path / "s.db")}.get(request.param)
-    opened = opened() if opened else open_store(request.getfixturevalue("redis_url"))
+    opened = opened() if opened else open_store(request.getfixturevalue(REDIS[request.param]))
     yield opened
     opened.close()
 

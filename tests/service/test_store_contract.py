@@ -1,4 +1,5 @@
-"""The contract every state store passes, run against each implementation."""
+"""The contract every state store passes, run against each implementation (Redis both as
+one server and as a Redis Cluster of three masters)."""
 
 import threading
 import time
@@ -6,20 +7,30 @@ import time
 import numpy as np
 import pytest
 
-from statecast.service.errors import InvalidStoreUrl
+from statecast.service.errors import InvalidStoreUrl, StoreError
 from statecast.service.stores import MemoryStore, SqliteStore, StreamRecord, open_store
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def store(request, tmp_path):
     if request.param == "memory":
         opened = MemoryStore()
     elif request.param == "sqlite":
         opened = SqliteStore(tmp_path / "s.db")
     else:
-        opened = open_store(request.getfixturevalue("redis_url"))
+        opened = open_store(request.getfixturevalue(REDIS[request.param]))
     yield opened
     opened.close()
+
+
+#: The fixture that gives an empty Redis of each kind.
+REDIS = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}
+
+
+@pytest.fixture(params=sorted(REDIS))
+def redis_address(request):
+    """An empty Redis server, then an empty Redis Cluster."""
+    return request.getfixturevalue(REDIS[request.param])
 
 
 def record(stream="a", model="m", version="1", step=5, seed=0, tail_rows=3, revision=0):
@@ -129,9 +140,25 @@ def test_concurrent_writers_never_lose_or_double_an_update(store):
 
 def test_store_addresses():
     assert isinstance(open_store("memory"), MemoryStore)
-    with pytest.raises(InvalidStoreUrl, match="use memory, sqlite:PATH or redis://"):
+    with pytest.raises(InvalidStoreUrl, match="use memory, sqlite:PATH, redis://host:port/db "
+                                              "or redis\\+cluster://host:port"):
         open_store("postgres://x")
     assert type(open_store("redis://localhost:6379/0")).__name__ == "RedisStore"
+    # A cluster client connects when first used: a store opens while the cluster is away.
+    cluster = open_store("redis+cluster://localhost:1?wait=1&wait_timeout_ms=50")
+    assert type(cluster).__name__ == "RedisClusterStore"
+    assert (cluster.address.url, cluster.address.wait, cluster.address.wait_timeout_ms) == (
+        "redis://localhost:1", 1, 50)
+    with pytest.raises(StoreError, match="localhost:1"):
+        cluster.get("m", "a")
+    plain = open_store("redis://:secret@localhost:6379/2?wait=2&socket_keepalive=true")
+    assert (plain.address.url, plain.address.wait) == (
+        "redis://:secret@localhost:6379/2?socket_keepalive=true", 2)
+    for wrong, why in [("redis://h:1/0?wait=x", "wait must be an integer >= 0"),
+                       ("redis://h:1/0?wait_timeout_ms=0", "wait_timeout_ms must be"),
+                       ("redis+cluster://h:1/2", "a Redis Cluster has one database")]:
+        with pytest.raises(InvalidStoreUrl, match=why):
+            open_store(wrong)
 
 
 def test_memory_store_keeps_a_version_s_streams_in_one_arena():
@@ -184,8 +211,8 @@ def test_compare_and_set_many_succeeds_or_fails_item_by_item(store):
     assert store.compare_and_set_many([]) == []
 
 
-def test_redis_expires_idle_streams_itself_and_keeps_a_tombstone(redis_url):
-    store = open_store(redis_url, ttl=0.3, tombstone_ttl=0.6)
+def test_redis_expires_idle_streams_itself_and_keeps_a_tombstone(redis_address):
+    store = open_store(redis_address, ttl=0.3, tombstone_ttl=0.6)
     try:
         assert store.expires_idle
         live = record(stream="idle", step=7)
@@ -212,8 +239,8 @@ def test_redis_expires_idle_streams_itself_and_keeps_a_tombstone(redis_url):
         store.close()
 
 
-def test_without_a_ttl_redis_keys_never_expire(redis_url):
-    store = open_store(redis_url)
+def test_without_a_ttl_redis_keys_never_expire(redis_address):
+    store = open_store(redis_address)
     try:
         assert not store.expires_idle
         assert store.compare_and_set(record(stream="kept"), None)
@@ -223,8 +250,8 @@ def test_without_a_ttl_redis_keys_never_expire(redis_url):
         store.close()
 
 
-def test_by_default_redis_tombstones_stay_until_a_reset(redis_url):
-    store = open_store(redis_url, ttl=0.2)
+def test_by_default_redis_tombstones_stay_until_a_reset(redis_address):
+    store = open_store(redis_address, ttl=0.2)
     try:
         live = record(stream="t")
         assert store.compare_and_set(live, None)
