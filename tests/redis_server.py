@@ -63,7 +63,9 @@ class RedisServer:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
              str(self.folder), "--appendonly", "yes", "--save", "", "--daemonize", "no",
-             "--repl-diskless-sync-delay", "0", *self.options],
+             "--repl-diskless-sync-delay", "0",
+             # As the README recommends: a stream's hash stays in the compact encoding.
+             "--hash-max-listpack-value", "1024", *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 20
         while time.time() < deadline:
