@@ -1,15 +1,16 @@
-"""Batch calls that append observations to live streams, computed as arrays on the store's
-own tables (the ``memory`` store, :meth:`service.stores.MemoryStore.in_place`).
+"""Batch calls that append observations to live streams, computed as arrays: in place on
+the store's own tables (the ``memory`` store, :meth:`service.stores.MemoryStore.in_place`),
+or from the records a durable store read for the call, written back in one
+compare-and-set of several.
 
 A fleet keeps its streams current with batch calls whose items only append: a window of
 new observations (``start`` absent or equal to the stream's next step), committed, no
 reset, no levels, on a ``carry`` model with a direct head. Such items of one model version
-and window length run as one kernel call on the table rows of their streams, under the
-store's lock: the rows are read, advanced and written in place, with no record per stream.
-The semantics are those of the one-stream path (:mod:`service.forecasting`), which serves
+and window length run as one kernel call, one head call and one scoring pass. The
+semantics are those of the one-stream path (:mod:`service.forecasting`), which serves
 every other item: a gap is refused, a resent or otherwise unusual item, an idle stream
 past its TTL, a stream that does not exist yet or a version the call does not name goes
-that way, and nothing but a committed append changes a row.
+that way, and nothing but a committed append changes a stream.
 """
 
 from __future__ import annotations
@@ -97,28 +98,21 @@ class InPlaceAppends:
         chosen = set(candidates)
         left = [index for index in indices if index not in chosen]
         models: dict[int, Model | None] = {}
-        number_of, row_of, max_window = tables.number, tables.row, self.limits.max_window
+        number_of, row_of = tables.number, tables.row
         for index, place in zip(candidates, places, strict=True):
             if place < 0:
                 left.append(index)
                 continue
             number = number_of(place)
             if number not in models:
-                version, _ = tables.table(number)
-                loaded = self.models.get(name, version)
-                models[number] = loaded if appendable(loaded) and named_version in (
-                    None, version) else None
-            model = models[number]
+                models[number] = self._model(name, tables.table(number)[0], named_version)
             call = calls[index][1]
-            window = call.window  # type: ignore[union-attr]
-            length = 0 if model is None else _window_length(window, model.spec.input_size)
-            if model is None or not 0 < length <= max_window or (
-                    call.horizon is not None  # type: ignore[union-attr]
-                    and call.horizon > model.spec.horizon):  # type: ignore[union-attr]
+            length = self._length(models[number], call)  # type: ignore[arg-type]
+            if not length:
                 left.append(index)
                 continue
-            groups.setdefault((number, length, type(window[0]) is list), []).append(
-                (index, row_of(place)))
+            groups.setdefault((number, length, type(call.window[0]) is list),  # type: ignore[union-attr]
+                              []).append((index, row_of(place)))
         after: list[Callable[[], None]] = []
         for (number, length, _), members in groups.items():
             model = models[number]
@@ -127,6 +121,24 @@ class InPlaceAppends:
             left += self._append(tables, model, version, table, length, calls, members,
                                  results, after)
         return sorted(left), after
+
+    def _model(self, name: str, version: str, named_version: str | None) -> Model | None:
+        """The model version a stream is bound to, if its items may append here (an
+        appendable model, and the version the call names, if it names one)."""
+        model = self.models.get(name, version)
+        return model if appendable(model) and named_version in (None, version) else None
+
+    def _length(self, model: Model | None, call: StreamCall) -> int:
+        """Rows a plain call appends with ``model``; 0 when it cannot append here (no
+        model, a window the model does not take or longer than the server's limit, a
+        horizon beyond the model's)."""
+        if model is None:
+            return 0
+        length = _window_length(call.window, model.spec.input_size)
+        if not 0 < length <= self.limits.max_window or (
+                call.horizon is not None and call.horizon > model.spec.horizon):
+            return 0
+        return length
 
     def _append(self, tables: Any, model: Model, version: str, table: Any, length: int,
                 calls: list[tuple[Any, StreamCall | StatecastError]],
@@ -178,16 +190,11 @@ class InPlaceAppends:
                 continue
             version = record.version
             if version not in models:
-                loaded = self.models.get(name, version)
-                models[version] = loaded if appendable(loaded) and named_version in (
-                    None, version) else None
+                models[version] = self._model(name, version, named_version)
             model = models[version]
             assert isinstance(call, StreamCall)
-            length = 0 if model is None else _window_length(call.window,
-                                                            model.spec.input_size)
-            if model is None or not 0 < length <= self.limits.max_window or (
-                    call.horizon is not None and call.horizon > model.spec.horizon) or (
-                    record.state.size != model.state_size):
+            length = self._length(model, call)
+            if not length or record.state.size != model.state_size:  # type: ignore[union-attr]
                 left.append(index)
                 continue
             groups.setdefault((version, length, type(call.window[0]) is list), []).append(
@@ -251,20 +258,16 @@ class InPlaceAppends:
         """Score the table rows' pending forecasts and keep their new ones: in place in the
         table's column when every row's record has its usual layout, else through copies
         (:meth:`score`). What they scored, added up."""
-        if not self.scoring:
-            return None
-        scorer = Scorer(model, len(rows))
-        if not scorer.steps:
+        scorer = self._scorer(model, len(rows))
+        if scorer is None:
             return None
         if (min(horizons) >= scorer.steps and (table.pending_kind[rows] == 1).all()
                 and scorer.add_rows(table.pending, rows, raw, block)):
             scorer.run_in_place()
             written = scorer.scores(range(len(rows)))
         else:
-            kept = self.score(model, [table.read_pending(row) for row in rows.tolist()],
-                              raw, block, horizons)
-            if kept is None:
-                return None
+            kept = self._scored(scorer, [table.read_pending(row) for row in rows.tolist()],
+                                raw, block, horizons)
             for row, data in zip(rows.tolist(), kept[0], strict=True):
                 table.write_pending(row, data)
             written = kept[1]
@@ -324,16 +327,27 @@ class InPlaceAppends:
             model.forward_into(x, arena, slots, y, head, check=False)
             return model.predict(arena[slots], max(horizons))
 
+    def _scorer(self, model: Model, count: int) -> Scorer | None:
+        """A scorer for ``count`` streams of ``model``; None when nothing is scored
+        (scoring off, or the model's observations do not hold its targets)."""
+        if not self.scoring:
+            return None
+        scorer = Scorer(model, count)
+        return scorer if scorer.steps else None
+
     def score(self, model: Model, records: list[bytes], raw: np.ndarray, block: np.ndarray,
               horizons: list[int]) -> tuple[list[bytes], WriteScores | None] | None:
         """The members' pending forecasts (``records``) scored against their new
         observations, each keeping its new forecast (:class:`service.scoring.Scorer`):
         their new records and what each scored; None when nothing is scored."""
-        if not self.scoring:
-            return None
-        scorer = Scorer(model, len(records))
-        if not scorer.steps:
-            return None
+        scorer = self._scorer(model, len(records))
+        return None if scorer is None else self._scored(scorer, records, raw, block,
+                                                        horizons)
+
+    @staticmethod
+    def _scored(scorer: Scorer, records: list[bytes], raw: np.ndarray, block: np.ndarray,
+                horizons: list[int]) -> tuple[list[bytes], WriteScores | None]:
+        """:meth:`score` with a scorer nothing was added to."""
         # Forecasts shorter than the scored steps are padded one by one (Scorer.add).
         if not (min(horizons) >= scorer.steps and scorer.add_block(records, raw, block)):
             for member, data in enumerate(records):

@@ -306,10 +306,9 @@ class ForecastService:
                                  Scorer | None]:
         """Each work's answer and the record to write (None: nothing changed, or a what-if
         call), from its stream's new state, its forecast and the intervals its model's
-        head gave; the
-        records hold their streams' pending forecasts after this call, scored by the
-        scorer returned (None: scoring is off, or the model's observations do not hold
-        its targets)."""
+        head gave; the records hold their streams' pending forecasts after this call,
+        scored by the scorer returned (None: scoring is off, or the model's observations
+        do not hold its targets)."""
         answers = [answer(*each) for each in zip(works, forecasts, bounds, strict=True)]
         writes = [bool(len(work.new) or work.plan.fresh) and work.request.commit
                   for work in works]

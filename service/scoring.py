@@ -236,16 +236,12 @@ class Scorer:
         return self.add_rows(joined.reshape(len(records), size),
                              np.arange(len(records), dtype=np.int64), observed, forecasts)
 
-    @property
-    def record_size(self) -> int:
-        """Bytes of a record of this model's usual layout (no levels)."""
-        return len(self._empty)
-
     def add_rows(self, records: np.ndarray, rows: np.ndarray, observed: np.ndarray,
                  forecasts: np.ndarray) -> bool:
-        """:meth:`add_block` for records that are rows of an array ``uint8 [rows,
-        record_size]`` (a store's own column, scored and updated in place by :meth:`run`):
-        rows ``rows`` are the members ``0 .. n-1``."""
+        """:meth:`add_block` for records that are rows of an array ``uint8 [rows, size]``
+        (``size``: this model's usual record, no levels): a store's own column, scored and
+        updated in place by :meth:`run_in_place`. Rows ``rows`` are the members ``0 ..
+        n-1``."""
         size = len(self._empty)
         if (self._records or self._block is not None or forecasts.shape[1] < self.steps
                 or records.shape[1] != size or not records.flags.c_contiguous):

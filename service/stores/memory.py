@@ -90,11 +90,6 @@ class MemoryStore(StateStore):
         number = self._numbers.get((model, version))
         return None if number is None else self._tables[number][2]
 
-    def nbytes(self) -> int:
-        """Bytes held by the tables' columns (not the index of stream ids)."""
-        with self._lock:
-            return sum(table.nbytes() for _, _, table in self._tables)
-
     @contextmanager
     def in_place(self, model: str) -> Iterator[InPlace]:
         """The tables of ``model`` under the store's lock, for a batch call that runs its

@@ -58,11 +58,6 @@ class StreamTable:
     def used(self) -> int:
         return len(self.streams) - len(self._free)
 
-    def nbytes(self) -> int:
-        """Bytes of the columns and of the pending forecasts kept apart."""
-        return (sum(getattr(self, name).nbytes for name in self._COLUMNS)
-                + sum(len(data) for data in self.overflow.values()))
-
     def read_pending(self, row: int) -> bytes:
         """The row's pending forecasts (a copy)."""
         kind = self.pending_kind[row]

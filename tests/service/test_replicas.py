@@ -72,6 +72,17 @@ def serve_through_faults(tmp_path: Path, store: str, outage: Callable[[], None])
     return registry
 
 
+def serve_and_replay(tmp_path, url, fault):
+    """Serve through ``fault`` on the store at ``url``, then check that every acknowledged
+    update is in it, once."""
+    registry = serve_through_faults(tmp_path, url, fault)
+    store = open_store(url)
+    try:
+        assert_replayed(store, registry)
+    finally:
+        store.close()
+
+
 def test_replicas_on_one_redis_lose_and_double_nothing(tmp_path):
     redis = RedisServer()
     redis.start()
@@ -82,12 +93,7 @@ def test_replicas_on_one_redis_lose_and_double_nothing(tmp_path):
         redis.start()  # ... and comes back on its AOF file
 
     try:
-        registry = serve_through_faults(tmp_path, redis.url, restart)
-        store = open_store(redis.url)
-        try:
-            assert_replayed(store, registry)
-        finally:
-            store.close()
+        serve_and_replay(tmp_path, redis.url, restart)
     finally:
         redis.cleanup()
 
@@ -105,11 +111,6 @@ def test_replicas_on_a_redis_cluster_lose_and_double_nothing(tmp_path):
         master.start()  # ... and back on its AOF file and nodes.conf
 
     try:
-        registry = serve_through_faults(tmp_path, cluster.url, kill_a_master)
-        store = open_store(cluster.url)
-        try:
-            assert_replayed(store, registry)
-        finally:
-            store.close()
+        serve_and_replay(tmp_path, cluster.url, kill_a_master)
     finally:
         cluster.cleanup()
