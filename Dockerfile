@@ -1,35 +1,65 @@
-# statecast: gunicorn serving the registry on :8000, non-root, kernels compiled at build.
-FROM python:3.11-slim
+# statecast: gunicorn serving the model registry, non-root, its kernels compiled at build.
+#
+# Builds on any network (README, "Deploy it"):
+#   --build-arg BASE_IMAGE=...    another base: Debian-like, `python` 3.11 and pip on PATH
+#   --build-arg PIP_INDEX_URL=... a package index mirror
+#   --secret id=ca-bundle,src=/path/to/ca-bundle.pem
+#                                 a CA bundle that pip and apt trust during the build (a proxy
+#                                 that re-signs TLS); mounted per step, never in a layer
+ARG BASE_IMAGE=python:3.11-slim
 
+FROM ${BASE_IMAGE} AS runtime
 # Numba's omp threading layer needs libgomp1 on slim images.
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [ -f /run/secrets/ca-bundle ]; then \
+        set -- -o Acquire::https::CAInfo=/run/secrets/ca-bundle; fi \
+    && apt-get "$@" update \
+    && apt-get "$@" install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
-
 RUN useradd --create-home --uid 10001 statecast \
     && mkdir -p /data/registry /data/state \
     && chown -R statecast /data
 
+# The build stage: statecast and its dependencies in a virtualenv, the kernels compiled.
+FROM runtime AS build
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ENV PATH=/opt/statecast/bin:$PATH \
+    NUMBA_CACHE_DIR=/opt/statecast/kernel-cache \
+    NUMBA_THREADING_LAYER=omp \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/statecast
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY kernels ./kernels
 COPY models ./models
 COPY service ./service
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    && sh service/deploy/install.sh redis \
+    && python -m compileall -q /app \
+    && find /opt/statecast/lib -depth -type d -name tests -path "*-packages/*/tests" \
+        -exec rm -rf {} + \
+    && chown -R statecast /opt/statecast/kernel-cache
 
-ENV NUMBA_CACHE_DIR=/app/.numba-cache \
+# The image: the runtime with the virtualenv and the sources, nothing else of the build.
+FROM runtime
+COPY --from=build /opt/statecast /opt/statecast
+COPY --from=build /app /app
+WORKDIR /app
+ENV PATH=/opt/statecast/bin:$PATH \
+    NUMBA_CACHE_DIR=/opt/statecast/kernel-cache \
     NUMBA_THREADING_LAYER=omp \
+    PYTHONUNBUFFERED=1 \
     STATECAST_HOST=0.0.0.0 \
     STATECAST_PORT=8000 \
     STATECAST_REGISTRY=/data/registry \
-    STATECAST_STORE=sqlite:/data/state/statecast.db \
-    PIP_NO_CACHE_DIR=1
-
-RUN sh service/deploy/install.sh redis \
-    && chown -R statecast /app
-
+    STATECAST_STORE=sqlite:/data/state/statecast.db
 USER 10001
 EXPOSE 8000
+VOLUME ["/data/state", "/data/registry"]
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=5 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('STATECAST_PORT', '8000')}/readyz\", timeout=4).status != 200)"]
 CMD ["statecast", "serve"]

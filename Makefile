@@ -12,7 +12,7 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba-cache/$(KERNELS_HASH)
 export NUMBA_THREADING_LAYER ?= omp
 export KERAS_BACKEND ?= torch
 
-.PHONY: test serve lint venv warm clean redis-server
+.PHONY: test serve lint venv warm clean system-packages
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,16 +33,23 @@ venv: $(BIN)/.installed
 warm: venv
 	$(BIN)/python -m statecast.kernels.warm
 
-test: warm lint redis-server
+test: warm lint system-packages
 	$(BIN)/python -m pytest
 
-# The tests start their own Redis servers (never a mock): install the Debian package if
-# the machine lacks it.
-redis-server:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian package)"; \
+# The tests start their own Redis servers (never a mock), and build and run the image with
+# podman, no Docker engine needed (podman-compose comes from PyPI, in the dev extra): install
+# the Debian packages the machine lacks.
+SYSTEM_PACKAGES := redis-server podman runc debootstrap netavark aardvark-dns
+
+system-packages:
+	@missing=$$(for package in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing" $$missing "(Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 serve: venv
 	$(BIN)/statecast serve

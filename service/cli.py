@@ -24,6 +24,7 @@ from statecast.models.spec import OUTPUT_KINDS, OutputSpec
 from statecast.service.administration import bound_streams, comma_names
 from statecast.service.bundled import seed_registry
 from statecast.service.errors import StoreError, StreamNotFound, VersionInUse
+from statecast.service.json_logs import log_line
 from statecast.service.run_command import run_arrays
 from statecast.service.settings import Settings, serve_environment
 from statecast.service.stores import open_store
@@ -89,10 +90,10 @@ def _serve(args: argparse.Namespace) -> int:
                          "(and more --threads), or use sqlite:PATH")
     open_store(settings.store).close()  # fail here, clearly, on a bad address
     _registry(str(settings.registry))  # seeded once, before the workers start
-    print(f"statecast: serving {settings.registry} on http://{settings.host}:{settings.port} "
-          f"with {settings.resolved_workers()} {settings.resolved_worker_class()} worker(s) x "
-          f"{settings.resolved_threads()} "
-          f"thread(s), store {settings.store}", flush=True)
+    print(log_line(f"serving {settings.registry} on http://{settings.host}:{settings.port} "
+                   f"with {settings.resolved_workers()} {settings.resolved_worker_class()} "
+                   f"worker(s) x {settings.resolved_threads()} thread(s), "
+                   f"store {settings.store}"), flush=True)
     command = [sys.executable, "-m", "gunicorn",
                "--config", "python:statecast.service.gunicorn_conf",
                "statecast.service.app:create_app()"]

@@ -11,12 +11,15 @@ requests.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from statecast.service.settings import Settings, kernel_cache_dir
+from statecast.service.json_logs import json_log_config
+from statecast.service.kernel_cache import kernel_cache_dir, writable_kernel_cache
+from statecast.service.settings import Settings
 
 _settings = Settings()
 
@@ -26,7 +29,10 @@ threads = _settings.resolved_threads()
 worker_class = "gthread" if threads > 1 else _settings.resolved_worker_class()
 preload_app = False
 timeout = 120  # a cold worker compiles kernels before it answers
-graceful_timeout = 10
+# On SIGTERM (docker/podman stop, Kubernetes) workers stop accepting and finish the calls
+# in flight for up to this long: less than the stop grace period the image's compose file
+# gives (15 s) and Kubernetes' default (30 s), so that no call is cut off by SIGKILL.
+graceful_timeout = _settings.graceful_timeout
 keepalive = 5
 # gunicorn's control socket defaults to one path per user: two servers (or a killed one's
 # leftover) would collide on it, and statecast does not use it.
@@ -34,12 +40,17 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("STATECAST_LOG_LEVEL", "info")
+# Every log line is JSON on standard output, as the access log's are.
+logconfig_dict = json_log_config(loglevel)
+logging.captureWarnings(True)
 
 # Kernel threads per worker: the cores shared out between the workers.
 os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
-os.environ.setdefault("NUMBA_CACHE_DIR", str(kernel_cache_dir(
-    _settings.numba_cache_dir or Path(".numba-cache").absolute())))
+# A cache the workers cannot write (a read-only image) is served from a writable copy.
+os.environ["NUMBA_CACHE_DIR"] = str(writable_kernel_cache(Path(
+    os.environ.get("NUMBA_CACHE_DIR")
+    or kernel_cache_dir(_settings.numba_cache_dir or Path(".numba-cache").absolute()))))
 
 # Metrics: every worker writes its values to files in one directory and /metrics adds them
 # up (prometheus_client's multiprocess mode). A fresh directory per server unless one is

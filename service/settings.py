@@ -3,8 +3,6 @@ command-line flags. Read once, at start-up, in this one place."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -74,6 +72,9 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description=(
         "Write one JSON line per request to standard output (route, status, latency, "
         "model, version, streams)."))
+    graceful_timeout: int = Field(10, ge=1, description=(
+        "Seconds a stopping server (SIGTERM) gives the calls in flight to finish before its "
+        "workers are killed; keep it under the orchestrator's stop grace period."))
     numba_cache_dir: Path | None = Field(None, description=(
         "Where compiled kernels are cached (NUMBA_CACHE_DIR); default .numba-cache under "
         "the working directory."))
@@ -112,14 +113,3 @@ def serve_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, 
             environment[key] = str(value)
     return environment
 
-
-def kernel_cache_dir(base: Path) -> Path:
-    """``base/<hash of the kernels' source>``: Numba checks a cached kernel against its own
-    file only, not the kernels it calls, so an upgrade that changes any kernel file must
-    not reuse the old cache."""
-    spec = importlib.util.find_spec("statecast.kernels")  # located, not imported: no Numba
-    assert spec is not None and spec.origin is not None
-    digest = hashlib.sha256()
-    for path in sorted(Path(spec.origin).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return base / digest.hexdigest()[:12]

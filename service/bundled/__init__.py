@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from statecast.models import Registry
@@ -28,9 +29,10 @@ def seed_registry(registry: Registry) -> bool:
         target = target_root / version_dir.name
         if target.exists():
             continue
-        staging = target_root / f".seeding-{version_dir.name}"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(version_dir, staging)
+        # A staging folder of this process's own: servers on a shared volume seed at once.
+        staging = Path(tempfile.mkdtemp(prefix=f".seeding-{version_dir.name}-",
+                                        dir=target_root))
+        shutil.copytree(version_dir, staging, dirs_exist_ok=True)
         try:
             staging.rename(target)
             seeded = True

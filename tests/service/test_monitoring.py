@@ -74,6 +74,7 @@ def test_the_monitoring_profile_provisions_prometheus_and_grafana():
         for volume in service["volumes"]:
             assert (ROOT / volume.split(":")[0]).exists(), volume
     scrape = YAML(typ="safe").load((MONITORING / "prometheus.yml").read_text())
-    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["statecast:8000"]
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == [
+        "statecast:8000", "statecast-2:8000"]
     assert "profiles" not in compose["services"]["statecast"]  # it runs without the profile
     assert "profiles" not in compose["services"]["redis"]
