@@ -5,7 +5,8 @@
 #   --build-arg PIP_INDEX_URL=... a package index mirror
 #   --secret id=ca-bundle,src=/path/to/ca-bundle.pem
 #                                 a CA bundle that pip and apt trust during the build (a proxy
-#                                 that re-signs TLS); mounted per step, never in a layer
+#                                 that re-signs TLS); mounted per step, never in a layer.
+#                                 Without it pip trusts the base image's CA store.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS runtime
@@ -23,7 +24,7 @@ RUN useradd --create-home --uid 10001 statecast \
 
 # The build stage: statecast and its dependencies in a virtualenv, the kernels compiled.
 FROM runtime AS build
-ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_INDEX_URL
 ENV PATH=/opt/statecast/bin:$PATH \
     NUMBA_CACHE_DIR=/opt/statecast/kernel-cache \
     NUMBA_THREADING_LAYER=omp \
@@ -35,8 +36,12 @@ COPY pyproject.toml README.md ./
 COPY kernels ./kernels
 COPY models ./models
 COPY service ./service
+# pip trusts the CA bundle secret if given, else the base image's own CA store (which may
+# hold a proxy's CA); a package mirror only if one is given.
 RUN --mount=type=secret,id=ca-bundle,required=false \
-    if [ -f /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    for ca in /run/secrets/ca-bundle /etc/ssl/certs/ca-certificates.crt; do \
+        if [ -f "$ca" ]; then export PIP_CERT="$ca"; break; fi; done \
+    && if [ -z "${PIP_INDEX_URL:-}" ]; then unset PIP_INDEX_URL; fi \
     && sh service/deploy/install.sh redis \
     && python -m compileall -q /app \
     && find /opt/statecast/lib -depth -type d -name tests -path "*-packages/*/tests" \

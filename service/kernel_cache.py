@@ -51,9 +51,13 @@ def writable_kernel_cache(cache: Path) -> Path:
         return cache
     digest = hashlib.sha256(str(cache.absolute()).encode()).hexdigest()[:12]
     copy = Path(tempfile.gettempdir()) / f"statecast-kernels-{os.getuid()}-{digest}"
-    if cache.is_dir():
-        shutil.copytree(cache, copy, dirs_exist_ok=True)
-    if not is_writable(copy):
+    try:
+        if cache.is_dir():
+            shutil.copytree(cache, copy, dirs_exist_ok=True)
+        copied = is_writable(copy)
+    except OSError:
+        copied = False
+    if not copied:
         raise OSError(f"neither the kernel cache {cache} nor its copy {copy} is writable: "
                       "mount a writable temporary directory (a tmpfs on /tmp)")
     return copy

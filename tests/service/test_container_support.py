@@ -1,0 +1,114 @@
+"""What the image relies on to run as production wants it: a kernel cache usable from a
+read-only folder, JSON log lines, and servers seeding one shared registry at once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from statecast.models import Registry
+from statecast.service.bundled import BUNDLED_MODEL, seed_registry
+from statecast.service.json_logs import JsonLineFormatter, json_log_config, log_line
+from statecast.service.kernel_cache import is_writable, writable_kernel_cache
+
+
+def test_a_writable_cache_is_used_as_it_is(tmp_path):
+    cache = tmp_path / "cache"
+    assert writable_kernel_cache(cache) == cache and cache.is_dir()
+
+
+def read_only_cache(tmp_path: Path) -> Path:
+    """A cache folder this process cannot write, made read-only by a bind mount where the
+    tests run as root (root ignores file modes), else by its mode."""
+    cache = tmp_path / "baked"
+    (cache / "kernels_x").mkdir(parents=True)
+    (cache / "kernels_x" / "a.nbi").write_bytes(b"index")
+    os.utime(cache / "kernels_x" / "a.nbi", (1_000_000, 1_000_000))
+    if os.geteuid() != 0:
+        for folder in (cache / "kernels_x", cache):
+            folder.chmod(0o555)
+        return cache
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(cache), str(cache)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        subprocess.run(["mount", "--bind", str(cache), str(cache)], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(cache)], check=True)
+    return cache
+
+
+@pytest.fixture()
+def baked(tmp_path):
+    cache = read_only_cache(tmp_path)
+    yield cache
+    if os.geteuid() == 0:
+        subprocess.run(["umount", str(cache)], check=False)
+    else:
+        for folder in (cache, cache / "kernels_x"):
+            folder.chmod(0o755)
+
+
+def test_a_read_only_cache_is_served_from_a_writable_copy(baked, tmp_path, monkeypatch):
+    assert not is_writable(baked)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    copy = writable_kernel_cache(baked)
+    assert copy.parent == tmp_path / "tmp" and is_writable(copy)
+    index = copy / "kernels_x" / "a.nbi"
+    assert index.read_bytes() == b"index" and index.stat().st_mtime == 1_000_000
+    assert writable_kernel_cache(baked) == copy  # the same copy, refreshed
+
+
+def test_no_writable_place_is_a_clear_error(baked, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(baked))  # the temporary folder too
+    with pytest.raises(OSError, match="mount a writable temporary directory"):
+        writable_kernel_cache(baked)
+
+
+def test_log_records_are_json_lines():
+    formatter = JsonLineFormatter()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("statecast", logging.ERROR, __file__, 1, "failed %s", ("x",),
+                                   sys.exc_info())
+    entry = json.loads(formatter.format(record))
+    assert entry["level"] == "error" and entry["logger"] == "statecast"
+    assert entry["message"] == "failed x" and "ValueError: boom" in entry["exception"]
+    assert "\n" not in formatter.format(record)
+    assert json.loads(log_line("serving"))["message"] == "serving"
+    config = json_log_config("info")
+    assert config["handlers"]["stdout"]["stream"] == "ext://sys.stdout"
+    assert config["loggers"]["gunicorn.error"]["handlers"] == ["stdout"]
+
+
+def test_servers_seeding_one_registry_at_once_publish_one_whole_version(tmp_path):
+    errors: list[BaseException] = []
+
+    def seed() -> None:
+        try:
+            seed_registry(Registry(tmp_path))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=seed) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    registry = Registry(tmp_path)
+    assert registry.versions(BUNDLED_MODEL) == ["1"]
+    assert not [p for p in (tmp_path / BUNDLED_MODEL).iterdir() if p.name.startswith(".seed")]
+    registry.load(BUNDLED_MODEL)
