@@ -31,17 +31,22 @@ ENV PATH=/opt/statecast/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/statecast
+# The dependencies first, in a layer a change to the sources does not touch (pyproject.toml
+# bounds their versions; pip itself is the newest, as service/deploy/install.sh keeps it).
+COPY pyproject.toml service/deploy/dependencies.py service/deploy/pip-trust.sh /build/
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    . /build/pip-trust.sh \
+    && python /build/dependencies.py /build/pyproject.toml redis > /build/requirements.txt \
+    && python -m pip install --quiet --upgrade pip \
+    && python -m pip install --quiet -r /build/requirements.txt
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY kernels ./kernels
 COPY models ./models
 COPY service ./service
-# pip trusts the CA bundle secret if given, else the base image's own CA store (which may
-# hold a proxy's CA); a package mirror only if one is given.
 RUN --mount=type=secret,id=ca-bundle,required=false \
-    for ca in /run/secrets/ca-bundle /etc/ssl/certs/ca-certificates.crt; do \
-        if [ -f "$ca" ]; then export PIP_CERT="$ca"; break; fi; done \
-    && if [ -z "${PIP_INDEX_URL:-}" ]; then unset PIP_INDEX_URL; fi \
+    . /build/pip-trust.sh \
     && sh service/deploy/install.sh redis \
     && python -m compileall -q /app \
     && find /opt/statecast/lib -depth -type d -name tests -path "*-packages/*/tests" \
