@@ -82,6 +82,9 @@ def test_two_replicas_share_streams_through_a_redis_restart(stack, reference):
     for number, body in enumerate(calls[:middle]):
         answer = call(replicas[number % 2], "POST", f"{stream}/forecast", body)
         np.testing.assert_allclose(answer["forecast"], reference(body)["forecast"], rtol=1e-5)
+    for service in ("statecast", "statecast-2"):
+        record = json.loads(podman("inspect", stack["services"][service]).stdout)[0]
+        assert record["HostConfig"]["ReadonlyRootfs"] is True
     before = [call(port, "GET", f"{stream}/state") for port in replicas]
     assert before[0] == before[1] and before[0]["step"] == calls[middle]["start"]
 

@@ -15,6 +15,7 @@ import pytest
 
 from statecast.models import Registry
 from statecast.service.bundled import BUNDLED_MODEL, seed_registry
+from statecast.service.deploy.dependencies import requirements
 from statecast.service.json_logs import JsonLineFormatter, json_log_config, log_line
 from statecast.service.kernel_cache import is_writable, writable_kernel_cache
 
@@ -112,3 +113,11 @@ def test_servers_seeding_one_registry_at_once_publish_one_whole_version(tmp_path
     assert registry.versions(BUNDLED_MODEL) == ["1"]
     assert not [p for p in (tmp_path / BUNDLED_MODEL).iterdir() if p.name.startswith(".seed")]
     registry.load(BUNDLED_MODEL)
+
+
+def test_the_image_installs_the_dependencies_the_project_declares():
+    root = Path(__file__).resolve().parents[2]
+    wanted = requirements(str(root / "pyproject.toml"), ["redis"])
+    assert wanted[0].startswith("numpy") and "redis>=5.0" in wanted
+    assert not any(name.startswith("torch") for name in wanted)
+    assert len(wanted) == len(set(wanted))
