@@ -38,8 +38,10 @@ test: warm lint system-packages
 
 # The tests start their own Redis servers (never a mock), and build and run the image with
 # podman, no Docker engine needed (podman-compose comes from PyPI, in the dev extra): install
-# the Debian packages the machine lacks.
-SYSTEM_PACKAGES := redis-server podman runc debootstrap netavark aardvark-dns
+# the Debian packages the machine lacks. podman's network stack is named (netavark, with
+# aardvark-dns for the compose services' names, and the iptables it drives): apt would
+# otherwise pick either stack.
+SYSTEM_PACKAGES := redis-server podman runc debootstrap netavark aardvark-dns iptables
 
 system-packages:
 	@missing=$$(for package in $(SYSTEM_PACKAGES); do \
