@@ -45,7 +45,8 @@ SYSTEM_PACKAGES := redis-server podman runc debootstrap netavark aardvark-dns ip
 
 system-packages:
 	@missing=$$(for package in $(SYSTEM_PACKAGES); do \
-	  dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q 'ok installed' \
+	  || echo $$package; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing" $$missing "(Debian packages)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

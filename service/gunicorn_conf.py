@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import logging.config
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from gunicorn import glogging
 
 from statecast.service.json_logs import json_log_config
 from statecast.service.kernel_cache import kernel_cache_dir, writable_kernel_cache
@@ -40,9 +43,22 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("STATECAST_LOG_LEVEL", "info")
-# Every log line is JSON on standard output, as the access log's are.
-logconfig_dict = json_log_config(loglevel)
-logging.captureWarnings(True)
+logging.captureWarnings(True)  # warnings become log lines too
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's logger, every line of it JSON on standard output as the access log's
+    are (:mod:`statecast.service.json_logs`). Configured after gunicorn's own set-up, not
+    through ``logconfig_dict``, which would switch on gunicorn's access log machinery for
+    every request (statecast writes its own access log)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        level = self.LOG_LEVELS.get(str(cfg.loglevel).lower(), logging.INFO)
+        logging.config.dictConfig(json_log_config(logging.getLevelName(level)))
+
+
+logger_class = JsonLogger
 
 # Kernel threads per worker: the cores shared out between the workers.
 os.environ.setdefault("NUMBA_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))

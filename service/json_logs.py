@@ -32,8 +32,8 @@ class JsonLineFormatter(logging.Formatter):
 
 
 def json_log_config(level: str) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` (gunicorn's ``logconfig_dict``) sending every logger
-    at ``level`` and above to standard output as JSON lines."""
+    """A ``logging.config.dictConfig`` sending every logger at ``level`` and above to
+    standard output as JSON lines (applied by the server's gunicorn logger class)."""
     level = level.upper()
     handler = {"class": "logging.StreamHandler", "formatter": "json",
                "stream": "ext://sys.stdout"}

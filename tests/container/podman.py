@@ -74,7 +74,7 @@ def pulled(name: str) -> bool:
 
 
 def _as_root(command: Sequence[str]) -> list[str]:
-    return list(command) if os.geteuid() == 0 else ["sudo", *command]
+    return list(command) if os.geteuid() == 0 else ["sudo", "-n", *command]
 
 
 def make_python_stand_in() -> None:
@@ -120,13 +120,15 @@ def ensure_base_images() -> dict[str, str]:
 
 
 def ca_bundle() -> Path | None:
-    """The CA bundle this machine's pip trusts, if it names one: passed to the build as the
-    ``ca-bundle`` secret (a proxy may re-sign TLS with its own CA)."""
+    """The CA bundle this machine trusts (the one pip is told to use, else the system's):
+    passed to the build as the ``ca-bundle`` secret, since a proxy may re-sign TLS with a
+    CA that only this machine knows."""
     for variable in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
         value = os.environ.get(variable)
         if value and Path(value).is_file():
             return Path(value)
-    return None
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    return system if system.is_file() else None
 
 
 def build_image(tag: str = IMAGE) -> float:
@@ -157,6 +159,12 @@ def wait_healthy(container: str, since: float, timeout: float = 60) -> float:
             raise AssertionError(f"{container} not healthy ({state['Status']}):\n"
                                  f"{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
         time.sleep(0.25)
+
+
+def files(container: str, folder: str) -> set[str]:
+    """The files under ``folder`` in a running container, as paths relative to it."""
+    listing = podman("exec", container, "sh", "-c", f"cd {folder} && find . -type f")
+    return set(listing.stdout.split())
 
 
 def remove(*containers: str) -> None:

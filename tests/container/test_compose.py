@@ -51,6 +51,14 @@ def reference(tmp_path):
     app.extensions["statecast"].close()
 
 
+def containers(project: str) -> dict[str, str]:
+    """The project's containers by compose service."""
+    names = podman("ps", "-a", "--filter", f"label=io.podman.compose.project={project}",
+                   "--format", "{{.Names}}").stdout.split()
+    return {json.loads(podman("inspect", name).stdout)[0]["Config"]["Labels"][
+        "com.docker.compose.service"]: name for name in names}
+
+
 @pytest.fixture()
 def stack(image):
     """The compose stack up on free ports; its containers by service; taken down after."""
@@ -58,13 +66,12 @@ def stack(image):
     ports = {"STATECAST_HOST_PORT": str(free_port()), "STATECAST_HOST_PORT_2": str(free_port())}
     started = time.monotonic()
     try:
+        # Redis first, healthy, then the replicas: podman-compose waits for `service_healthy`
+        # only with podman 4.6 and newer, and then on health checks systemd would run.
+        compose(project, "up", "-d", "redis", extra_env=ports)
+        wait_healthy(containers(project)["redis"], started, timeout=60)
         compose(project, "up", "-d", extra_env=ports)
-        names = podman("ps", "-a", "--filter", f"label=io.podman.compose.project={project}",
-                       "--format", "{{.Names}}").stdout.split()
-        services = {}
-        for name in names:
-            labels = json.loads(podman("inspect", name).stdout)[0]["Config"]["Labels"]
-            services[labels["com.docker.compose.service"]] = name
+        services = containers(project)
         assert set(services) == {"redis", "statecast", "statecast-2"}, services
         ready = {service: wait_healthy(services[service], started, timeout=120)
                  for service in ("redis", "statecast", "statecast-2")}
