@@ -113,7 +113,7 @@ def test_the_image_is_non_root_with_a_health_check_and_no_build_secret(image):
     assert leftovers.stdout.strip() == "end"
 
 
-def test_a_container_serves_the_readme_forecast_and_a_replaced_one_keeps_the_stream(
+def test_a_container_serves_the_readme_forecast_and_keeps_the_stream_when_restarted_or_replaced(
         image, volumes, servers):
     command, shown = readme_example()
     first = Server(volumes)
@@ -132,6 +132,12 @@ def test_a_container_serves_the_readme_forecast_and_a_replaced_one_keeps_the_str
     assert any(record.get("logger") == "gunicorn.error" for record in records)
     assert any(record.get("route", "").endswith("/forecast") and record["status"] == 200
                for record in records)
+
+    # Restarted: the stream is still there.
+    restarted = time.monotonic()
+    podman("restart", "-t", "15", first.name)
+    wait_healthy(first.name, restarted)
+    assert first.call("GET", "/v1/models/sunspots/streams/sun")[1]["step"] == 1724
 
     # Replaced by a container with a read-only root filesystem, on the same volumes.
     remove(first.name)
