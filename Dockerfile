@@ -10,11 +10,13 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS runtime
-# Numba's omp threading layer needs libgomp1 on slim images.
+# Numba's omp threading layer needs libgomp1 on slim images. With a CA secret apt downloads
+# as root: its sandbox user cannot read the secret (mode 0400).
 # hadolint ignore=DL3008
 RUN --mount=type=secret,id=ca-bundle,required=false \
     if [ -f /run/secrets/ca-bundle ]; then \
-        set -- -o Acquire::https::CAInfo=/run/secrets/ca-bundle; fi \
+        set -- -o Acquire::https::CAInfo=/run/secrets/ca-bundle \
+            -o APT::Sandbox::User=root; fi \
     && apt-get "$@" update \
     && apt-get "$@" install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*

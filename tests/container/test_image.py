@@ -18,7 +18,7 @@ from urllib.request import Request, urlopen
 
 import pytest
 
-from tests.container.podman import IMAGE, files, podman, remove, wait_healthy
+from tests.container.podman import IMAGE, ca_bundle, files, podman, remove, wait_healthy
 from tests.redis_server import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -111,6 +111,32 @@ def test_the_image_is_non_root_with_a_health_check_and_no_build_secret(image):
                        "ls /run/secrets 2>/dev/null; find / -xdev -name 'ca-bundle*' "
                        "2>/dev/null; echo end")
     assert leftovers.stdout.strip() == "end"
+
+
+def test_another_base_image_builds_with_apt_trusting_the_ca_secret(image, tmp_path):
+    """``BASE_IMAGE`` picks the base; on a base whose Debian sources are HTTPS, apt
+    reaches them through a TLS-re-signing proxy with the CA secret, and not without it."""
+    secret = ca_bundle()
+    assert secret is not None
+    base = "localhost/statecast-test/https-sources:latest"
+    (tmp_path / "Containerfile").write_text(
+        "FROM python:3.11-slim\n"
+        "RUN for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do "
+        "[ -f \"$f\" ] && sed -i 's#http://#https://#' \"$f\"; done; true\n")
+    podman("build", "--pull=never", "-t", base, str(tmp_path))
+    built = podman("build", "--format", "docker", "--pull=never", "--target", "runtime",
+                   "--build-arg", f"BASE_IMAGE={base}",
+                   "--secret", f"id=ca-bundle,src={secret}", str(ROOT))
+    assert "https://" in built.stdout + built.stderr
+    reaches = podman("run", "--rm", base, "python", "-c",
+                     "import urllib.request; urllib.request.urlopen("
+                     "'https://deb.debian.org/debian/', timeout=30)", check=False)
+    if "CERTIFICATE_VERIFY_FAILED" in reaches.stderr:  # TLS re-signed by a CA it lacks
+        refused = podman("build", "--format", "docker", "--pull=never", "--no-cache",
+                         "--target", "runtime", "--build-arg", f"BASE_IMAGE={base}",
+                         str(ROOT), check=False)
+        assert refused.returncode != 0 and "Release" in refused.stderr + refused.stdout
+    podman("rmi", "-f", base, check=False)
 
 
 def test_a_container_serves_the_readme_forecast_and_keeps_the_stream_when_restarted_or_replaced(
