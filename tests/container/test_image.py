@@ -124,7 +124,8 @@ def test_another_base_image_builds_with_apt_trusting_the_ca_secret(image, tmp_pa
         "RUN for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do "
         "[ -f \"$f\" ] && sed -i 's#http://#https://#' \"$f\"; done; true\n")
     podman("build", "--pull=never", "-t", base, str(tmp_path))
-    built = podman("build", "--format", "docker", "--pull=never", "--target", "runtime",
+    built = podman("build", "--format", "docker", "--pull=never", "--no-cache",
+                   "--target", "runtime",
                    "--build-arg", f"BASE_IMAGE={base}",
                    "--secret", f"id=ca-bundle,src={secret}", str(ROOT))
     assert "https://" in built.stdout + built.stderr
