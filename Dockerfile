@@ -23,14 +23,14 @@ RUN --mount=type=secret,id=ca-bundle,required=false \
 RUN useradd --create-home --uid 10001 statecast \
     && mkdir -p /data/registry /data/state \
     && chown -R statecast /data
+ENV PATH=/opt/statecast/bin:$PATH \
+    NUMBA_CACHE_DIR=/opt/statecast/kernel-cache \
+    NUMBA_THREADING_LAYER=omp
 
 # The build stage: statecast and its dependencies in a virtualenv, the kernels compiled.
 FROM runtime AS build
 ARG PIP_INDEX_URL
-ENV PATH=/opt/statecast/bin:$PATH \
-    NUMBA_CACHE_DIR=/opt/statecast/kernel-cache \
-    NUMBA_THREADING_LAYER=omp \
-    PIP_NO_CACHE_DIR=1 \
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/statecast
 # The dependencies first, in a layer a change to the sources does not touch (pyproject.toml
@@ -60,10 +60,7 @@ FROM runtime
 COPY --from=build /opt/statecast /opt/statecast
 COPY --from=build /app /app
 WORKDIR /app
-ENV PATH=/opt/statecast/bin:$PATH \
-    NUMBA_CACHE_DIR=/opt/statecast/kernel-cache \
-    NUMBA_THREADING_LAYER=omp \
-    PYTHONUNBUFFERED=1 \
+ENV PYTHONUNBUFFERED=1 \
     STATECAST_HOST=0.0.0.0 \
     STATECAST_PORT=8000 \
     STATECAST_REGISTRY=/data/registry \

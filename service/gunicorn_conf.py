@@ -54,8 +54,7 @@ class JsonLogger(glogging.Logger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        level = self.LOG_LEVELS.get(str(cfg.loglevel).lower(), logging.INFO)
-        logging.config.dictConfig(json_log_config(logging.getLevelName(level)))
+        logging.config.dictConfig(json_log_config(self.loglevel))  # as gunicorn resolved it
 
 
 logger_class = JsonLogger

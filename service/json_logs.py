@@ -10,8 +10,6 @@ and anything else logged through the root logger take this form in a server; the
 from __future__ import annotations
 
 import logging
-import os
-import time
 from typing import Any
 
 import orjson
@@ -31,10 +29,9 @@ class JsonLineFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def json_log_config(level: str) -> dict[str, Any]:
+def json_log_config(level: int) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` sending every logger at ``level`` and above to
     standard output as JSON lines (applied by the server's gunicorn logger class)."""
-    level = level.upper()
     handler = {"class": "logging.StreamHandler", "formatter": "json",
                "stream": "ext://sys.stdout"}
     return {
@@ -50,7 +47,8 @@ def json_log_config(level: str) -> dict[str, Any]:
 
 
 def log_line(message: str, level: str = "info", logger: str = "statecast") -> str:
-    """One JSON log line built by hand, for a process that has not configured logging (the
-    ``statecast serve`` command before it becomes gunicorn)."""
-    return orjson.dumps({"ts": round(time.time(), 3), "level": level, "logger": logger,
-                         "pid": os.getpid(), "message": message}).decode()
+    """One JSON log line, for a process that has not configured logging (the ``statecast
+    serve`` command before it becomes gunicorn)."""
+    record = logging.makeLogRecord({"name": logger, "levelname": level.upper(),
+                                    "msg": message})
+    return JsonLineFormatter().format(record)

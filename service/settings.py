@@ -112,4 +112,3 @@ def serve_environment(settings: Settings, base: Mapping[str, str]) -> dict[str, 
         else:
             environment[key] = str(value)
     return environment
-

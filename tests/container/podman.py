@@ -18,6 +18,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -106,17 +108,12 @@ def make_redis_stand_in() -> None:
            "-f", str(HERE / "redis.Containerfile"), str(HERE))
 
 
-def ensure_base_images() -> dict[str, str]:
-    """The Dockerfile's and the compose file's public images, present, pulled or made
-    here; what happened to each."""
-    done = {}
+def ensure_base_images() -> None:
+    """The Dockerfile's and the compose file's public images: present, pulled or made
+    here."""
     for name, make in ((BASE_IMAGE, make_python_stand_in), (REDIS_IMAGE, make_redis_stand_in)):
-        if pulled(name):
-            done[name] = "present"
-        else:
+        if not pulled(name):
             make()
-            done[name] = "stand-in"
-    return done
 
 
 def ca_bundle() -> Path | None:
@@ -159,6 +156,19 @@ def wait_healthy(container: str, since: float, timeout: float = 60) -> float:
             raise AssertionError(f"{container} not healthy ({state['Status']}):\n"
                                  f"{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
         time.sleep(0.25)
+
+
+def call(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """A JSON call to a published statecast port: its status and its JSON answer (an error's
+    too)."""
+    request = Request(f"http://127.0.0.1:{port}{path}", method=method,
+                      data=None if body is None else json.dumps(body).encode(),
+                      headers={"Content-Type": "application/json"})
+    try:
+        with urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def files(container: str, folder: str) -> set[str]:

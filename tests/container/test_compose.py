@@ -4,18 +4,15 @@ middle, and every answer equal to a single in-process server's: nothing was lost
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from urllib.error import HTTPError
-from urllib.request import Request, urlopen
 
 import numpy as np
 import pytest
 
 from statecast.service.settings import Settings
 from statecast.service.startup import serving_app
-from tests.container.podman import compose, podman, wait_healthy
+from tests.container.podman import call, compose, inspect, podman, wait_healthy
 from tests.redis_server import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -26,13 +23,11 @@ SUNSPOTS = [5, 11, 16, 23, 36, 58, 29, 20, 10, 8, 3, 0, 0, 2, 11, 27, 47, 63, 60
 FIRST = 24
 
 
-def call(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    request = Request(f"http://127.0.0.1:{port}{path}", method=method,
-                      data=None if body is None else json.dumps(body).encode(),
-                      headers={"Content-Type": "application/json"})
-    with urlopen(request, timeout=30) as response:
-        assert response.status == 200
-        return json.loads(response.read())
+def answer(port: int, method: str, path: str, body: dict | None = None) -> dict:
+    """A call's JSON answer, which must be a 200."""
+    status, payload = call(port, method, path, body)
+    assert status == 200, payload
+    return payload
 
 
 def windows() -> list[dict]:
@@ -55,8 +50,8 @@ def containers(project: str) -> dict[str, str]:
     """The project's containers by compose service."""
     names = podman("ps", "-a", "--filter", f"label=io.podman.compose.project={project}",
                    "--format", "{{.Names}}").stdout.split()
-    return {json.loads(podman("inspect", name).stdout)[0]["Config"]["Labels"][
-        "com.docker.compose.service"]: name for name in names}
+    return {inspect("container", name)["Config"]["Labels"]["com.docker.compose.service"]: name
+            for name in names}
 
 
 @pytest.fixture()
@@ -87,31 +82,30 @@ def test_two_replicas_share_streams_through_a_redis_restart(stack, reference):
     calls = windows()
     middle = len(calls) // 2
     for number, body in enumerate(calls[:middle]):
-        answer = call(replicas[number % 2], "POST", f"{stream}/forecast", body)
-        np.testing.assert_allclose(answer["forecast"], reference(body)["forecast"], rtol=1e-5)
+        forecast = answer(replicas[number % 2], "POST", f"{stream}/forecast", body)["forecast"]
+        np.testing.assert_allclose(forecast, reference(body)["forecast"], rtol=1e-5)
     for service in ("statecast", "statecast-2"):
-        record = json.loads(podman("inspect", stack["services"][service]).stdout)[0]
-        assert record["HostConfig"]["ReadonlyRootfs"] is True
-    before = [call(port, "GET", f"{stream}/state") for port in replicas]
+        assert inspect("container", stack["services"][service])["HostConfig"][
+            "ReadonlyRootfs"] is True
+    before = [answer(port, "GET", f"{stream}/state") for port in replicas]
     assert before[0] == before[1] and before[0]["step"] == calls[middle]["start"]
 
     redis = stack["services"]["redis"]
     restarted = time.monotonic()
     podman("restart", redis)
     wait_healthy(redis, restarted, timeout=60)
-    after = [call(port, "GET", f"{stream}/state") for port in replicas]
+    after = [answer(port, "GET", f"{stream}/state") for port in replicas]
     assert after == before  # the stream's h, c and step, as acknowledged before the restart
 
     unavailable = 0
     for number, body in enumerate(calls[middle:]):
         while True:  # a worker whose Redis connection broke answers 503 once, then recovers
-            try:
-                answer = call(replicas[number % 2], "POST", f"{stream}/forecast", body)
+            status, payload = call(replicas[number % 2], "POST", f"{stream}/forecast", body)
+            if status == 200:
                 break
-            except HTTPError as error:
-                assert error.code == 503 and unavailable < 4, error.read()
-                unavailable += 1
-        np.testing.assert_allclose(answer["forecast"], reference(body)["forecast"], rtol=1e-5)
-        assert answer["consumed"] == 1
-    final = call(replicas[0], "GET", stream)
+            assert status == 503 and unavailable < 4, payload
+            unavailable += 1
+        np.testing.assert_allclose(payload["forecast"], reference(body)["forecast"], rtol=1e-5)
+        assert payload["consumed"] == 1
+    final = answer(replicas[0], "GET", stream)
     assert final["step"] == 1700 + len(SUNSPOTS)

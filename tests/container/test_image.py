@@ -14,11 +14,19 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.request import Request, urlopen
 
 import pytest
 
-from tests.container.podman import IMAGE, ca_bundle, files, podman, remove, wait_healthy
+from tests.container.podman import (
+    IMAGE,
+    ca_bundle,
+    call,
+    files,
+    inspect,
+    podman,
+    remove,
+    wait_healthy,
+)
 from tests.redis_server import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -41,30 +49,18 @@ def readme_example() -> tuple[str, dict]:
 class Server:
     """One statecast container on ``port`` (published as itself), its volumes named."""
 
-    def __init__(self, volumes: dict[str, str], *options: str, port: int | None = None):
+    def __init__(self, volumes: dict[str, str], *options: str, ready_within: float = 60):
         self.name = f"statecast-test-{uuid.uuid4().hex[:8]}"
-        self.port = port or free_port()
+        self.port = free_port()
         started = time.monotonic()
         podman("run", "-d", "--name", self.name, "-e", f"STATECAST_PORT={self.port}",
                "-p", f"127.0.0.1:{self.port}:{self.port}",
                *(f"--volume={volume}:{path}" for volume, path in volumes.items()),
                *options, IMAGE)
-        self.ready_after = wait_healthy(self.name, started,
-                                        timeout=60 if "NUMBA_CPU_NAME" not in str(options)
-                                        else 300)
+        self.ready_after = wait_healthy(self.name, started, timeout=ready_within)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        request = Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                          data=None if body is None else json.dumps(body).encode(),
-                          headers={"Content-Type": "application/json"})
-        try:
-            with urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except OSError as error:  # HTTPError: the status and the JSON error
-            status = getattr(error, "code", None)
-            if status is None:
-                raise
-            return status, json.loads(error.read())  # type: ignore[attr-defined]
+        return call(self.port, method, path, body)
 
     def logs(self) -> tuple[list[str], list[str]]:
         """The container's stdout lines and its stderr lines (podman's own notes dropped)."""
@@ -214,8 +210,7 @@ def test_a_stop_lets_the_call_in_flight_finish(image, volumes, servers):
     stopper.join()
     assert response.startswith(b"HTTP/1.1 200"), response[:300]
     assert json.loads(response.split(b"\r\n\r\n", 1)[1])["step"] == 3
-    state = podman("inspect", server.name).stdout
-    assert json.loads(state)[0]["State"]["ExitCode"] == 0  # stopped, not killed
+    assert inspect("container", server.name)["State"]["ExitCode"] == 0  # not killed
     assert stopped["after"] < 15
 
     # The call that finished during the stop was stored.
@@ -229,7 +224,7 @@ def test_on_another_cpu_the_kernels_compile_at_start(image, volumes, servers):
     differently (here: ``generic``) misses that cache, and each container compiles them
     once at start, into its writable copy of the cache, even on a read-only root."""
     command, shown = readme_example()
-    server = Server(volumes, *READ_ONLY, "-e", "NUMBA_CPU_NAME=generic")
+    server = Server(volumes, *READ_ONLY, "-e", "NUMBA_CPU_NAME=generic", ready_within=300)
     servers.append(server)
     status, answer = server.call("POST", "/v1/models/sunspots/streams/sun/forecast",
                                  json.loads(command.split("-d '", 1)[1].rsplit("'", 1)[0]))

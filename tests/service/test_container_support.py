@@ -113,7 +113,7 @@ def test_log_records_are_json_lines():
     assert entry["message"] == "failed x" and "ValueError: boom" in entry["exception"]
     assert "\n" not in formatter.format(record)
     assert json.loads(log_line("serving"))["message"] == "serving"
-    config = json_log_config("info")
+    config = json_log_config(logging.INFO)
     assert config["handlers"]["stdout"]["stream"] == "ext://sys.stdout"
     assert config["loggers"]["gunicorn.error"]["handlers"] == ["stdout"]
 
